@@ -1,0 +1,42 @@
+"""POST /syte_test/clip: the user's endpoint. Parse, embed, serialise; each step lives elsewhere."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from .errors import PayloadTooLarge
+from .extensions import get_encoder, get_settings
+from .parsing import ParsedRequest, parse_form, require_multipart
+from .scoring import embed
+from .serialize import embeddings_body
+
+bp = Blueprint("api", __name__)
+
+
+@bp.post("/syte_test/clip")
+def clip() -> dict:
+    parsed = parse_request()
+    g.images, g.texts = len(parsed.images), len(parsed.texts)
+    return embeddings_body(embed(get_encoder(), parsed))
+
+
+def parse_request() -> ParsedRequest:
+    """The multipart body as validated items; werkzeug's size refusals get our wording."""
+    settings = get_settings()
+    require_multipart(request.mimetype)
+    try:
+        form, files = request.form, request.files
+    except RequestEntityTooLarge:
+        if (request.content_length or 0) > settings.max_request_bytes:
+            raise PayloadTooLarge(
+                f"The request body is {request.content_length} bytes; the limit is "
+                f"{settings.max_request_mb:g} MB (CLIP_MAX_REQUEST_MB)",
+                error_code="request_too_large",
+            ) from None
+        raise PayloadTooLarge(
+            f"The request has too many parts or a text part over "
+            f"{request.max_form_memory_size} bytes; send at most {settings.max_items} items",
+            error_code="form_too_large",
+        ) from None
+    return parse_form(form, files, settings)

@@ -1,0 +1,30 @@
+"""The application factory: everything the app needs is passed in or read from one Settings."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from . import api, extensions, health, lifecycle
+from .encoder import ClipEncoder
+from .errors import register_error_handlers
+from .logs import RequestLog
+from .settings import Settings
+
+
+def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = None) -> Flask:
+    """Build the app; with no encoder given it uses the one this gunicorn worker loaded (if any)."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__, static_folder=None)
+    app.config.update(
+        # werkzeug refuses larger bodies from Content-Length, before reading them (413).
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        # Bound the parser's work: room for every allowed item plus some unknown keys to report.
+        MAX_FORM_PARTS=2 * settings.max_items + 16,
+    )
+    app.json.sort_keys = False  # keep vectors and scores grouped by id, in request order
+    extensions.init_app(app, settings, encoder if encoder is not None else lifecycle.current_encoder())
+    RequestLog(app)
+    register_error_handlers(app)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    return app

@@ -1,0 +1,128 @@
+"""The CLIP model behind a small interface: load once per worker, turn images and texts into unit vectors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+from transformers.utils import logging as transformers_logging
+
+log = logging.getLogger("clipsvc.encoder")
+
+# Images per forward pass: bounds activation memory for a request carrying many images.
+IMAGE_BATCH = 8
+
+
+class ModelLoadError(RuntimeError):
+    """The weights or their companions could not be loaded; the message names the path."""
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What /meta and the start-up log report about the loaded model."""
+
+    model_path: str
+    model_name: str
+    embedding_dim: int
+    max_text_tokens: int
+    device: str
+    dtype: str
+    threads: int
+    load_seconds: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def pick_device(requested: str) -> torch.device:
+    """`auto` takes the GPU when there is one; asking for CUDA without one is a start-up error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelLoadError(f"CLIP_DEVICE={requested} but no CUDA device is available")
+    return torch.device(requested)
+
+
+class ClipEncoder:
+    """Preprocessing and forward passes exactly as transformers does them; no Flask in here."""
+
+    def __init__(self, model: CLIPModel, tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil,
+                 info: EncoderInfo):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.processor = processor
+        self.info = info
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+
+    @classmethod
+    def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None) -> ClipEncoder:
+        """Load weights, tokenizer and image processor from a resolved model directory."""
+        started = time.perf_counter()
+        transformers_logging.disable_progress_bar()  # a progress bar is not a JSON log line
+        if threads is not None:
+            torch.set_num_threads(threads)
+        target = pick_device(device)
+        # fp16 halves memory and doubles speed on GPUs; on CPUs fp32 is the fast (and exact) choice.
+        dtype = torch.float16 if target.type == "cuda" else torch.float32
+        try:
+            model = CLIPModel.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
+            tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
+            processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
+        except Exception as exc:  # transformers raises many types for a broken directory
+            raise ModelLoadError(f"could not load the CLIP model from {model_dir}: {exc}") from exc
+        model.to(target).eval()
+        info = EncoderInfo(
+            model_path=str(model_dir),
+            model_name=Path(model_dir).name,
+            embedding_dim=model.config.projection_dim,
+            max_text_tokens=model.config.text_config.max_position_embeddings,
+            device=str(target),
+            dtype=str(dtype).removeprefix("torch."),
+            threads=torch.get_num_threads(),
+            load_seconds=round(time.perf_counter() - started, 3),
+        )
+        return cls(model, tokenizer, processor, info)
+
+    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """The model's own resize, crop and normalisation (preprocessor_config.json)."""
+        return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """(n, embedding_dim) float32 rows of unit length."""
+        if not images:
+            return np.empty((0, self.info.embedding_dim), dtype=np.float32)
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(images), IMAGE_BATCH):
+                pixels = self.preprocess_images(images[start:start + IMAGE_BATCH])
+                output = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
+                chunks.append(_unit_rows(output))
+        return np.concatenate(chunks)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated."""
+        if not texts:
+            return np.empty((0, self.info.embedding_dim), dtype=np.float32)
+        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
+                                max_length=self.info.max_text_tokens, return_tensors="pt")
+        with torch.inference_mode():
+            output = self.model.get_text_features(
+                input_ids=tokens["input_ids"].to(self.device),
+                attention_mask=tokens["attention_mask"].to(self.device),
+            )
+        return _unit_rows(output)
+
+
+def _unit_rows(output: torch.Tensor | object) -> np.ndarray:
+    """transformers 5 returns an output object whose pooler_output is the projection; 4.x a tensor."""
+    features = output if isinstance(output, torch.Tensor) else output.pooler_output
+    features = torch.nn.functional.normalize(features.float(), dim=-1)
+    return features.cpu().numpy()

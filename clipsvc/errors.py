@@ -1,0 +1,90 @@
+"""Our error types and the one handler that turns every error into the same JSON body."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    InternalServerError,
+    RequestEntityTooLarge,
+    ServiceUnavailable,
+    UnsupportedMediaType,
+)
+
+log = logging.getLogger("clipsvc.errors")
+
+
+class ApiError(HTTPException):
+    """An error with a stable machine-readable code and the form field it concerns."""
+
+    error_code = "bad_request"
+
+    def __init__(self, message: str, *, field: str | None = None, error_code: str | None = None):
+        super().__init__(description=message)
+        self.field = field
+        if error_code is not None:
+            self.error_code = error_code
+
+
+class InvalidInput(ApiError, BadRequest):
+    error_code = "invalid_input"
+
+
+class PayloadTooLarge(ApiError, RequestEntityTooLarge):
+    error_code = "payload_too_large"
+
+
+class UnsupportedContentType(ApiError, UnsupportedMediaType):
+    error_code = "unsupported_media_type"
+
+
+class ModelNotReady(ApiError, ServiceUnavailable):
+    error_code = "model_not_ready"
+
+
+def error_body(status: int, code: str, message: str, field: str | None = None) -> dict:
+    """The one error shape every endpoint returns."""
+    return {"error": {"status": status, "code": code, "message": message, "field": field}}
+
+
+def _describe(exc: HTTPException) -> tuple[str, str]:
+    """Code and a message that says what to do, for werkzeug's own errors (routing, size)."""
+    code = (exc.name or "error").lower().replace(" ", "_")
+    if exc.code == 404:
+        return code, f"No endpoint at {request.path}. Try POST /syte_test/clip, or GET /livez, /readyz, /meta."
+    if exc.code == 405:
+        allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
+        return code, f"{request.method} is not allowed on {request.path}; use {allowed or 'another method'}."
+    if exc.code == 413:
+        return "payload_too_large", (
+            "The request body is larger than this service accepts (CLIP_MAX_REQUEST_MB); send fewer or smaller files."
+        )
+    return code, exc.description or exc.name
+
+
+def _json_response(exc: HTTPException) -> Response:
+    if isinstance(exc, ApiError):
+        code, message, field = exc.error_code, exc.description, exc.field
+    else:
+        (code, message), field = _describe(exc), None
+    response = exc.get_response()  # keeps status and headers such as Allow
+    response.data = json.dumps(error_body(exc.code, code, message, field))
+    response.content_type = "application/json"
+    return response
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    """A bug, not bad input: the traceback goes to the log, never to the client."""
+    log.exception("unhandled error")
+    return _json_response(
+        InternalServerError(description="The service failed to process this request; the error has been logged.")
+    )
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Registered on the app, not a blueprint, so routing 404/405 are caught too."""
+    app.register_error_handler(HTTPException, _json_response)
+    app.register_error_handler(Exception, handle_unexpected)

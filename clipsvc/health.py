@@ -1,0 +1,46 @@
+"""Probes and metadata: liveness never touches the model, readiness says whether it is loaded."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from . import __version__
+from .errors import ModelNotReady
+from .extensions import get_encoder, get_settings, loaded_encoder
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/livez")
+def livez() -> dict:
+    return {"status": "alive"}
+
+
+@bp.get("/readyz")
+def readyz() -> dict:
+    if loaded_encoder() is None:
+        raise ModelNotReady("The model is not loaded yet")
+    return {"status": "ready"}
+
+
+@bp.get("/meta")
+def meta() -> dict:
+    info = get_encoder().info
+    settings = get_settings()
+    return {
+        "model": info.model_name,
+        "model_path": info.model_path,
+        "embedding_dim": info.embedding_dim,
+        "max_text_tokens": info.max_text_tokens,
+        "device": info.device,
+        "dtype": info.dtype,
+        "torch_threads": info.threads,
+        "version": __version__,
+        "limits": {
+            "max_request_mb": settings.max_request_mb,
+            "max_image_mb": settings.max_image_mb,
+            "max_image_pixels": settings.max_image_pixels,
+            "max_text_words": settings.max_text_words,
+            "max_items": settings.max_items,
+        },
+    }

@@ -1,0 +1,80 @@
+"""Image decoding: bytes in, an upright RGB picture out, identified by content and never by name."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# The formats of the table we promised (see README). Restricting Pillow to them keeps risky
+# decoders (EPS runs Ghostscript, for one) out of reach of uploads. MPO is how Pillow names
+# many camera JPEGs. Radiance HDR is in that table but Pillow has no decoder for it.
+ALLOWED_FORMATS = (
+    "JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "TIFF", "PPM", "ICO", "WEBP", "DDS", "TGA", "JPEG2000",
+)
+SUPPORTED_LIST = "JPEG, PNG, GIF, BMP, TIFF, WebP, PPM/PGM/PBM, ICO, DDS, TGA, JPEG 2000"
+_WHITE = (255, 255, 255)
+
+
+class ImageRejected(ValueError):
+    """The bytes are not a usable image; the message says why and what to send instead."""
+
+    def __init__(self, message: str, code: str = "invalid_image"):
+        super().__init__(message)
+        self.code = code
+
+
+def decode_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode the first frame, refuse oversized images before decoding pixels, return RGB."""
+    if not data:
+        raise ImageRejected("is an empty file; attach an image", "empty_file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning; we enforce our own limit
+            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    except Image.DecompressionBombError:
+        raise _too_large(f"more than {max_pixels}", max_pixels) from None
+    except UnidentifiedImageError:
+        raise ImageRejected(
+            f"is not an image in a supported format ({SUPPORTED_LIST})", "unsupported_image"
+        ) from None
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise ImageRejected(f"has an invalid size {width}x{height}")
+    if width * height > max_pixels:
+        raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
+    try:
+        image.seek(0)  # animated formats: the first frame
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        return to_rgb(image)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageRejected(f"could not be decoded ({exc.__class__.__name__}); the file may be truncated or corrupt") from None
+
+
+def _too_large(pixels: str, max_pixels: int) -> ImageRejected:
+    return ImageRejected(
+        f"has {pixels} pixels; the limit is {max_pixels} (CLIP_MAX_IMAGE_PIXELS); send a smaller image",
+        "too_many_pixels",
+    )
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Transparent pixels become white (not black), high-bit-depth images are scaled to 8 bits."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        # 16-bit greyscale (PNG, TIFF): Pillow's convert would clip everything above 255 to white.
+        array = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(array * (255.0 / peak), 0, 255).round().astype(np.uint8), "L")
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 if array.max() <= 1.0 else 1.0
+        image = Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8), "L")
+    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+    if has_alpha:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")

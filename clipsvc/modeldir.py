@@ -1,0 +1,103 @@
+"""Find the CLIP model the operator mounted: a directory, a directory holding one, or the zip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
+MAX_UNZIPPED_BYTES = 16 * 1024**3  # the real model unzips to ~1.7 GB; refuse zip bombs
+
+
+class ModelDirError(RuntimeError):
+    """The model cannot be used; the message names the path and what is wrong."""
+
+
+def resolve_model_dir(path: Path, cache_dir: Path | None = None) -> Path:
+    """The directory to load from; unzips `path` (or the one zip inside it) into `cache_dir`."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelDirError(
+            f"model path {path} does not exist; mount the model there "
+            "(docker run -v /path/to/host/model:/model ...) or set CLIP_MODEL_DIR"
+        )
+    if path.is_file():
+        if not zipfile.is_zipfile(path):
+            raise ModelDirError(f"model path {path} is a file but not a zip archive of a CLIP model directory")
+        return resolve_model_dir(_unzip(path, cache_dir), cache_dir)
+    if _looks_like_model(path):
+        check_model_dir(path)
+        return path
+    candidates = sorted(p for p in path.iterdir() if p.is_dir() and _looks_like_model(p))
+    zips = sorted(p for p in path.iterdir() if p.is_file() and p.suffix == ".zip")
+    if len(candidates) == 1:
+        check_model_dir(candidates[0])
+        return candidates[0]
+    if len(candidates) > 1:
+        names = ", ".join(p.name for p in candidates)
+        raise ModelDirError(f"model path {path} holds several model directories ({names}); point CLIP_MODEL_DIR at one")
+    if len(zips) == 1:
+        return resolve_model_dir(zips[0], cache_dir)
+    listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
+    raise ModelDirError(
+        f"model path {path} is not a CLIP model directory (it holds {listing}); expected config.json, "
+        "preprocessor_config.json, tokenizer files and model.safetensors or pytorch_model.bin"
+    )
+
+
+def _looks_like_model(path: Path) -> bool:
+    return (path / "config.json").is_file()
+
+
+def check_model_dir(path: Path) -> None:
+    """Cheap checks before any worker forks: every file there, config.json a CLIP config."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelDirError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
+    if not isinstance(config, dict) or config.get("model_type") != "clip":
+        kind = config.get("model_type") if isinstance(config, dict) else type(config).__name__
+        raise ModelDirError(f"{path / 'config.json'} describes model_type {kind!r}, not a CLIP model ('clip')")
+    missing = []
+    if not (path / "preprocessor_config.json").is_file():
+        missing.append("preprocessor_config.json")
+    if not any(all((path / f).is_file() for f in group) for group in TOKENIZER_FILES):
+        missing.append("tokenizer files (vocab.json and merges.txt, or tokenizer.json)")
+    if not any((path / f).is_file() for f in WEIGHT_FILES):
+        missing.append("weights (model.safetensors or pytorch_model.bin)")
+    if missing:
+        raise ModelDirError(f"model directory {path} lacks {', '.join(missing)}")
+
+
+def _unzip(archive: Path, cache_dir: Path | None) -> Path:
+    """Extract once per archive version; later starts reuse the finished extraction."""
+    stat = archive.stat()
+    digest = hashlib.sha256(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    root = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "clipsvc-models"
+    target = root / f"{archive.stem}-{digest}"
+    if (target / ".complete").is_file():
+        return target
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".unzip-", dir=root))
+        with zipfile.ZipFile(archive) as zf:
+            members = zf.infolist()
+            if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
+                raise ModelDirError(f"{archive} unzips to more than {MAX_UNZIPPED_BYTES} bytes; refusing it")
+            for member in members:
+                # Zip slip: every member must land inside the staging directory.
+                dest = (staging / member.filename).resolve()
+                if not dest.is_relative_to(staging.resolve()):
+                    raise ModelDirError(f"{archive} has an unsafe member path {member.filename!r}")
+            zf.extractall(staging)
+        (staging / ".complete").touch()
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    except (OSError, zipfile.BadZipFile) as exc:
+        raise ModelDirError(f"could not unzip {archive} into {root} ({exc}); set CLIP_MODEL_CACHE_DIR to a writable directory") from None
+    return target

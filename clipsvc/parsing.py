@@ -1,0 +1,139 @@
+"""Multipart form -> validated images and texts. Pure: no Flask globals, no model."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from PIL import Image
+from werkzeug.datastructures import FileStorage, MultiDict
+
+from .errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
+from .imaging import ImageRejected, decode_image
+from .settings import Settings
+from .text import TextRejected, validate_text
+
+KEY_PATTERN = re.compile(r"(image|text)-([A-Za-z0-9_-]{1,64})")
+MAX_TEXT_FILE_BYTES = 64 * 1024  # a text sent as a file part: generous for 50 words
+_FIELD_ECHO = 80  # unknown keys are echoed back in errors, shortened
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    id: str
+    image: Image.Image
+
+
+@dataclass(frozen=True)
+class TextItem:
+    id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    """What a request asks for; ids keep the order in which the client sent them."""
+
+    images: list[ImageItem] = field(default_factory=list)
+    texts: list[TextItem] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        """Every id, first appearance first (images before texts of the same request)."""
+        return list(dict.fromkeys([i.id for i in self.images] + [t.id for t in self.texts]))
+
+    @property
+    def pair_ids(self) -> list[str]:
+        texts = {t.id for t in self.texts}
+        return [i.id for i in self.images if i.id in texts]
+
+
+def require_multipart(mimetype: str) -> None:
+    if mimetype != "multipart/form-data":
+        shown = mimetype or "none"
+        raise UnsupportedContentType(
+            f"Content-Type is {shown}; send multipart/form-data with image-<id> files "
+            "and text-<id> fields (curl -F image-1=@photo.jpg -F text-1='a caption')",
+            field="Content-Type",
+        )
+
+
+def parse_form(form: MultiDict, files: MultiDict, settings: Settings) -> ParsedRequest:
+    """Validate every part, decode images and clean texts; the first problem found is raised."""
+    parts = list(_parts(form, files))
+    if not parts:
+        raise InvalidInput(
+            "The request has no image-<id> or text-<id> parts; send at least one "
+            "(a multipart body that cannot be parsed ends here too)",
+            error_code="empty_request",
+        )
+    seen: set[str] = set()
+    for key, _ in parts:
+        _check_key(key, seen)
+    if len(parts) > settings.max_items:
+        raise InvalidInput(
+            f"The request has {len(parts)} items; the limit is {settings.max_items} (CLIP_MAX_ITEMS)",
+            error_code="too_many_items",
+        )
+    parsed = ParsedRequest()
+    for key, value in parts:
+        kind, item_id = KEY_PATTERN.fullmatch(key).groups()
+        if kind == "image":
+            parsed.images.append(ImageItem(item_id, _image(key, value, settings)))
+        else:
+            parsed.texts.append(TextItem(item_id, _text(key, value, settings)))
+    return parsed
+
+
+def _parts(form: MultiDict, files: MultiDict) -> Iterable[tuple[str, str | FileStorage]]:
+    yield from form.items(multi=True)
+    yield from files.items(multi=True)
+
+
+def _check_key(key: str, seen: set[str]) -> None:
+    shown = key if len(key) <= _FIELD_ECHO else key[:_FIELD_ECHO] + "..."
+    if KEY_PATTERN.fullmatch(key) is None:
+        raise InvalidInput(
+            f"Unknown form key {shown!r}; keys are image-<id> (a file) or text-<id> (a text), "
+            "where <id> is 1-64 letters, digits, '_' or '-'",
+            field=shown,
+            error_code="unknown_key",
+        )
+    if key in seen:
+        raise InvalidInput(f"{key} is sent more than once; each key must be unique", field=key,
+                           error_code="duplicate_key")
+    seen.add(key)
+
+
+def _image(key: str, value: str | FileStorage, settings: Settings) -> Image.Image:
+    if not isinstance(value, FileStorage):
+        raise InvalidInput(
+            f"{key} must be a file part, not a text value (curl -F {key}=@photo.jpg)",
+            field=key,
+            error_code="image_not_a_file",
+        )
+    data = value.stream.read(settings.max_image_bytes + 1)
+    if len(data) > settings.max_image_bytes:
+        raise PayloadTooLarge(
+            f"{key} is larger than {settings.max_image_mb:g} MB (CLIP_MAX_IMAGE_MB); send a smaller file",
+            field=key,
+            error_code="image_too_large",
+        )
+    try:
+        return decode_image(data, settings.max_image_pixels)
+    except ImageRejected as exc:
+        raise InvalidInput(f"{key} {exc}", field=key, error_code=exc.code) from None
+
+
+def _text(key: str, value: str | FileStorage, settings: Settings) -> str:
+    if isinstance(value, FileStorage):  # curl -F text-1=@caption.txt: accept the file's text
+        data = value.stream.read(MAX_TEXT_FILE_BYTES + 1)
+        if len(data) > MAX_TEXT_FILE_BYTES:
+            raise InvalidInput(f"{key} is a file larger than {MAX_TEXT_FILE_BYTES} bytes; send a short text",
+                               field=key, error_code="text_too_long")
+        value = data.decode("utf-8", errors="replace")
+    try:
+        return validate_text(value, settings.max_text_words)
+    except TextRejected as exc:
+        raise InvalidInput(f"{key} {exc}", field=key, error_code=exc.code) from None

@@ -1,0 +1,47 @@
+"""Embed a parsed request and score its image-text pairs: the encoder's output, before any JSON."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .encoder import ClipEncoder
+from .parsing import ParsedRequest
+
+# CLIPScore (Hessel et al., 2021, arXiv:2104.08718): w * max(cos, 0) with w = 2.5, here on 0-100.
+CLIPSCORE_WEIGHT = 2.5
+
+
+@dataclass(frozen=True)
+class PairScore:
+    id: str
+    cosine: float
+    score: int
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Unit vectors by item id, and a score for every id sent both as image and text."""
+
+    images: dict[str, np.ndarray]
+    texts: dict[str, np.ndarray]
+    pairs: list[PairScore]
+    order: list[str]
+
+
+def clip_score(cosine: float) -> int:
+    """0-100: a cosine of 0.4 or more (a strong match for CLIP) scores 100, 0 or less scores 0."""
+    return int(round(100 * min(max(CLIPSCORE_WEIGHT * cosine, 0.0), 1.0)))
+
+
+def embed(encoder: ClipEncoder, parsed: ParsedRequest) -> Embeddings:
+    image_vectors = encoder.encode_images([item.image for item in parsed.images])
+    text_vectors = encoder.encode_texts([item.text for item in parsed.texts])
+    images = {item.id: row for item, row in zip(parsed.images, image_vectors)}
+    texts = {item.id: row for item, row in zip(parsed.texts, text_vectors)}
+    pairs = []
+    for item_id in parsed.pair_ids:
+        cosine = float(np.dot(images[item_id], texts[item_id]))
+        pairs.append(PairScore(item_id, cosine, clip_score(cosine)))
+    return Embeddings(images, texts, pairs, parsed.ids)

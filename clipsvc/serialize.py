@@ -1,0 +1,36 @@
+"""Embeddings -> the response body, with keys exactly as the user specified them."""
+
+from __future__ import annotations
+
+from .scoring import Embeddings
+
+
+def image_vector_key(item_id: str) -> str:
+    return f"image_{item_id}_vector"
+
+
+def text_vector_key(item_id: str) -> str:
+    return f"text_{item_id}_vector"
+
+
+def score_key(item_id: str) -> str:
+    return f"image_vector_{item_id}_similarity_score"
+
+
+def cosine_key(item_id: str) -> str:
+    return f"image_vector_{item_id}_cosine_similarity"
+
+
+def embeddings_body(embeddings: Embeddings) -> dict:
+    """Keys grouped by id in the order the client sent them: vectors, then score and cosine."""
+    pairs = {pair.id: pair for pair in embeddings.pairs}
+    body: dict = {}
+    for item_id in embeddings.order:
+        if item_id in embeddings.images:
+            body[image_vector_key(item_id)] = embeddings.images[item_id].tolist()
+        if item_id in embeddings.texts:
+            body[text_vector_key(item_id)] = embeddings.texts[item_id].tolist()
+        if item_id in pairs:
+            body[score_key(item_id)] = pairs[item_id].score
+            body[cosine_key(item_id)] = round(pairs[item_id].cosine, 6)
+    return body

@@ -1,0 +1,149 @@
+"""Every environment variable the service reads, its default and its validation, in one place."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A configuration value is malformed; raised at start-up, never per request."""
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects affinity masks and container cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Service configuration; build it with `Settings.from_env()` or pass values in tests."""
+
+    model_dir: Path = Path("/model")
+    model_cache_dir: Path | None = None
+    port: int = 8081
+    workers: int = 2
+    torch_threads: int | None = None  # None: cores ÷ workers, at least 1
+    device: str = "auto"
+    max_request_mb: float = 64
+    max_image_mb: float = 20
+    max_image_pixels: int = 40_000_000
+    max_text_words: int = 50
+    max_items: int = 64
+    worker_timeout: int = 300
+    graceful_timeout: int = 60
+    log_level: str = "info"
+
+    @property
+    def threads_per_worker(self) -> int:
+        """Torch threads per worker: workers × threads never exceeds the cores unless asked."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, cpu_count() // self.workers)
+
+    @property
+    def max_request_bytes(self) -> int:
+        return int(self.max_request_mb * 1024 * 1024)
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_mb * 1024 * 1024)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every `CLIP_*` variable (plus PORT and WEB_CONCURRENCY), failing loudly on bad values."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (var, parse) in ENV_VARS.items():
+            raw = env.get(var)
+            if raw is None or raw.strip() == "":
+                continue
+            try:
+                values[name] = parse(raw.strip())
+            except ValueError as exc:
+                raise SettingsError(f"{var}={raw!r} is invalid: {exc}") from None
+        return cls(**values)
+
+    def __post_init__(self) -> None:
+        checks = {
+            "port": 1 <= self.port <= 65535,
+            "workers": self.workers >= 1,
+            "torch_threads": self.torch_threads is None or self.torch_threads >= 1,
+            "device": self.device in DEVICE_CHOICES or self.device.startswith("cuda:"),
+            "max_request_mb": self.max_request_mb > 0,
+            "max_image_mb": 0 < self.max_image_mb <= self.max_request_mb,
+            "max_image_pixels": self.max_image_pixels > 0,
+            "max_text_words": self.max_text_words >= 1,
+            "max_items": self.max_items >= 1,
+            "worker_timeout": self.worker_timeout >= 1,
+            "graceful_timeout": self.graceful_timeout >= 0,
+            "log_level": self.log_level in LOG_LEVELS,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                var = ENV_VARS[name][0]
+                raise SettingsError(f"{var}={getattr(self, name)!r} is out of range ({HINTS[name]})")
+
+
+def _positive_int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("expected a whole number") from None
+
+
+def _number(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
+def _lower(raw: str) -> str:
+    return raw.lower()
+
+
+# Field name -> (environment variable, parser). Defaults live on the dataclass above.
+ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "model_dir": ("CLIP_MODEL_DIR", Path),
+    "model_cache_dir": ("CLIP_MODEL_CACHE_DIR", Path),
+    "port": ("PORT", _positive_int),
+    "workers": ("WEB_CONCURRENCY", _positive_int),
+    "torch_threads": ("CLIP_TORCH_THREADS", _positive_int),
+    "device": ("CLIP_DEVICE", _lower),
+    "max_request_mb": ("CLIP_MAX_REQUEST_MB", _number),
+    "max_image_mb": ("CLIP_MAX_IMAGE_MB", _number),
+    "max_image_pixels": ("CLIP_MAX_IMAGE_PIXELS", _positive_int),
+    "max_text_words": ("CLIP_MAX_TEXT_WORDS", _positive_int),
+    "max_items": ("CLIP_MAX_ITEMS", _positive_int),
+    "worker_timeout": ("CLIP_WORKER_TIMEOUT", _positive_int),
+    "graceful_timeout": ("CLIP_GRACEFUL_TIMEOUT", _positive_int),
+    "log_level": ("CLIP_LOG_LEVEL", _lower),
+}
+
+HINTS = {
+    "model_dir": "a path",
+    "model_cache_dir": "a writable directory",
+    "port": "1-65535",
+    "workers": "at least 1",
+    "torch_threads": "at least 1",
+    "device": "auto, cpu, cuda or cuda:N",
+    "max_request_mb": "greater than 0",
+    "max_image_mb": "greater than 0 and at most CLIP_MAX_REQUEST_MB",
+    "max_image_pixels": "at least 1",
+    "max_text_words": "at least 1",
+    "max_items": "at least 1",
+    "worker_timeout": "seconds, at least 1",
+    "graceful_timeout": "seconds, 0 or more",
+    "log_level": ", ".join(LOG_LEVELS),
+}

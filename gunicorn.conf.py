@@ -1,0 +1,65 @@
+"""gunicorn settings for clipsvc: plain names read from clipsvc.settings, plus small hooks."""
+
+import logging
+import sys
+
+from clipsvc import lifecycle
+from clipsvc.encoder import ModelLoadError
+from clipsvc.logs import logging_config
+from clipsvc.modeldir import ModelDirError
+from clipsvc.settings import Settings, SettingsError
+
+try:
+    settings = Settings.from_env()
+except SettingsError as exc:
+    sys.exit(f"clipsvc: bad configuration: {exc}")
+
+# --- Server socket
+bind = [f"0.0.0.0:{settings.port}"]
+
+# --- Workers: one model per process; torch threads per worker = cores ÷ workers (settings).
+workers = settings.workers
+worker_class = "sync"
+# PyTorch (and CUDA) must not be initialised in the master and inherited by forked workers.
+preload_app = False
+# A CPU ViT-L/14 forward is ~1.5 s per image: 64 images need minutes, so the default is generous.
+timeout = settings.worker_timeout
+graceful_timeout = settings.graceful_timeout
+keepalive = 5
+
+# --- Requests: the user's header is `request_id`. gunicorn drops headers with underscores by
+# default ("drop"); "dangerous" maps it to HTTP_REQUEST_ID like Request-Id (the same name to us).
+header_map = "dangerous"
+limit_request_field_size = 8190
+
+# --- Logging: JSON lines for gunicorn and the app alike; the app logs one line per request.
+loglevel = settings.log_level
+logconfig_dict = logging_config(settings.log_level)
+errorlog = "-"
+accesslog = None
+proc_name = "clipsvc"
+logging.captureWarnings(True)  # library warnings become JSON lines too
+
+# --- No control socket: nothing here uses it, and it would be a file in $HOME shared by servers.
+control_socket_disable = True
+
+
+def on_starting(server):
+    """Master: find and check the model (unzipping it once) before any worker forks."""
+    try:
+        path = lifecycle.prepare_model(settings)
+    except ModelDirError as exc:
+        server.log.error("model unusable: %s", exc, extra={"event": "model_error"})
+        sys.exit(1)
+    server.log.info("model found", extra={"event": "model_found", "model_path": str(path)})
+
+
+def post_fork(server, worker):
+    """Worker: load CLIP; a broken model stops the whole server instead of a respawn loop."""
+    try:
+        encoder = lifecycle.load_worker_encoder(settings)
+    except ModelLoadError as exc:
+        worker.log.error("model failed to load: %s", exc, extra={"event": "model_error"})
+        sys.exit(server.WORKER_BOOT_ERROR)
+    worker.log.info("model loaded", extra={"event": "model_loaded", "workers": settings.workers,
+                                          **encoder.info.as_dict()})

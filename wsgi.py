@@ -1,0 +1,5 @@
+"""gunicorn's entry point: `gunicorn -c gunicorn.conf.py wsgi:app`."""
+
+from clipsvc.app import create_app
+
+app = create_app()
