@@ -51,7 +51,9 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         image = ImageOps.exif_transpose(image)
         return to_rgb(image)
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageRejected(f"could not be decoded ({exc.__class__.__name__}); the file may be truncated or corrupt") from None
+        raise ImageRejected(
+            f"could not be decoded ({exc.__class__.__name__}); the file may be truncated or corrupt"
+        ) from None
 
 
 def _too_large(pixels: str, max_pixels: int) -> ImageRejected:

@@ -99,5 +99,7 @@ def _unzip(archive: Path, cache_dir: Path | None) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     except (OSError, zipfile.BadZipFile) as exc:
-        raise ModelDirError(f"could not unzip {archive} into {root} ({exc}); set CLIP_MODEL_CACHE_DIR to a writable directory") from None
+        raise ModelDirError(
+            f"could not unzip {archive} into {root} ({exc}); set CLIP_MODEL_CACHE_DIR to a writable directory"
+        ) from None
     return target

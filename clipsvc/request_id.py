@@ -10,7 +10,7 @@ from collections.abc import Mapping
 HEADER_NAMES = ("request_id", "X-Request-ID")
 RESPONSE_HEADER = "request_id"
 MAX_LENGTH = 128
-_SAFE = re.compile(r"[A-Za-z0-9._:\-]{1,%d}" % MAX_LENGTH)
+_SAFE = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_LENGTH}}}")
 
 
 def new_request_id() -> str:
