@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 
 import numpy as np
@@ -14,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 ALLOWED_FORMATS = (
     "JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "TIFF", "PPM", "ICO", "WEBP", "DDS", "TGA", "JPEG2000",
 )
+Image.init()  # register every plugin so `formats=` can name them (Pillow loads a few lazily)
+ALLOWED_FORMATS = tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
 SUPPORTED_LIST = "JPEG, PNG, GIF, BMP, TIFF, WebP, PPM/PGM/PBM, ICO, DDS, TGA, JPEG 2000"
 _WHITE = (255, 255, 255)
 
@@ -34,23 +37,21 @@ def decode_image(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own bomb warning; we enforce our own limit
             image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+        width, height = image.size
+        if width * height > max_pixels:  # checked from the header, before any pixel is decoded
+            raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
+        image.seek(0)  # animated formats: the first frame
+        image.load()
+        return to_rgb(ImageOps.exif_transpose(image))
+    except ImageRejected:
+        raise
     except Image.DecompressionBombError:
         raise _too_large(f"more than {max_pixels}", max_pixels) from None
     except UnidentifiedImageError:
         raise ImageRejected(
             f"is not an image in a supported format ({SUPPORTED_LIST})", "unsupported_image"
         ) from None
-    width, height = image.size
-    if width < 1 or height < 1:
-        raise ImageRejected(f"has an invalid size {width}x{height}")
-    if width * height > max_pixels:
-        raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
-    try:
-        image.seek(0)  # animated formats: the first frame
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        return to_rgb(image)
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise ImageRejected(
             f"could not be decoded ({exc.__class__.__name__}); the file may be truncated or corrupt"
         ) from None

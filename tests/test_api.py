@@ -1,0 +1,153 @@
+"""POST /syte_test/clip through the Flask test client, with the tiny stand-in model."""
+
+import numpy as np
+import pytest
+from conftest import image_bytes, post_clip
+
+SEED_TEXT = "Man staring at the moon, moon is made of mechanical parts"
+
+
+def assert_error(response, status: int, code: str, field: str | None = None):
+    assert response.status_code == status
+    assert response.is_json
+    assert response.json == {"error": {"status": status, "code": code, "message": response.json["error"]["message"],
+                                       "field": field}}
+    assert response.json["error"]["message"]
+    assert response.headers["request_id"]
+
+
+def test_seed_request(client, encoder):
+    response = post_clip(client, {"image-1": image_bytes(), "text-1": SEED_TEXT}, {"request_id": "1"})
+    assert response.status_code == 200
+    assert response.headers["request_id"] == "1"
+    body = response.json
+    assert list(body) == ["image_1_vector", "text_1_vector", "image_vector_1_similarity_score",
+                          "image_vector_1_cosine_similarity"]
+    image, text = np.array(body["image_1_vector"]), np.array(body["text_1_vector"])
+    assert image.shape == text.shape == (encoder.info.embedding_dim,)
+    assert np.linalg.norm(image) == pytest.approx(1, abs=1e-5) and np.linalg.norm(text) == pytest.approx(1, abs=1e-5)
+    cosine = body["image_vector_1_cosine_similarity"]
+    assert cosine == pytest.approx(float(image @ text), abs=1e-5)
+    assert body["image_vector_1_similarity_score"] == round(100 * min(max(2.5 * cosine, 0), 1))
+    assert isinstance(body["image_vector_1_similarity_score"], int)
+
+
+@pytest.mark.parametrize("fields, keys", [
+    ({"image-1": image_bytes()}, ["image_1_vector"]),
+    ({"text-1": "a dog"}, ["text_1_vector"]),
+    ({"image-a": image_bytes(), "text-b": "a dog"}, ["image_a_vector", "text_b_vector"]),
+    ({"image-1": image_bytes(), "text-1": "x", "image-2": image_bytes("PNG"), "text-2": "y"},
+     ["image_1_vector", "text_1_vector", "image_vector_1_similarity_score", "image_vector_1_cosine_similarity",
+      "image_2_vector", "text_2_vector", "image_vector_2_similarity_score", "image_vector_2_cosine_similarity"]),
+])
+def test_any_mix_of_items(client, fields, keys):
+    response = post_clip(client, fields)
+    assert response.status_code == 200
+    assert sorted(response.json) == sorted(keys)
+
+
+def test_uuid_when_no_request_id(client):
+    import uuid
+
+    response = post_clip(client, {"text-1": "a dog"})
+    assert uuid.UUID(response.headers["request_id"]).version == 4
+
+
+def test_x_request_id_is_accepted(client):
+    assert post_clip(client, {"text-1": "a"}, {"X-Request-ID": "abc-123"}).headers["request_id"] == "abc-123"
+
+
+def test_file_name_and_content_type_do_not_matter(client):
+    png = image_bytes("PNG")
+    import io
+
+    response = client.post("/syte_test/clip", content_type="multipart/form-data",
+                           data={"image-1": (io.BytesIO(png), "photo.jpg", "application/pdf")})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("fields, status, code, field", [
+    ({"caption": "x"}, 400, "unknown_key", "caption"),
+    ({"image-1": b""}, 400, "empty_file", "image-1"),
+    ({"image-1": b"just some text"}, 400, "unsupported_image", "image-1"),
+    ({"image-1": image_bytes()[:300]}, 400, "invalid_image", "image-1"),
+    ({"image-1": "a text, not a file"}, 400, "image_not_a_file", "image-1"),
+    ({"text-1": "ü" * 5}, 400, "empty_text", "text-1"),
+    ({"text-1": "word " * 51}, 400, "text_too_long", "text-1"),
+    ({"text-1": "ok", "image-1": b"broken"}, 400, "unsupported_image", "image-1"),
+])
+def test_bad_input(client, fields, status, code, field):
+    assert_error(post_clip(client, fields), status, code, field)
+
+
+def test_empty_request(client):
+    assert_error(client.post("/syte_test/clip", data={}, content_type="multipart/form-data"), 400, "empty_request")
+
+
+def test_duplicate_key(client):
+    response = client.post("/syte_test/clip", content_type="multipart/form-data",
+                           data={"text-1": ["a", "b"]})
+    assert_error(response, 400, "duplicate_key", "text-1")
+
+
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-www-form-urlencoded"])
+def test_wrong_content_type(client, content_type):
+    response = client.post("/syte_test/clip", data='{"text-1": "a"}', content_type=content_type)
+    assert_error(response, 415, "unsupported_media_type", "Content-Type")
+
+
+def test_request_larger_than_limit_is_413(app, client):
+    limit = app.extensions["clipsvc.settings"].max_request_bytes
+    response = post_clip(client, {"image-1": b"\0" * (limit + 1)})
+    assert_error(response, 413, "request_too_large")
+
+
+def test_image_larger_than_its_limit_is_413(client, app):
+    limit = app.extensions["clipsvc.settings"].max_image_bytes
+    assert_error(post_clip(client, {"image-1": b"\0" * (limit + 1)}), 413, "image_too_large", "image-1")
+
+
+def test_too_many_items(client):
+    fields = {f"text-{i}": "a" for i in range(65)}
+    assert_error(post_clip(client, fields), 400, "too_many_items")
+
+
+def test_thousands_of_fields_are_refused_cheaply(client):
+    fields = {f"f{i}": "a" for i in range(10_000)}
+    assert_error(post_clip(client, fields), 413, "form_too_large")
+
+
+@pytest.mark.parametrize("value", ["a" * 10_000, "bad value", "<script>", "1;DROP"])
+def test_unsafe_request_ids_are_refused_not_echoed(client, value):
+    response = post_clip(client, {"text-1": "a"}, {"request_id": value})
+    assert_error(response, 400, "invalid_request_id", "request_id")
+    assert response.headers["request_id"] != value
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_wrong_method(client, method):
+    response = getattr(client, method)("/syte_test/clip")
+    assert_error(response, 405, "method_not_allowed")
+    assert "POST" in response.json["error"]["message"]
+
+
+def test_unknown_path(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+
+
+def test_unexpected_failure_is_a_json_500_without_traceback(client, encoder, monkeypatch, caplog):
+    def explode(texts):
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(encoder, "encode_texts", explode)
+    response = post_clip(client, {"text-1": "a"})
+    assert_error(response, 500, "internal_server_error")
+    assert "secret" not in response.get_data(as_text=True)
+    assert "Traceback" not in response.get_data(as_text=True)
+    assert "secret internal detail" in caplog.text
+
+
+def test_worker_keeps_serving_after_errors(client):
+    for fields in ({"image-1": b"junk"}, {"bad": "x"}, {"text-1": ""}):
+        assert post_clip(client, fields).status_code == 400
+    assert post_clip(client, {"text-1": "still here"}).status_code == 200

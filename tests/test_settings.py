@@ -1,0 +1,54 @@
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from clipsvc.settings import ENV_VARS, HINTS, Settings, SettingsError
+
+
+def test_every_field_has_a_variable_and_a_hint():
+    assert set(ENV_VARS) == {f.name for f in fields(Settings)} == set(HINTS)
+
+
+def test_defaults_match_the_users_docker_run():
+    settings = Settings.from_env({})
+    assert settings.model_dir == Path("/model")
+    assert settings.port == 8081
+    assert (settings.max_request_mb, settings.max_image_mb, settings.max_image_pixels) == (64, 20, 40_000_000)
+    assert (settings.max_text_words, settings.max_items) == (50, 64)
+
+
+def test_environment_overrides():
+    settings = Settings.from_env({
+        "CLIP_MODEL_DIR": "/m", "PORT": "9000", "WEB_CONCURRENCY": "3", "CLIP_TORCH_THREADS": "2",
+        "CLIP_DEVICE": "CPU", "CLIP_MAX_REQUEST_MB": "1.5", "CLIP_MAX_IMAGE_MB": "1", "CLIP_LOG_LEVEL": "DEBUG",
+    })
+    assert settings.model_dir == Path("/m") and settings.port == 9000 and settings.workers == 3
+    assert settings.threads_per_worker == 2 and settings.device == "cpu" and settings.log_level == "debug"
+    assert settings.max_request_bytes == int(1.5 * 1024 * 1024)
+
+
+def test_threads_default_to_cores_divided_by_workers(monkeypatch):
+    monkeypatch.setattr("clipsvc.settings.cpu_count", lambda: 8)
+    assert Settings(workers=2).threads_per_worker == 4
+    assert Settings(workers=16).threads_per_worker == 1
+
+
+@pytest.mark.parametrize("env, named", [
+    ({"PORT": "eighty"}, "PORT"),
+    ({"PORT": "70000"}, "PORT"),
+    ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
+    ({"CLIP_TORCH_THREADS": "-1"}, "CLIP_TORCH_THREADS"),
+    ({"CLIP_DEVICE": "tpu"}, "CLIP_DEVICE"),
+    ({"CLIP_MAX_REQUEST_MB": "lots"}, "CLIP_MAX_REQUEST_MB"),
+    ({"CLIP_MAX_IMAGE_MB": "100"}, "CLIP_MAX_IMAGE_MB"),
+    ({"CLIP_MAX_ITEMS": "0"}, "CLIP_MAX_ITEMS"),
+    ({"CLIP_LOG_LEVEL": "loud"}, "CLIP_LOG_LEVEL"),
+])
+def test_bad_values_are_refused_naming_the_variable(env, named):
+    with pytest.raises(SettingsError, match=named):
+        Settings.from_env(env)
+
+
+def test_blank_values_mean_default():
+    assert Settings.from_env({"PORT": " ", "CLIP_DEVICE": ""}) == Settings()
