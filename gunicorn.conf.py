@@ -1,6 +1,7 @@
 """gunicorn settings for clipsvc: plain names read from clipsvc.settings, plus small hooks."""
 
 import logging
+import signal
 import sys
 
 from clipsvc import lifecycle
@@ -56,6 +57,10 @@ def on_starting(server):
 
 def post_fork(server, worker):
     """Worker: load CLIP; a broken model stops the whole server instead of a respawn loop."""
+    # The worker inherits the master's handlers, which only queue signals, until gunicorn installs
+    # its own after this hook: without this a SIGTERM during the model load would be swallowed.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
     try:
         encoder = lifecycle.load_worker_encoder(settings)
     except ModelLoadError as exc:

@@ -83,17 +83,10 @@ def _unzip(archive: Path, cache_dir: Path | None) -> Path:
     if (target / ".complete").is_file():
         return target
     try:
-        root.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".unzip-", dir=root))
         with zipfile.ZipFile(archive) as zf:
-            members = zf.infolist()
-            if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-                raise ModelDirError(f"{archive} unzips to more than {MAX_UNZIPPED_BYTES} bytes; refusing it")
-            for member in members:
-                # Zip slip: every member must land inside the staging directory.
-                dest = (staging / member.filename).resolve()
-                if not dest.is_relative_to(staging.resolve()):
-                    raise ModelDirError(f"{archive} has an unsafe member path {member.filename!r}")
+            _check_members(archive, zf.infolist())
+            root.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=".unzip-", dir=root))
             zf.extractall(staging)
         (staging / ".complete").touch()
         shutil.rmtree(target, ignore_errors=True)
@@ -103,3 +96,13 @@ def _unzip(archive: Path, cache_dir: Path | None) -> Path:
             f"could not unzip {archive} into {root} ({exc}); set CLIP_MODEL_CACHE_DIR to a writable directory"
         ) from None
     return target
+
+
+def _check_members(archive: Path, members: list[zipfile.ZipInfo]) -> None:
+    """Refuse zip bombs and members that would land outside the extraction directory (zip slip)."""
+    if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
+        raise ModelDirError(f"{archive} unzips to more than {MAX_UNZIPPED_BYTES} bytes; refusing it")
+    for member in members:
+        parts = Path(member.filename).parts
+        if member.filename.startswith(("/", "\\")) or ".." in parts:
+            raise ModelDirError(f"{archive} has an unsafe member path {member.filename!r}")

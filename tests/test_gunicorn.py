@@ -1,0 +1,116 @@
+"""The real server: gunicorn preforks two workers, each loads the model; logs are JSON lines only."""
+
+import json
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+from conftest import image_bytes
+from gunicorn_server import gunicorn
+
+SEED_TEXT = "Man staring at the moon, moon is made of mechanical parts"
+
+
+@pytest.fixture(scope="module")
+def served(model_dir, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
+    with gunicorn(model_dir, log_path) as server:
+        yield server
+
+
+def post(server, files, headers=None):
+    return requests.post(server.url + "/syte_test/clip", files=files, headers=headers or {}, timeout=30)
+
+
+def test_seed_request_over_http(served):
+    response = post(served, {"image-1": ("moon.jpg", image_bytes(), "image/jpeg"), "text-1": (None, SEED_TEXT)},
+                    {"request_id": "1"})
+    assert response.status_code == 200
+    assert response.headers["request_id"] == "1"  # survives gunicorn's header mapping
+    assert response.headers["Content-Type"] == "application/json"
+    assert set(response.json()) == {"image_1_vector", "text_1_vector", "image_vector_1_similarity_score",
+                                    "image_vector_1_cosine_similarity"}
+
+
+def test_concurrent_requests_each_get_their_own_id(served):
+    def one(i):
+        files = {f"text-{i}": (None, f"caption number {i}"), f"image-{i}": ("x.png", image_bytes("PNG"), "image/png")}
+        response = post(served, files, {"request_id": str(1000 + i)})
+        return i, response
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(one, range(16)))
+    for i, response in results:
+        assert response.status_code == 200
+        assert response.headers["request_id"] == str(1000 + i)
+        assert f"text_{i}_vector" in response.json()
+
+
+@pytest.mark.parametrize("files, status", [
+    ({"image-1": ("x.jpg", b"not an image", "image/jpeg")}, 400),
+    ({"unknown": (None, "x")}, 400),
+    ({}, 400),
+])
+def test_bad_input_over_http_is_json(served, files, status):
+    response = post(served, files or {"": (None, "")})
+    assert response.status_code == status
+    assert response.json()["error"]["status"] == status
+    assert response.headers["request_id"]
+
+
+def test_probes_and_meta(served):
+    assert requests.get(served.url + "/livez", timeout=5).json() == {"status": "alive"}
+    assert requests.get(served.url + "/readyz", timeout=5).status_code == 200
+    meta = requests.get(served.url + "/meta", timeout=5).json()
+    assert meta["embedding_dim"] == 32 and meta["device"] == "cpu" and meta["dtype"] == "float32"
+
+
+def test_both_workers_loaded_the_model_and_every_line_is_json(served):
+    requests.get(served.url + "/livez", headers={"request_id": "log-check"}, timeout=5)
+    time.sleep(0.2)
+    lines = served.log_lines()
+    records = [json.loads(line) for line in lines]  # raises on any line that is not JSON
+    loaded = [r for r in records if r.get("event") == "model_loaded"]
+    assert len({r["pid"] for r in loaded}) == 2
+    assert all(r["device"] == "cpu" and r["threads"] == 1 and "load_seconds" in r for r in loaded)
+    request_lines = [r for r in records if r["logger"] == "clipsvc.request"]
+    mine = [r for r in request_lines if r["request_id"] == "log-check"]
+    assert len(mine) == 1
+    assert {"method", "path", "status", "duration_ms", "images", "texts", "worker_pid", "counters"} <= set(mine[0])
+    assert set(mine[0]["counters"]) == {"requests", "images", "texts", "errors"}
+
+
+def test_sigterm_stops_cleanly(model_dir, tmp_path):
+    with gunicorn(model_dir, tmp_path / "log") as server:
+        assert server.stop() == 0
+
+
+def truncate_weights(path):
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+@pytest.mark.parametrize("prepare, message", [
+    (lambda p: shutil.rmtree(p), "does not exist"),
+    (lambda p: (p / "config.json").write_text("{oops"), "not valid JSON"),
+    (truncate_weights, "could not load the CLIP model"),
+])
+def test_broken_model_stops_startup_without_a_respawn_loop(model_dir, tmp_path, prepare, message):
+    broken = tmp_path / "model"
+    shutil.copytree(model_dir, broken)
+    prepare(broken)
+    with gunicorn(broken, tmp_path / "log", ready=False) as server:
+        code = server.process.wait(60)
+        records = server.log_records()
+    assert code != 0
+    errors = [r for r in records if r["level"] == "error" and message in r["message"]]
+    assert errors and str(broken) in errors[0]["message"]
+    assert sum("Booting worker" in r["message"] for r in records) <= 2
+
+
+def test_bad_setting_stops_startup(model_dir, tmp_path):
+    with gunicorn(model_dir, tmp_path / "log", ready=False, PORT="eighty") as server:
+        assert server.process.wait(30) != 0
+    assert "PORT" in (tmp_path / "log").read_text()
