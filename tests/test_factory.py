@@ -1,0 +1,54 @@
+"""The factory and the probes: building the app loads no weights; readiness follows the encoder."""
+
+
+import pytest
+from conftest import post_clip
+
+from clipsvc.app import create_app
+
+
+def test_importing_and_building_the_app_loads_no_model(settings, monkeypatch):
+    import clipsvc.encoder
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("create_app must not load a model")
+
+    monkeypatch.setattr(clipsvc.encoder.ClipEncoder, "load", classmethod(refuse))
+    app = create_app(settings)
+    assert app.extensions["clipsvc.encoder"] is None
+
+
+def test_settings_come_from_the_environment_when_not_given(monkeypatch, model_dir):
+    monkeypatch.setenv("CLIP_MAX_ITEMS", "3")
+    monkeypatch.setenv("CLIP_MAX_REQUEST_MB", "2")
+    monkeypatch.setenv("CLIP_MAX_IMAGE_MB", "1")
+    app = create_app()
+    assert app.extensions["clipsvc.settings"].max_items == 3
+    assert app.config["MAX_CONTENT_LENGTH"] == 2 * 1024 * 1024
+
+
+@pytest.fixture
+def unloaded(settings):
+    return create_app(settings).test_client()
+
+
+@pytest.mark.parametrize("path", ["/readyz", "/meta"])
+def test_not_ready_without_a_model(unloaded, path):
+    response = unloaded.get(path)
+    assert response.status_code == 503
+    assert response.json["error"]["code"] == "model_not_ready"
+
+
+def test_encoding_without_a_model_is_503(unloaded):
+    assert post_clip(unloaded, {"text-1": "a"}).json["error"]["code"] == "model_not_ready"
+
+
+def test_live_without_a_model(unloaded):
+    assert unloaded.get("/livez").json == {"status": "alive"}
+
+
+def test_ready_and_meta_with_a_model(client, encoder):
+    assert client.get("/readyz").json == {"status": "ready"}
+    meta = client.get("/meta").json
+    assert meta["embedding_dim"] == encoder.info.embedding_dim
+    assert {"model", "device", "dtype", "version", "limits"} <= set(meta)
