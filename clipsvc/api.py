@@ -28,10 +28,12 @@ def parse_request() -> ParsedRequest:
     try:
         form, files = request.form, request.files
     except RequestEntityTooLarge:
-        if (request.content_length or 0) > settings.max_request_bytes:
+        # werkzeug raises the same error for three limits; tell the client which one it hit.
+        declared = request.content_length
+        if (declared or 0) > settings.max_request_bytes or getattr(request.stream, "is_exhausted", False):
+            size = f"{declared} bytes" if declared else "over the limit (chunked)"
             raise PayloadTooLarge(
-                f"The request body is {request.content_length} bytes; the limit is "
-                f"{settings.max_request_mb:g} MB (CLIP_MAX_REQUEST_MB)",
+                f"The request body is {size}; the limit is {settings.max_request_mb:g} MB (CLIP_MAX_REQUEST_MB)",
                 error_code="request_too_large",
             ) from None
         raise PayloadTooLarge(

@@ -114,3 +114,33 @@ def test_bad_setting_stops_startup(model_dir, tmp_path):
     with gunicorn(model_dir, tmp_path / "log", ready=False, PORT="eighty") as server:
         assert server.process.wait(30) != 0
     assert "PORT" in (tmp_path / "log").read_text()
+
+
+@pytest.fixture(scope="module")
+def small_limits(model_dir, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("gunicorn-limits") / "server.log"
+    with gunicorn(model_dir, log_path, CLIP_MAX_REQUEST_MB="1", CLIP_MAX_IMAGE_MB="0.5") as server:
+        yield server
+
+
+def multipart(size: int) -> tuple[bytes, str]:
+    from urllib3 import encode_multipart_formdata
+
+    return encode_multipart_formdata({"image-1": ("x.jpg", b"\0" * size)})
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_body_is_413_json(small_limits, chunked):
+    body, content_type = multipart(3 * 1024 * 1024)
+    data = (body[i:i + 65536] for i in range(0, len(body), 65536)) if chunked else body
+    response = requests.post(small_limits.url + "/syte_test/clip", data=data,
+                             headers={"Content-Type": content_type}, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_oversized_image_is_413_json(small_limits):
+    body, content_type = multipart(700 * 1024)
+    response = requests.post(small_limits.url + "/syte_test/clip", data=body,
+                             headers={"Content-Type": content_type}, timeout=30)
+    assert response.status_code == 413 and response.json()["error"]["field"] == "image-1"
