@@ -1,0 +1,70 @@
+# clipsvc: CLIP image and text embeddings over HTTP (Flask + gunicorn), CPU image.
+#
+#   docker build -t clipsvc .
+#   docker run -v /path/to/host/model:/model -p 8081:8081 clipsvc
+#
+# Give `docker stop` at least CLIP_GRACEFUL_TIMEOUT (e.g. `docker stop -t 70`): its default is 10 s.
+
+# ---- builder: resolve and install the pinned dependencies into a self-contained venv.
+FROM python:3.11-slim-bookworm AS builder
+
+# torch==2.13.0 is matched by the CPU wheel (2.13.0+cpu) from this index; without it PyPI's
+# build pulls several GB of CUDA libraries. The check after the install fails the build on a CUDA torch.
+# pip precompiles the venv's .pyc files here, so the runtime's PYTHONDONTWRITEBYTECODE costs nothing.
+ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /build
+COPY requirements.txt .
+RUN python -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt \
+    && /opt/venv/bin/python -c "import torch, sys; sys.exit(torch.version.cuda is not None)"
+
+# ---- runtime: the venv and the app only; no compilers, no pip caches, no tests.
+FROM python:3.11-slim-bookworm
+
+# Every setting with its default from clipsvc/settings.py, so `docker inspect` shows them all.
+# CLIP_TORCH_THREADS is left unset on purpose: its default is cores ÷ WEB_CONCURRENCY.
+ENV PATH="/opt/venv/bin:$PATH" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    HF_HUB_OFFLINE=1 \
+    TRANSFORMERS_OFFLINE=1 \
+    PORT=8081 \
+    CLIP_MODEL_DIR=/model \
+    CLIP_MODEL_CACHE_DIR=/tmp/clipsvc-models \
+    WEB_CONCURRENCY=2 \
+    CLIP_DEVICE=auto \
+    CLIP_MAX_REQUEST_MB=64 \
+    CLIP_MAX_IMAGE_MB=20 \
+    CLIP_MAX_IMAGE_PIXELS=40000000 \
+    CLIP_MAX_TEXT_WORDS=50 \
+    CLIP_MAX_ITEMS=64 \
+    CLIP_WORKER_TIMEOUT=300 \
+    CLIP_GRACEFUL_TIMEOUT=60 \
+    CLIP_LOG_LEVEL=info
+
+RUN groupadd --system --gid 10001 clipsvc \
+    && useradd --system --uid 10001 --gid clipsvc --create-home --home-dir /home/clipsvc \
+       --shell /usr/sbin/nologin clipsvc \
+    && mkdir -p /model /tmp/clipsvc-models \
+    && chown clipsvc:clipsvc /tmp/clipsvc-models
+
+COPY --from=builder /opt/venv /opt/venv
+
+WORKDIR /app
+COPY clipsvc/ ./clipsvc/
+COPY wsgi.py gunicorn.conf.py ./
+
+USER 10001:10001
+
+EXPOSE 8081
+VOLUME /model
+
+# GET http://127.0.0.1:${PORT}/readyz (urllib: slim images have no curl); any non-200 raises, exit 1.
+# Ready once a worker has loaded the model; ViT-L/14 on CPU takes a while, hence the start period.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT') or 8081}/readyz\", timeout=5)"]
+
+# Exec form: gunicorn is PID 1 and gets SIGTERM directly for a graceful shutdown.
+CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
