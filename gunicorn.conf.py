@@ -4,7 +4,7 @@ import logging
 import signal
 import sys
 
-from clipsvc import lifecycle
+from clipsvc import gunicorn_errors, lifecycle
 from clipsvc.encoder import ModelLoadError
 from clipsvc.logs import logging_config
 from clipsvc.modeldir import ModelDirError
@@ -61,6 +61,7 @@ def post_fork(server, worker):
     # its own after this hook: without this a SIGTERM during the model load would be swallowed.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
+    gunicorn_errors.install()  # malformed-HTTP replies as JSON, like every other error
     try:
         encoder = lifecycle.load_worker_encoder(settings)
     except ModelLoadError as exc:
