@@ -42,6 +42,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_MAX_ITEMS=64 \
     CLIP_WORKER_TIMEOUT=300 \
     CLIP_GRACEFUL_TIMEOUT=60 \
+    CLIP_MAX_REQUESTS=10000 \
+    CLIP_MAX_REQUESTS_JITTER=1000 \
     CLIP_LOG_LEVEL=info
 
 RUN groupadd --system --gid 10001 clipsvc \

@@ -26,6 +26,10 @@ preload_app = False
 # A CPU ViT-L/14 forward is ~1.5 s per image: 64 images need minutes, so the default is generous.
 timeout = settings.worker_timeout
 graceful_timeout = settings.graceful_timeout
+# Recycling a worker reloads the model (about a second from the page cache), so it happens rarely,
+# and the jitter keeps workers from restarting all at once. It bounds slow leaks in native libraries.
+max_requests = settings.max_requests
+max_requests_jitter = settings.max_requests_jitter
 keepalive = 5
 
 # --- Requests: the user's header is `request_id`. gunicorn drops headers with underscores by

@@ -42,6 +42,8 @@ class Settings:
     max_items: int = 64
     worker_timeout: int = 300
     graceful_timeout: int = 60
+    max_requests: int = 10_000
+    max_requests_jitter: int = 1_000
     log_level: str = "info"
 
     @property
@@ -87,6 +89,8 @@ class Settings:
             "max_items": self.max_items >= 1,
             "worker_timeout": self.worker_timeout >= 1,
             "graceful_timeout": self.graceful_timeout >= 0,
+            "max_requests": self.max_requests >= 0,
+            "max_requests_jitter": self.max_requests_jitter >= 0,
             "log_level": self.log_level in LOG_LEVELS,
         }
         for name, ok in checks.items():
@@ -95,7 +99,7 @@ class Settings:
                 raise SettingsError(f"{var}={getattr(self, name)!r} is out of range ({HINTS[name]})")
 
 
-def _positive_int(raw: str) -> int:
+def _whole_number(raw: str) -> int:
     try:
         return int(raw)
     except ValueError:
@@ -117,17 +121,19 @@ def _lower(raw: str) -> str:
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "model_dir": ("CLIP_MODEL_DIR", Path),
     "model_cache_dir": ("CLIP_MODEL_CACHE_DIR", Path),
-    "port": ("PORT", _positive_int),
-    "workers": ("WEB_CONCURRENCY", _positive_int),
-    "torch_threads": ("CLIP_TORCH_THREADS", _positive_int),
+    "port": ("PORT", _whole_number),
+    "workers": ("WEB_CONCURRENCY", _whole_number),
+    "torch_threads": ("CLIP_TORCH_THREADS", _whole_number),
     "device": ("CLIP_DEVICE", _lower),
     "max_request_mb": ("CLIP_MAX_REQUEST_MB", _number),
     "max_image_mb": ("CLIP_MAX_IMAGE_MB", _number),
-    "max_image_pixels": ("CLIP_MAX_IMAGE_PIXELS", _positive_int),
-    "max_text_words": ("CLIP_MAX_TEXT_WORDS", _positive_int),
-    "max_items": ("CLIP_MAX_ITEMS", _positive_int),
-    "worker_timeout": ("CLIP_WORKER_TIMEOUT", _positive_int),
-    "graceful_timeout": ("CLIP_GRACEFUL_TIMEOUT", _positive_int),
+    "max_image_pixels": ("CLIP_MAX_IMAGE_PIXELS", _whole_number),
+    "max_text_words": ("CLIP_MAX_TEXT_WORDS", _whole_number),
+    "max_items": ("CLIP_MAX_ITEMS", _whole_number),
+    "worker_timeout": ("CLIP_WORKER_TIMEOUT", _whole_number),
+    "graceful_timeout": ("CLIP_GRACEFUL_TIMEOUT", _whole_number),
+    "max_requests": ("CLIP_MAX_REQUESTS", _whole_number),
+    "max_requests_jitter": ("CLIP_MAX_REQUESTS_JITTER", _whole_number),
     "log_level": ("CLIP_LOG_LEVEL", _lower),
 }
 
@@ -145,5 +151,7 @@ HINTS = {
     "max_items": "at least 1",
     "worker_timeout": "seconds, at least 1",
     "graceful_timeout": "seconds, 0 or more",
+    "max_requests": "0 (never recycle) or more",
+    "max_requests_jitter": "0 or more",
     "log_level": ", ".join(LOG_LEVELS),
 }
