@@ -1,0 +1,126 @@
+"""The bad-input matrix: every case gets a clear JSON answer (never a 5xx or HTML), and the app serves on."""
+
+import io
+import resource
+
+import numpy as np
+import pytest
+from conftest import image_bytes, post_clip
+from PIL import Image
+from test_imaging import png_header_only
+
+
+def animated_gif() -> bytes:
+    frames = [Image.new("RGB", (32, 32), c) for c in ("red", "blue", "green")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:], duration=40, loop=0)
+    return buffer.getvalue()
+
+
+def palette_png_with_transparency() -> bytes:
+    image = Image.new("P", (16, 16), 1)
+    image.putpalette([0, 0, 0, 255, 0, 0] + [0, 0, 0] * 254)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", transparency=0)
+    return buffer.getvalue()
+
+
+def sixteen_bit_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.arange(64, dtype=np.uint16).reshape(8, 8) * 1000).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def other_format(fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (16, 16), "red").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+OK, BAD = 200, 400
+# (case, form fields, expected status, expected error code or None)
+MATRIX = [
+    ("zero-byte file", {"image-1": b""}, BAD, "empty_file"),
+    ("text file named .jpg", {"image-1": b"Just some notes, not a picture.\n" * 20}, BAD, "unsupported_image"),
+    ("truncated JPEG", {"image-1": image_bytes("JPEG", (256, 256))[:400]}, BAD, "invalid_image"),
+    ("truncated PNG", {"image-1": image_bytes("PNG", (256, 256))[:100]}, BAD, "invalid_image"),
+    ("PNG bomb 30000x30000", {"image-1": png_header_only(30000, 30000)}, BAD, "too_many_pixels"),
+    ("animated GIF", {"image-1": animated_gif()}, OK, None),
+    ("16-bit PNG", {"image-1": sixteen_bit_png()}, OK, None),
+    ("CMYK JPEG", {"image-1": image_bytes("JPEG", mode="CMYK", color=(0, 50, 100, 0))}, OK, None),
+    ("grayscale JPEG", {"image-1": image_bytes("JPEG", mode="L", color=90)}, OK, None),
+    ("palette PNG with transparency", {"image-1": palette_png_with_transparency()}, OK, None),
+    ("1x1 image", {"image-1": image_bytes("PNG", (1, 1))}, OK, None),
+    ("10000x20 strip", {"image-1": image_bytes("PNG", (10000, 20))}, OK, None),
+    ("PDF (Pillow can write, we do not read)", {"image-1": other_format("PDF")}, BAD, "unsupported_image"),
+    ("EPS", {"image-1": b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 1 1\nshowpage\n"}, BAD, "unsupported_image"),
+    ("PSD-like header", {"image-1": b"8BPS\x00\x01" + b"\x00" * 40}, BAD, "unsupported_image"),
+    ("SVG", {"image-1": b'<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"/>'}, BAD,
+     "unsupported_image"),
+    ("51 words", {"text-1": " ".join(["word"] * 51)}, BAD, "text_too_long"),
+    ("only non-ASCII", {"text-1": "日本語 ёжик 🚀"}, BAD, "empty_text"),
+    ("control characters and NUL", {"text-1": "a\x00b\x01c\x1b[31m red\x7f"}, OK, None),
+    ("empty text", {"text-1": ""}, BAD, "empty_text"),
+    ("field name with spaces", {"text 1": "x"}, BAD, "unknown_key"),
+    ("field name with unicode", {"text-ü": "x"}, BAD, "unknown_key"),
+    ("field name of 1000 characters", {"text-" + "a" * 995: "x"}, BAD, "unknown_key"),
+    ("image key as a plain value", {"image-1": "hello"}, BAD, "image_not_a_file"),
+    ("image and garbage together", {"image-1": image_bytes(), "image-2": b"garbage"}, BAD, "unsupported_image"),
+]
+
+
+@pytest.mark.parametrize("fields, status, code", [case[1:] for case in MATRIX], ids=[case[0] for case in MATRIX])
+def test_matrix(client, fields, status, code):
+    response = post_clip(client, fields, {"request_id": "matrix-1"})
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    assert response.is_json and response.headers["request_id"] == "matrix-1"
+    if code is not None:
+        assert response.json["error"]["code"] == code
+        assert response.json["error"]["message"]
+    assert post_clip(client, {"text-1": "still serving"}).status_code == 200
+
+
+@pytest.mark.parametrize("name, request_kwargs, status, code", [
+    ("duplicate keys", dict(data={"text-1": ["a", "b"]}, content_type="multipart/form-data"), 400, "duplicate_key"),
+    ("JSON body", dict(json={"text-1": "a"}), 415, "unsupported_media_type"),
+    ("10 000 fields", dict(data={f"f{i}": "x" for i in range(10_000)}, content_type="multipart/form-data"), 413,
+     "form_too_large"),
+    ("no body", dict(), 415, "unsupported_media_type"),
+    ("multipart without boundary", dict(data=b"--x\r\n", content_type="multipart/form-data"), 400, "empty_request"),
+])
+def test_request_level_cases(client, name, request_kwargs, status, code):
+    response = client.post("/syte_test/clip", **request_kwargs)
+    assert response.status_code == status and response.json["error"]["code"] == code
+
+
+@pytest.mark.parametrize("value", ["a" * 10_000, "a b", "x\ty", "<script>alert(1)</script>", "ü"])
+def test_request_ids_that_are_refused_and_never_reflected(client, value):
+    response = post_clip(client, {"text-1": "a"}, {"request_id": value})
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_request_id"
+    assert value not in response.headers["request_id"] and value not in response.get_data(as_text=True)
+
+
+def test_decompression_bomb_is_refused_without_decoding(client):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    response = post_clip(client, {"image-1": png_header_only(30000, 30000)})
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert response.json["error"]["code"] == "too_many_pixels"
+    assert grown_mb < 50  # decoding would need 30000*30000*3 bytes = 2.7 GB
+
+
+def test_exif_rotated_jpeg_gives_the_upright_vector(client):
+    x = np.linspace(0, 255, 96)
+    upright = Image.fromarray(np.stack([np.add.outer(x[:64] * 0, x), np.add.outer(x[:64], x * 0),
+                                        np.full((64, 96), 128.0)], -1).astype(np.uint8))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated, plain, reference = io.BytesIO(), io.BytesIO(), io.BytesIO()
+    stored.save(rotated, format="JPEG", quality=98, exif=exif)
+    stored.save(plain, format="JPEG", quality=98)
+    upright.save(reference, format="JPEG", quality=98)
+    body = post_clip(client, {"image-r": rotated.getvalue(), "image-p": plain.getvalue(),
+                              "image-u": reference.getvalue()}).json
+    u, r, p = (np.array(body[f"image_{k}_vector"]) for k in "urp")
+    assert float(u @ r) > 0.99
+    assert float(u @ r) > float(u @ p)  # the orientation tag, not luck, made them equal
