@@ -72,6 +72,44 @@ def check_model_dir(path: Path) -> None:
         missing.append("weights (model.safetensors or pytorch_model.bin)")
     if missing:
         raise ModelDirError(f"model directory {path} lacks {', '.join(missing)}")
+    for weights in _weight_files(path):
+        problem = _weights_problem(weights)
+        if problem:
+            raise ModelDirError(f"could not load the CLIP model from {path}: {weights.name} {problem}")
+
+
+def _weight_files(path: Path) -> list[Path]:
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            raise ModelDirError(f"{index} is not a valid safetensors index") from None
+        return [path / shard for shard in shards]
+    return [path / name for name in ("model.safetensors", "pytorch_model.bin") if (path / name).is_file()]
+
+
+def _weights_problem(weights: Path) -> str | None:
+    """Catch truncated or corrupt weights in the master, cheaply, before workers fail one by one."""
+    if not weights.is_file():
+        return "is missing"
+    size = weights.stat().st_size
+    if weights.suffix == ".bin":
+        # torch.save writes a zip: truncation loses its central directory, at the end of the file.
+        return None if zipfile.is_zipfile(weights) else "is not a readable torch checkpoint (truncated?)"
+    with weights.open("rb") as f:
+        head = f.read(8)
+        header_len = int.from_bytes(head, "little") if len(head) == 8 else -1
+        if not 0 < header_len <= min(size - 8, 100 * 1024 * 1024):
+            return f"is truncated or not safetensors ({size} bytes)"
+        try:
+            header = json.loads(f.read(header_len))
+            end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+            return "has a corrupt safetensors header"
+    if 8 + header_len + end > size:
+        return f"is truncated: {size} bytes, its header describes {8 + header_len + end}"
+    return None
 
 
 def _unzip(archive: Path, cache_dir: Path | None) -> Path:

@@ -94,3 +94,31 @@ def test_a_file_that_is_not_a_zip(tmp_path):
     (tmp_path / "model.bin").write_bytes(b"junk")
     with pytest.raises(ModelDirError, match="not a zip"):
         resolve_model_dir(tmp_path / "model.bin")
+
+
+def cut(path: Path, keep) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:keep(len(data))])
+
+
+@pytest.mark.parametrize("weights, keep, message", [
+    ("safetensors", lambda n: 1000, "truncated"),
+    ("safetensors", lambda n: n - 100, "truncated"),
+    ("safetensors", lambda n: 4, "truncated"),
+    ("bin", lambda n: n - 100, "not a readable torch checkpoint"),
+])
+def test_truncated_weights_are_caught_before_any_worker_loads(tmp_path, weights, keep, message):
+    from clipsvc.standin import build_standin
+
+    path = build_standin(tmp_path / "m", arch="tiny", weights=weights)
+    cut(path / ("model.safetensors" if weights == "safetensors" else "pytorch_model.bin"), keep)
+    with pytest.raises(ModelDirError, match=message) as caught:
+        resolve_model_dir(path)
+    assert str(path) in str(caught.value)
+
+
+def test_bin_weights_pass_the_check(tmp_path):
+    from clipsvc.standin import build_standin
+
+    path = build_standin(tmp_path / "m", arch="tiny", weights="bin")
+    assert resolve_model_dir(path) == path
