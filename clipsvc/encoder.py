@@ -73,7 +73,8 @@ class ClipEncoder:
         # fp16 halves memory and doubles speed on GPUs; on CPUs fp32 is the fast (and exact) choice.
         dtype = torch.float16 if target.type == "cuda" else torch.float32
         try:
-            model = CLIPModel.from_pretrained(model_dir, dtype=dtype, local_files_only=True)
+            # weights_only: a pytorch_model.bin is unpickled without running arbitrary code.
+            model = CLIPModel.from_pretrained(model_dir, dtype=dtype, local_files_only=True, weights_only=True)
             tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
             processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
         except Exception as exc:  # transformers raises many types for a broken directory
