@@ -16,12 +16,13 @@ bp = Blueprint("api", __name__)
 
 @bp.post("/syte_test/clip")
 def clip() -> dict:
-    parsed = parse_request()
+    encoder = get_encoder()
+    parsed = parse_request(min_side=encoder.info.image_size)
     g.images, g.texts = len(parsed.images), len(parsed.texts)
-    return embeddings_body(embed(get_encoder(), parsed))
+    return embeddings_body(embed(encoder, parsed))
 
 
-def parse_request() -> ParsedRequest:
+def parse_request(min_side: int) -> ParsedRequest:
     """The multipart body as validated items; werkzeug's size refusals get our wording."""
     settings = get_settings()
     require_multipart(request.mimetype)
@@ -41,4 +42,4 @@ def parse_request() -> ParsedRequest:
             f"{request.max_form_memory_size} bytes; send at most {settings.max_items} items",
             error_code="form_too_large",
         ) from None
-    return parse_form(form, files, settings)
+    return parse_form(form, files, settings, min_side)

@@ -31,6 +31,7 @@ class EncoderInfo:
     model_path: str
     model_name: str
     embedding_dim: int
+    image_size: int
     max_text_tokens: int
     device: str
     dtype: str
@@ -84,6 +85,7 @@ class ClipEncoder:
             model_path=str(model_dir),
             model_name=Path(model_dir).name,
             embedding_dim=model.config.projection_dim,
+            image_size=model.config.vision_config.image_size,
             max_text_tokens=model.config.text_config.max_position_embeddings,
             device=str(target),
             dtype=str(dtype).removeprefix("torch."),

@@ -59,8 +59,11 @@ def require_multipart(mimetype: str) -> None:
         )
 
 
-def parse_form(form: MultiDict, files: MultiDict, settings: Settings) -> ParsedRequest:
-    """Validate every part, decode images and clean texts; the first problem found is raised."""
+def parse_form(form: MultiDict, files: MultiDict, settings: Settings, min_side: int | None = None) -> ParsedRequest:
+    """Validate every part, decode images and clean texts; the first problem found is raised.
+
+    `min_side` is the model's input size: images need not be decoded much larger than that.
+    """
     parts = list(_parts(form, files))
     if not parts:
         raise InvalidInput(
@@ -80,7 +83,7 @@ def parse_form(form: MultiDict, files: MultiDict, settings: Settings) -> ParsedR
     for key, value in parts:
         kind, item_id = KEY_PATTERN.fullmatch(key).groups()
         if kind == "image":
-            parsed.images.append(ImageItem(item_id, _image(key, value, settings)))
+            parsed.images.append(ImageItem(item_id, _image(key, value, settings, min_side)))
         else:
             parsed.texts.append(TextItem(item_id, _text(key, value, settings)))
     return parsed
@@ -106,7 +109,7 @@ def _check_key(key: str, seen: set[str]) -> None:
     seen.add(key)
 
 
-def _image(key: str, value: str | FileStorage, settings: Settings) -> Image.Image:
+def _image(key: str, value: str | FileStorage, settings: Settings, min_side: int | None) -> Image.Image:
     if not isinstance(value, FileStorage):
         raise InvalidInput(
             f"{key} must be a file part, not a text value (curl -F {key}=@photo.jpg)",
@@ -121,7 +124,7 @@ def _image(key: str, value: str | FileStorage, settings: Settings) -> Image.Imag
             error_code="image_too_large",
         )
     try:
-        return decode_image(data, settings.max_image_pixels)
+        return decode_image(data, settings.max_image_pixels, min_side)
     except ImageRejected as exc:
         raise InvalidInput(f"{key} {exc}", field=key, error_code=exc.code) from None
 

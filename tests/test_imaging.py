@@ -120,3 +120,17 @@ def test_high_bit_depth_values_survive():
     Image.fromarray(array).save(buffer, format="PNG")
     decoded = np.asarray(decode_image(buffer.getvalue(), LIMIT))[..., 0]
     assert decoded.min() == 0 and decoded.max() >= 230
+
+
+@pytest.mark.parametrize("fmt, size", [("JPEG", (4000, 3000)), ("PNG", (3000, 2000)), ("JPEG", (3000, 100))])
+def test_large_images_are_decoded_small_but_not_below_twice_the_model_input(fmt, size):
+    full = decode_image(image_bytes(fmt, size), 10**9)
+    fast = decode_image(image_bytes(fmt, size), 10**9, min_side=224)
+    assert full.size == size
+    assert min(fast.size) >= min(448, min(size)) and min(fast.size) < max(896, min(size) + 1)
+    assert abs(fast.size[0] / fast.size[1] - size[0] / size[1]) < 0.02  # aspect ratio kept
+    assert np.abs(np.asarray(fast.resize((64, 48))).astype(int) - np.asarray(full.resize((64, 48)))).max() < 8
+
+
+def test_small_images_are_untouched_by_the_fast_path():
+    assert decode_image(image_bytes("JPEG", (640, 480)), LIMIT, min_side=224).size == (640, 480)
