@@ -44,6 +44,9 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_GRACEFUL_TIMEOUT=60 \
     CLIP_MAX_REQUESTS=10000 \
     CLIP_MAX_REQUESTS_JITTER=1000 \
+    CLIP_BATCHING=auto \
+    CLIP_MAX_BATCH=64 \
+    CLIP_BATCH_WAIT_MS=5 \
     CLIP_LOG_LEVEL=info
 
 RUN groupadd --system --gid 10001 clipsvc \

@@ -20,7 +20,11 @@ bind = [f"0.0.0.0:{settings.port}"]
 
 # --- Workers: one model per process; torch threads per worker = cores ÷ workers (settings).
 workers = settings.workers
-worker_class = "sync"
+# With dynamic batching (GPUs), each worker serves several requests at once in threads and one
+# inference thread runs their rows together; without it, one request per worker at a time.
+batching = lifecycle.batching_enabled(settings)
+threads = lifecycle.request_threads(settings, batching)
+worker_class = "gthread" if threads > 1 else "sync"
 # PyTorch (and CUDA) must not be initialised in the master and inherited by forked workers.
 preload_app = False
 # A CPU ViT-L/14 forward is ~1.5 s per image: 64 images need minutes, so the default is generous.
@@ -67,7 +71,7 @@ def post_fork(server, worker):
         signal.signal(sig, signal.SIG_DFL)
     gunicorn_errors.install()  # malformed-HTTP replies as JSON, like every other error
     try:
-        encoder = lifecycle.load_worker_encoder(settings)
+        encoder = lifecycle.load_worker_encoder(settings, batching)
     except ModelLoadError as exc:
         worker.log.error("model failed to load: %s", exc, extra={"event": "model_error"})
         sys.exit(server.WORKER_BOOT_ERROR)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,13 @@ from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
+from .batching import Batcher
+
 log = logging.getLogger("clipsvc.encoder")
 
-# Images per forward pass: bounds activation memory for a request carrying many images.
+# Rows per forward pass without batching: bounds activation memory for a request with many images.
 IMAGE_BATCH = 8
+TEXT_BATCH = 256
 
 
 class ModelLoadError(RuntimeError):
@@ -37,6 +41,8 @@ class EncoderInfo:
     dtype: str
     threads: int
     load_seconds: float
+    batching: bool = False
+    max_batch: int = IMAGE_BATCH
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -62,6 +68,10 @@ class ClipEncoder:
         self.info = info
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
+        self.chunk = IMAGE_BATCH
+        # Without batching, forward passes run in the calling (request) thread.
+        self._image_rows: Callable[[list], list] = self.forward_images
+        self._text_rows: Callable[[list], list] = self.forward_texts
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None) -> ClipEncoder:
@@ -98,30 +108,47 @@ class ClipEncoder:
         """The model's own resize, crop and normalisation (preprocessor_config.json)."""
         return self.processor(images=list(images), return_tensors="pt")["pixel_values"]
 
+    def enable_batching(self, max_batch: int = 64, max_wait_ms: float = 5, timeout: float | None = None) -> None:
+        """Route forward passes through one inference thread that batches rows across request threads."""
+        self.chunk = max_batch
+        self._image_batcher = Batcher(self.forward_images, max_batch, max_wait_ms, name="clip-images")
+        self._text_batcher = Batcher(self.forward_texts, max_batch, max_wait_ms, name="clip-texts")
+        self._image_rows = partial(self._image_batcher.submit, timeout=timeout)
+        self._text_rows = partial(self._text_batcher.submit, timeout=timeout)
+        self.info = replace(self.info, batching=True, max_batch=max_batch)
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, embedding_dim) float32 rows of unit length."""
+        """(n, embedding_dim) float32 rows of unit length. Preprocessing runs in the calling thread."""
         if not images:
             return np.empty((0, self.info.embedding_dim), dtype=np.float32)
-        chunks = []
-        with torch.inference_mode():
-            for start in range(0, len(images), IMAGE_BATCH):
-                pixels = self.preprocess_images(images[start:start + IMAGE_BATCH])
-                output = self.model.get_image_features(pixel_values=pixels.to(self.device, self.dtype))
-                chunks.append(_unit_rows(output))
-        return np.concatenate(chunks)
+        return np.stack(self._image_rows(list(self.preprocess_images(images))))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated."""
         if not texts:
             return np.empty((0, self.info.embedding_dim), dtype=np.float32)
-        tokens = self.tokenizer(list(texts), padding=True, truncation=True,
-                                max_length=self.info.max_text_tokens, return_tensors="pt")
+        tokens = self.tokenizer(list(texts), truncation=True, max_length=self.info.max_text_tokens)["input_ids"]
+        return np.stack(self._text_rows(tokens))
+
+    def forward_images(self, rows: list[torch.Tensor]) -> list[np.ndarray]:
+        """Preprocessed images (3×H×W each) -> unit vectors, `chunk` at a time to bound memory."""
+        vectors: list[np.ndarray] = []
         with torch.inference_mode():
-            output = self.model.get_text_features(
-                input_ids=tokens["input_ids"].to(self.device),
-                attention_mask=tokens["attention_mask"].to(self.device),
-            )
-        return _unit_rows(output)
+            for start in range(0, len(rows), self.chunk):
+                pixels = torch.stack(rows[start:start + self.chunk]).to(self.device, self.dtype)
+                vectors.extend(_unit_rows(self.model.get_image_features(pixel_values=pixels)))
+        return vectors
+
+    def forward_texts(self, rows: list[list[int]]) -> list[np.ndarray]:
+        """Token ids (unpadded, one list per text) -> unit vectors; padded per chunk."""
+        vectors: list[np.ndarray] = []
+        with torch.inference_mode():
+            for start in range(0, len(rows), TEXT_BATCH):
+                tokens = self.tokenizer.pad({"input_ids": rows[start:start + TEXT_BATCH]}, return_tensors="pt")
+                output = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
+                                                      attention_mask=tokens["attention_mask"].to(self.device))
+                vectors.extend(_unit_rows(output))
+        return vectors
 
 
 def _unit_rows(output: torch.Tensor | object) -> np.ndarray:

@@ -14,6 +14,8 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from .batching import BatchTimeout
+
 log = logging.getLogger("clipsvc.errors")
 
 
@@ -43,6 +45,10 @@ class UnsupportedContentType(ApiError, UnsupportedMediaType):
 
 class ModelNotReady(ApiError, ServiceUnavailable):
     error_code = "model_not_ready"
+
+
+class Overloaded(ApiError, ServiceUnavailable):
+    error_code = "inference_timeout"
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> dict:
@@ -84,7 +90,12 @@ def handle_unexpected(exc: Exception) -> Response:
     )
 
 
+def handle_batch_timeout(exc: BatchTimeout) -> Response:
+    return _json_response(Overloaded("The model is overloaded: this request waited too long for it; retry later"))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Registered on the app, not a blueprint, so routing 404/405 are caught too."""
     app.register_error_handler(HTTPException, _json_response)
+    app.register_error_handler(BatchTimeout, handle_batch_timeout)
     app.register_error_handler(Exception, handle_unexpected)

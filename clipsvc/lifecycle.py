@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 from .encoder import ClipEncoder
@@ -24,12 +25,38 @@ def prepare_model(settings: Settings) -> Path:
     return _model_dir
 
 
-def load_worker_encoder(settings: Settings) -> ClipEncoder:
+def cuda_present() -> bool:
+    """Whether a GPU is visible, asked through NVML so that CUDA is not initialised in the master."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def batching_enabled(settings: Settings) -> bool:
+    """`auto` batches on GPUs only: on a CPU a batch costs as much as its rows one by one."""
+    if settings.batching != "auto":
+        return settings.batching == "on"
+    return settings.device.startswith("cuda") or (settings.device == "auto" and cuda_present())
+
+
+def request_threads(settings: Settings, batching: bool) -> int:
+    """Concurrent requests per worker: several only when one inference thread serialises the model."""
+    if settings.request_threads is not None:
+        return settings.request_threads
+    return 8 if batching else 1
+
+
+def load_worker_encoder(settings: Settings, batching: bool = False) -> ClipEncoder:
     """In a worker, after forking: torch and CUDA are initialised here, never in the master."""
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
-    _encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker)
-    return _encoder
+    encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker)
+    if batching:
+        # Request threads are not watched by gunicorn's timeout; this bounds their wait instead.
+        encoder.enable_batching(settings.max_batch, settings.batch_wait_ms, timeout=settings.worker_timeout)
+    _encoder = encoder
+    return encoder
 
 
 def current_encoder() -> ClipEncoder | None:

@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -81,6 +82,7 @@ class RequestLog:
 
     def __init__(self, app: Flask | None = None):
         self.counters = Counters()
+        self._lock = threading.Lock()  # gthread workers serve several requests at once
         if app is not None:
             self.init_app(app)
 
@@ -105,11 +107,13 @@ class RequestLog:
         request_id = g.get("request_id") or new_request_id()
         response.headers[RESPONSE_HEADER] = request_id
         response.headers["X-Request-ID"] = request_id
-        counters = self.counters
-        counters.requests += 1
-        counters.images += g.get("images", 0)
-        counters.texts += g.get("texts", 0)
-        counters.errors += response.status_code >= 400
+        with self._lock:
+            counters = self.counters
+            counters.requests += 1
+            counters.images += g.get("images", 0)
+            counters.texts += g.get("texts", 0)
+            counters.errors += response.status_code >= 400
+            snapshot = asdict(counters)
         request_log.info(
             "request",
             extra={
@@ -121,7 +125,7 @@ class RequestLog:
                 "images": g.get("images", 0),
                 "texts": g.get("texts", 0),
                 "worker_pid": os.getpid(),
-                "counters": asdict(counters),
+                "counters": snapshot,
             },
         )
         return response

@@ -23,6 +23,7 @@ def cpu_count() -> int:
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+BATCHING_CHOICES = ("auto", "on", "off")
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Settings:
     worker_timeout: int = 300
     graceful_timeout: int = 60
     max_requests: int = 10_000
+    batching: str = "auto"  # auto: on when the model runs on a GPU
+    max_batch: int = 64
+    batch_wait_ms: float = 5
+    request_threads: int | None = None  # None: 1 without batching, 8 with it
     max_requests_jitter: int = 1_000
     log_level: str = "info"
 
@@ -90,6 +95,10 @@ class Settings:
             "worker_timeout": self.worker_timeout >= 1,
             "graceful_timeout": self.graceful_timeout >= 0,
             "max_requests": self.max_requests >= 0,
+            "batching": self.batching in BATCHING_CHOICES,
+            "max_batch": self.max_batch >= 1,
+            "batch_wait_ms": 0 <= self.batch_wait_ms <= 1000,
+            "request_threads": self.request_threads is None or self.request_threads >= 1,
             "max_requests_jitter": self.max_requests_jitter >= 0,
             "log_level": self.log_level in LOG_LEVELS,
         }
@@ -133,6 +142,10 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "worker_timeout": ("CLIP_WORKER_TIMEOUT", _whole_number),
     "graceful_timeout": ("CLIP_GRACEFUL_TIMEOUT", _whole_number),
     "max_requests": ("CLIP_MAX_REQUESTS", _whole_number),
+    "batching": ("CLIP_BATCHING", _lower),
+    "max_batch": ("CLIP_MAX_BATCH", _whole_number),
+    "batch_wait_ms": ("CLIP_BATCH_WAIT_MS", _number),
+    "request_threads": ("CLIP_THREADS", _whole_number),
     "max_requests_jitter": ("CLIP_MAX_REQUESTS_JITTER", _whole_number),
     "log_level": ("CLIP_LOG_LEVEL", _lower),
 }
@@ -152,6 +165,10 @@ HINTS = {
     "worker_timeout": "seconds, at least 1",
     "graceful_timeout": "seconds, 0 or more",
     "max_requests": "0 (never recycle) or more",
+    "batching": ", ".join(BATCHING_CHOICES),
+    "max_batch": "at least 1",
+    "batch_wait_ms": "0-1000 milliseconds",
+    "request_threads": "at least 1",
     "max_requests_jitter": "0 or more",
     "log_level": ", ".join(LOG_LEVELS),
 }

@@ -32,7 +32,7 @@ GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
 # What gunicorn needs at run time, relative to WORKDIR: the config, the entry point and the package.
 APP_FILES = ["clipsvc", "wsgi.py", "gunicorn.conf.py"]
 # Settings variables the image does not set to the code's default: computed from the cores, or Docker-only.
-NOT_DEFAULTED = {"CLIP_TORCH_THREADS", "CLIP_MODEL_CACHE_DIR"}
+NOT_DEFAULTED = {"CLIP_TORCH_THREADS", "CLIP_MODEL_CACHE_DIR", "CLIP_THREADS"}
 VAR_TO_FIELD = {var: field for field, (var, _) in ENV_VARS.items()}
 
 

@@ -1,0 +1,146 @@
+"""Dynamic batching, tested on the CPU: ordering, isolation between callers, errors and timeouts."""
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+import requests
+from conftest import image_bytes
+from gunicorn_server import gunicorn
+from PIL import Image
+
+from clipsvc.batching import Batcher, BatchTimeout
+from clipsvc.encoder import ClipEncoder
+from clipsvc.lifecycle import batching_enabled, request_threads
+from clipsvc.settings import Settings
+
+
+def double(rows):
+    return [row * 2 for row in rows]
+
+
+@pytest.fixture
+def batcher():
+    b = Batcher(double, max_batch=16, max_wait_ms=20)
+    yield b
+    b.close()
+
+
+def test_each_caller_gets_its_own_rows_in_order(batcher):
+    def call(i):
+        rows = list(range(i * 100, i * 100 + 1 + i % 4))
+        return rows, batcher.submit(rows)
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(call, range(48)))
+    for rows, out in results:
+        assert out == [r * 2 for r in rows]
+    assert max(batcher.batch_sizes) > 1  # callers really were batched together
+    assert sum(batcher.batch_sizes) == sum(len(rows) for rows, _ in results)
+
+
+def test_batches_respect_the_limit():
+    b = Batcher(double, max_batch=4, max_wait_ms=50)
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda i: b.submit([i]), range(40)))
+    b.close()
+    assert max(b.batch_sizes) <= 4
+
+
+def test_one_callers_error_does_not_fail_the_others():
+    def picky(rows):
+        if any(r < 0 for r in rows):
+            raise ValueError("negative row")
+        return double(rows)
+
+    b = Batcher(picky, max_batch=64, max_wait_ms=50)
+    barrier = threading.Barrier(6)
+
+    def call(i):
+        barrier.wait()
+        try:
+            return b.submit([-1] if i == 3 else [i])
+        except ValueError as exc:
+            return exc
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(call, range(6)))
+    b.close()
+    assert isinstance(results[3], ValueError)
+    assert [results[i] for i in (0, 1, 2, 4, 5)] == [[0], [2], [4], [8], [10]]
+
+
+def test_a_caller_that_waits_too_long_gets_a_timeout_and_its_rows_are_dropped():
+    seen = []
+
+    def slow(rows):
+        seen.extend(rows)
+        time.sleep(0.3)
+        return rows
+
+    b = Batcher(slow, max_batch=1, max_wait_ms=0)
+    first = threading.Thread(target=b.submit, args=(["first"],))
+    first.start()
+    time.sleep(0.05)
+    with pytest.raises(BatchTimeout):
+        b.submit(["late"], timeout=0.05)
+    first.join()
+    assert b.submit(["after"], timeout=5) == ["after"]
+    b.close()
+    assert "late" not in seen
+
+
+def test_empty_submit_returns_at_once(batcher):
+    assert batcher.submit([]) == []
+
+
+def test_batched_encoder_equals_unbatched(model_dir, encoder):
+    batched = ClipEncoder.load(model_dir, device="cpu", threads=1)
+    batched.enable_batching(max_batch=8, max_wait_ms=20, timeout=30)
+    images = [Image.new("RGB", (50 + i, 40), (i * 20, 100, 200 - i * 20)) for i in range(6)]
+    texts = ["a cat", "a much longer caption about a dog on a sofa", "x"]
+
+    def call(i):
+        return batched.encode_images(images[i:i + 2]), batched.encode_texts(texts[i % 3:])
+
+    with ThreadPoolExecutor(5) as pool:
+        results = list(pool.map(call, range(5)))
+    for i, (img, txt) in enumerate(results):
+        np.testing.assert_allclose(img, encoder.encode_images(images[i:i + 2]), atol=1e-5)
+        np.testing.assert_allclose(txt, encoder.encode_texts(texts[i % 3:]), atol=1e-5)
+    assert batched.info.batching and max(batched._image_batcher.batch_sizes) > 2
+
+
+@pytest.mark.parametrize("env, device, expected, threads", [
+    ({"CLIP_BATCHING": "on"}, "cpu", True, 8),
+    ({"CLIP_BATCHING": "off"}, "cuda", False, 1),
+    ({"CLIP_BATCHING": "auto"}, "cuda", True, 8),
+    ({"CLIP_BATCHING": "auto", "CLIP_THREADS": "3"}, "cuda", True, 3),
+    ({"CLIP_BATCHING": "auto"}, "cpu", False, 1),
+])
+def test_batching_and_threads_defaults(env, device, expected, threads):
+    settings = Settings.from_env({**env, "CLIP_DEVICE": device})
+    assert batching_enabled(settings) is expected
+    assert request_threads(settings, expected) == threads
+
+
+def test_gunicorn_gthread_workers_batch_concurrent_requests(model_dir, tmp_path):
+    with gunicorn(model_dir, tmp_path / "log", CLIP_BATCHING="on", CLIP_THREADS="4", WEB_CONCURRENCY="1",
+                  CLIP_BATCH_WAIT_MS="20") as server:
+        def call(i):
+            files = {f"image-{i}": ("x.png", image_bytes("PNG", color=(i * 10, 0, 0)), "image/png"),
+                     f"text-{i}": (None, f"caption {i}")}
+            return i, requests.post(server.url + "/syte_test/clip", files=files, headers={"request_id": str(i)},
+                                    timeout=30)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(call, range(16)))
+        records = server.log_records()
+    for i, response in results:
+        assert response.status_code == 200 and response.headers["request_id"] == str(i)
+        assert f"image_vector_{i}_similarity_score" in response.json()
+    loaded = [r for r in records if r.get("event") == "model_loaded"]
+    assert loaded and loaded[0]["batching"] is True
+    assert any("gthread" in r["message"] for r in records)
