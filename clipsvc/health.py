@@ -31,10 +31,13 @@ def meta() -> dict:
         "model": info.model_name,
         "model_path": info.model_path,
         "embedding_dim": info.embedding_dim,
+        "image_size": info.image_size,
         "max_text_tokens": info.max_text_tokens,
         "device": info.device,
         "dtype": info.dtype,
         "torch_threads": info.threads,
+        "batching": info.batching,
+        "max_batch": info.max_batch,
         "version": __version__,
         "limits": {
             "max_request_mb": settings.max_request_mb,
