@@ -74,6 +74,12 @@ def post_fork(server, worker):
         encoder = lifecycle.load_worker_encoder(settings, batching)
     except ModelLoadError as exc:
         worker.log.error("model failed to load: %s", exc, extra={"event": "model_error"})
-        sys.exit(server.WORKER_BOOT_ERROR)
+        sys.exit(lifecycle.boot_failure_exit_code(server.WORKER_BOOT_ERROR))
     worker.log.info("model loaded", extra={"event": "model_loaded", "workers": settings.workers,
                                           **encoder.info.as_dict()})
+
+
+def worker_abort(worker):
+    """Worker: gunicorn's timeout fired mid-request; answer 503 worker_timeout rather than 500."""
+    worker.log.warning("request exceeded the worker timeout", extra={"event": "worker_timeout"})
+    gunicorn_errors.on_abort()

@@ -14,10 +14,20 @@ from .request_id import RESPONSE_HEADER, new_request_id
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    """Same signature and framing as gunicorn's, with a JSON body and a fresh request id."""
+    """Same signature as gunicorn's: our JSON body and a fresh request id (nothing of the client's echoed raw)."""
+    detail = mesg or reason
+    _write(sock, status_int, reason, reason.lower().replace(" ", "_"), f"gunicorn refused the request: {detail}")
+
+
+def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """After gunicorn's timeout signal the request was cut off: that is a timeout, not a server bug (500)."""
+    _write(sock, 503, "Service Unavailable", "worker_timeout",
+           "The request took longer than CLIP_WORKER_TIMEOUT (a body sent too slowly, or too much work); "
+           "it was stopped and the worker replaced. Send it again, smaller or faster.")
+
+
+def _write(sock, status_int: int, reason: str, code: str, message: str) -> None:
     request_id = new_request_id()
-    code = reason.lower().replace(" ", "_")
-    message = f"gunicorn refused the request: {mesg}" if mesg else f"gunicorn refused the request: {reason}"
     body = json.dumps({"error": {"status": status_int, "code": code, "message": message, "field": None}})
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\n"
@@ -32,4 +42,10 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 
 def install() -> None:
+    """In each worker (post_fork): gunicorn's error replies become JSON."""
     util.write_error = write_json_error
+
+
+def on_abort() -> None:
+    """In a worker gunicorn is killing for its timeout (worker_abort): the reply it is about to send is ours."""
+    util.write_error = write_timeout_error

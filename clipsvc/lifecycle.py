@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -16,12 +17,15 @@ log = logging.getLogger("clipsvc.lifecycle")
 _model_dir: Path | None = None
 # The one piece of per-worker global state: the encoder post_fork loads.
 _encoder: ClipEncoder | None = None
+# Shared between the master and its workers: has a worker already failed to load the model?
+_boot_failed = None
 
 
 def prepare_model(settings: Settings) -> Path:
     """In the master, before forking: find the model, unzip it if needed, check its files."""
-    global _model_dir
+    global _model_dir, _boot_failed
     _model_dir = resolve_model_dir(settings.model_dir, settings.model_cache_dir)
+    _boot_failed = multiprocessing.Value("b", 0)
     return _model_dir
 
 
@@ -57,6 +61,20 @@ def load_worker_encoder(settings: Settings, batching: bool = False) -> ClipEncod
         encoder.enable_batching(settings.max_batch, settings.batch_wait_ms, timeout=settings.worker_timeout)
     _encoder = encoder
     return encoder
+
+
+def boot_failure_exit_code(boot_error: int) -> int:
+    """Only the first worker that fails to load reports gunicorn's boot error (which halts the master).
+
+    A second boot error reaped while the master is already halting makes gunicorn 27 raise again
+    inside halt() and die with a plain-text traceback; later failures exit 1 instead.
+    """
+    if _boot_failed is None:  # not started by the master's on_starting
+        return boot_error
+    with _boot_failed.get_lock():
+        first = not _boot_failed.value
+        _boot_failed.value = 1
+    return boot_error if first else 1
 
 
 def current_encoder() -> ClipEncoder | None:

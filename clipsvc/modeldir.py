@@ -54,12 +54,16 @@ def _looks_like_model(path: Path) -> bool:
     return (path / "config.json").is_file()
 
 
-def check_model_dir(path: Path) -> None:
-    """Cheap checks before any worker forks: every file there, config.json a CLIP config."""
+def _read_json(file: Path) -> object:
     try:
-        config = json.loads((path / "config.json").read_text())
+        return json.loads(file.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelDirError(f"{path / 'config.json'} is not valid JSON ({exc})") from None
+        raise ModelDirError(f"{file} is not valid JSON ({exc})") from None
+
+
+def check_model_dir(path: Path) -> None:
+    """Cheap checks before any worker forks: every file there and readable, config.json a CLIP config."""
+    config = _read_json(path / "config.json")
     if not isinstance(config, dict) or config.get("model_type") != "clip":
         kind = config.get("model_type") if isinstance(config, dict) else type(config).__name__
         raise ModelDirError(f"{path / 'config.json'} describes model_type {kind!r}, not a CLIP model ('clip')")
@@ -72,6 +76,9 @@ def check_model_dir(path: Path) -> None:
         missing.append("weights (model.safetensors or pytorch_model.bin)")
     if missing:
         raise ModelDirError(f"model directory {path} lacks {', '.join(missing)}")
+    for name in ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "vocab.json"):
+        if (path / name).is_file():
+            _read_json(path / name)
     for weights in _weight_files(path):
         problem = _weights_problem(weights)
         if problem:

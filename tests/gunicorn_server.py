@@ -67,7 +67,8 @@ def gunicorn(model_dir: Path, log_path: Path, ready: bool = True, **extra: str):
     port = free_port()
     with open(log_path, "w") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
+            # Loopback only: the config's own bind (all interfaces, for containers) is overridden here.
+            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
             cwd=ROOT, env=gunicorn_env(model_dir, port, **extra), stdout=log, stderr=subprocess.STDOUT,
         )
     server = Server(process, port, log_path)
