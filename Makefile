@@ -1,0 +1,46 @@
+# Shortcuts for the commands in README.md and docs/deployment.md. `make venv` once, then the others.
+# Variables can be overridden: `make run CLIP_MODEL_DIR=/path/to/clip-vit-large-patch14 WEB_CONCURRENCY=4`.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Extra pip options, e.g. PIP_FLAGS="--extra-index-url https://download.pytorch.org/whl/cpu" for the CPU torch.
+PIP_FLAGS ?=
+CLIP_MODEL_DIR ?= models/vit-l-14
+STANDIN_DIR ?= models/vit-l-14
+STANDIN_ARCH ?= vit-l-14
+BENCH_ARGS ?= --workers 1 --clients 1 --requests 20
+IMAGE ?= clipsvc
+GPU_IMAGE ?= clipsvc-gpu
+
+.PHONY: venv run test bench standin lint docker docker-gpu
+
+# A virtualenv with the runtime and test dependencies (requirements-dev.txt includes requirements.txt).
+venv:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install $(PIP_FLAGS) -r requirements-dev.txt
+
+# Serve on port $PORT (default 8081); write a stand-in model first with `make standin` if you have no real one.
+run:
+	. $(BIN)/activate && CLIP_MODEL_DIR=$(CLIP_MODEL_DIR) gunicorn -c gunicorn.conf.py wsgi:app
+
+# The README's test command, as CI's .ci/run runs it.
+test:
+	. $(BIN)/activate && ruff check . && python -m pytest
+
+# The service against transformers alone on a ViT-B/32 stand-in; BENCH_ARGS for more (bench/perf.py --help).
+bench:
+	. $(BIN)/activate && python bench/perf.py --arch vit-b-32 $(BENCH_ARGS)
+
+# A ViT-L/14 stand-in (true shapes, random weights: meaningless vectors) where `make run` looks by default.
+standin:
+	. $(BIN)/activate && python -m clipsvc.standin $(STANDIN_DIR) --arch $(STANDIN_ARCH)
+
+lint:
+	. $(BIN)/activate && ruff check . && hadolint Dockerfile Dockerfile.gpu
+
+docker:
+	docker build -t $(IMAGE) .
+
+docker-gpu:
+	docker build -f Dockerfile.gpu -t $(GPU_IMAGE) .
