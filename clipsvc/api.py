@@ -7,7 +7,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import PayloadTooLarge
 from .extensions import get_encoder, get_settings
-from .parsing import ParsedRequest, parse_form, require_multipart
+from .parsing import ParsedRequest, parse_form, require_multipart, vector_encoding
 from .scoring import embed
 from .serialize import embeddings_body
 
@@ -19,7 +19,7 @@ def clip() -> dict:
     encoder = get_encoder()
     parsed = parse_request(min_side=encoder.info.image_size)
     g.images, g.texts = len(parsed.images), len(parsed.texts)
-    return embeddings_body(embed(encoder, parsed))
+    return embeddings_body(embed(encoder, parsed), vector_encoding(request.args.get("encoding")))
 
 
 def parse_request(min_side: int) -> ParsedRequest:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, extensions, health, lifecycle
+from . import api, extensions, health, json_api, lifecycle
 from .encoder import ClipEncoder
 from .errors import register_error_handlers
 from .logs import RequestLog
@@ -26,5 +26,6 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     RequestLog(app)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
+    app.register_blueprint(json_api.bp)
     app.register_blueprint(health.bp)
     return app

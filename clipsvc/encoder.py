@@ -41,6 +41,7 @@ class EncoderInfo:
     dtype: str
     threads: int
     load_seconds: float
+    logit_scale: float = 100.0
     batching: bool = False
     max_batch: int = IMAGE_BATCH
 
@@ -101,6 +102,7 @@ class ClipEncoder:
             dtype=str(dtype).removeprefix("torch."),
             threads=torch.get_num_threads(),
             load_seconds=round(time.perf_counter() - started, 3),
+            logit_scale=round(model.logit_scale.detach().exp().item(), 4),
         )
         return cls(model, tokenizer, processor, info)
 

@@ -60,7 +60,8 @@ def _describe(exc: HTTPException) -> tuple[str, str]:
     """Code and a message that says what to do, for werkzeug's own errors (routing, size)."""
     code = (exc.name or "error").lower().replace(" ", "_")
     if exc.code == 404:
-        return code, f"No endpoint at {request.path}. Try POST /syte_test/clip, or GET /livez, /readyz, /meta."
+        return code, (f"No endpoint at {request.path}. Try POST /syte_test/clip, /encode or /rank, "
+                      "or GET /livez, /readyz, /meta.")
     if exc.code == 405:
         allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
         return code, f"{request.method} is not allowed on {request.path}; use {allowed or 'another method'}."

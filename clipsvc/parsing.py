@@ -49,6 +49,16 @@ class ParsedRequest:
         return [i.id for i in self.images if i.id in texts]
 
 
+def vector_encoding(value: str | None) -> str:
+    """The `?encoding=` query parameter: float (default) or base64."""
+    if value is None or value == "float":
+        return "float"
+    if value == "base64":
+        return value
+    raise InvalidInput(f"encoding={value[:_FIELD_ECHO]!r} is not supported; use float or base64",
+                       field="encoding", error_code="invalid_encoding")
+
+
 def require_multipart(mimetype: str) -> None:
     if mimetype != "multipart/form-data":
         shown = mimetype or "none"
@@ -74,11 +84,7 @@ def parse_form(form: MultiDict, files: MultiDict, settings: Settings, min_side: 
     seen: set[str] = set()
     for key, _ in parts:
         _check_key(key, seen)
-    if len(parts) > settings.max_items:
-        raise InvalidInput(
-            f"The request has {len(parts)} items; the limit is {settings.max_items} (CLIP_MAX_ITEMS)",
-            error_code="too_many_items",
-        )
+    check_item_count(len(parts), settings)
     parsed = ParsedRequest()
     for key, value in parts:
         kind, item_id = KEY_PATTERN.fullmatch(key).groups()
@@ -87,6 +93,14 @@ def parse_form(form: MultiDict, files: MultiDict, settings: Settings, min_side: 
         else:
             parsed.texts.append(TextItem(item_id, _text(key, value, settings)))
     return parsed
+
+
+def check_item_count(count: int, settings: Settings) -> None:
+    if count > settings.max_items:
+        raise InvalidInput(
+            f"The request has {count} items; the limit is {settings.max_items} (CLIP_MAX_ITEMS)",
+            error_code="too_many_items",
+        )
 
 
 def _parts(form: MultiDict, files: MultiDict) -> Iterable[tuple[str, str | FileStorage]]:
@@ -116,17 +130,21 @@ def _image(key: str, value: str | FileStorage, settings: Settings, min_side: int
             field=key,
             error_code="image_not_a_file",
         )
-    data = value.stream.read(settings.max_image_bytes + 1)
+    return image_item(key, value.stream.read(settings.max_image_bytes + 1), settings, min_side)
+
+
+def image_item(field: str, data: bytes, settings: Settings, min_side: int | None) -> Image.Image:
+    """The one image validator, whatever carried the bytes (multipart file, base64 in JSON)."""
     if len(data) > settings.max_image_bytes:
         raise PayloadTooLarge(
-            f"{key} is larger than {settings.max_image_mb:g} MB (CLIP_MAX_IMAGE_MB); send a smaller file",
-            field=key,
+            f"{field} is larger than {settings.max_image_mb:g} MB (CLIP_MAX_IMAGE_MB); send a smaller file",
+            field=field,
             error_code="image_too_large",
         )
     try:
         return decode_image(data, settings.max_image_pixels, min_side)
     except ImageRejected as exc:
-        raise InvalidInput(f"{key} {exc}", field=key, error_code=exc.code) from None
+        raise InvalidInput(f"{field} {exc}", field=field, error_code=exc.code) from None
 
 
 def _text(key: str, value: str | FileStorage, settings: Settings) -> str:
@@ -136,7 +154,12 @@ def _text(key: str, value: str | FileStorage, settings: Settings) -> str:
             raise InvalidInput(f"{key} is a file larger than {MAX_TEXT_FILE_BYTES} bytes; send a short text",
                                field=key, error_code="text_too_long")
         value = data.decode("utf-8", errors="replace")
+    return text_item(key, value, settings)
+
+
+def text_item(field: str, value: str, settings: Settings) -> str:
+    """The one text validator, whatever carried the text."""
     try:
         return validate_text(value, settings.max_text_words)
     except TextRejected as exc:
-        raise InvalidInput(f"{key} {exc}", field=key, error_code=exc.code) from None
+        raise InvalidInput(f"{field} {exc}", field=field, error_code=exc.code) from None

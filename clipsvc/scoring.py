@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .encoder import ClipEncoder
-from .parsing import ParsedRequest
+from .parsing import ImageItem, ParsedRequest, TextItem
 
 # CLIPScore (Hessel et al., 2021, arXiv:2104.08718): w * max(cos, 0) with w = 2.5, here on 0-100.
 CLIPSCORE_WEIGHT = 2.5
@@ -33,6 +33,24 @@ class Embeddings:
 def clip_score(cosine: float) -> int:
     """0-100: a cosine of 0.4 or more (a strong match for CLIP) scores 100, 0 or less scores 0."""
     return int(round(100 * min(max(CLIPSCORE_WEIGHT * cosine, 0.0), 1.0)))
+
+
+def embed_items(encoder: ClipEncoder, items: list[ImageItem | TextItem]) -> np.ndarray:
+    """Rows in item order, with one forward call for all images and one for all texts."""
+    images = [i for i, item in enumerate(items) if isinstance(item, ImageItem)]
+    texts = [i for i, item in enumerate(items) if isinstance(item, TextItem)]
+    rows = np.empty((len(items), encoder.info.embedding_dim), dtype=np.float32)
+    rows[images] = encoder.encode_images([items[i].image for i in images])
+    rows[texts] = encoder.encode_texts([items[i].text for i in texts])
+    return rows
+
+
+def rank(queries: np.ndarray, candidates: np.ndarray, logit_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: softmax over candidates of the model's scaled logits (CLIP's own zero-shot rule), and cosines."""
+    cosines = queries @ candidates.T
+    logits = logit_scale * cosines
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return exp / exp.sum(axis=1, keepdims=True), cosines
 
 
 def embed(encoder: ClipEncoder, parsed: ParsedRequest) -> Embeddings:

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+
+import numpy as np
+
 from .scoring import Embeddings
+
+ENCODINGS = ("float", "base64")
+
+
+def vector_json(vector: np.ndarray, encoding: str = "float") -> list[float] | str:
+    """JSON numbers, or base64 of little-endian float32 bytes (OpenAI's embeddings convention)."""
+    if encoding == "base64":
+        return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
+    return vector.tolist()
 
 
 def image_vector_key(item_id: str) -> str:
@@ -21,15 +34,15 @@ def cosine_key(item_id: str) -> str:
     return f"image_vector_{item_id}_cosine_similarity"
 
 
-def embeddings_body(embeddings: Embeddings) -> dict:
+def embeddings_body(embeddings: Embeddings, encoding: str = "float") -> dict:
     """Keys grouped by id in the order the client sent them: vectors, then score and cosine."""
     pairs = {pair.id: pair for pair in embeddings.pairs}
     body: dict = {}
     for item_id in embeddings.order:
         if item_id in embeddings.images:
-            body[image_vector_key(item_id)] = embeddings.images[item_id].tolist()
+            body[image_vector_key(item_id)] = vector_json(embeddings.images[item_id], encoding)
         if item_id in embeddings.texts:
-            body[text_vector_key(item_id)] = embeddings.texts[item_id].tolist()
+            body[text_vector_key(item_id)] = vector_json(embeddings.texts[item_id], encoding)
         if item_id in pairs:
             body[score_key(item_id)] = pairs[item_id].score
             body[cosine_key(item_id)] = round(pairs[item_id].cosine, 6)

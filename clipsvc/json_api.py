@@ -1,0 +1,55 @@
+"""POST /encode and POST /rank: the JSON API of BentoML's CLIP service, so its clients work unchanged."""
+
+from __future__ import annotations
+
+from flask import Blueprint, g, jsonify, request
+
+from .errors import InvalidInput, UnsupportedContentType
+from .extensions import get_encoder, get_settings
+from .json_items import parse_items
+from .parsing import ImageItem, check_item_count, vector_encoding
+from .scoring import embed_items, rank
+from .serialize import vector_json
+
+bp = Blueprint("json_api", __name__)
+
+
+def json_body() -> object:
+    if not request.is_json:
+        raise UnsupportedContentType(
+            f"Content-Type is {request.mimetype or 'none'}; send application/json", field="Content-Type")
+    body = request.get_json(silent=True)
+    if body is None:
+        raise InvalidInput("The body is not valid JSON", error_code="invalid_json")
+    return body
+
+
+def count(items: list) -> None:
+    g.images = g.get("images", 0) + sum(isinstance(i, ImageItem) for i in items)
+    g.texts = g.get("texts", 0) + sum(not isinstance(i, ImageItem) for i in items)
+
+
+@bp.post("/encode")
+def encode():
+    """`[{"text": ...} | {"img_blob": ...} | {"img_uri": ...}, ...]` -> one embedding per item, in order."""
+    encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
+    items = parse_items(json_body(), "", get_settings(), encoder.info.image_size)
+    count(items)
+    return jsonify([vector_json(row, encoding) for row in embed_items(encoder, items)])
+
+
+@bp.post("/rank")
+def rank_candidates() -> dict:
+    """`{"queries": [...], "candidates": [...]}` -> per query, probabilities and cosines over the candidates."""
+    encoder, settings = get_encoder(), get_settings()
+    body = json_body()
+    if not isinstance(body, dict):
+        raise InvalidInput('The body must be an object {"queries": [...], "candidates": [...]}',
+                           error_code="invalid_items")
+    queries = parse_items(body.get("queries"), "queries", settings, encoder.info.image_size)
+    candidates = parse_items(body.get("candidates"), "candidates", settings, encoder.info.image_size)
+    check_item_count(len(queries) + len(candidates), settings)
+    count(queries + candidates)
+    rows = embed_items(encoder, queries + candidates)
+    probabilities, cosines = rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale)
+    return {"probabilities": probabilities.tolist(), "cosine_similarities": cosines.tolist()}

@@ -1,0 +1,132 @@
+"""POST /encode and /rank with BentoML's JSON shapes, and ?encoding=base64 on every vector endpoint."""
+
+import base64
+
+import numpy as np
+import pytest
+from conftest import image_bytes, post_clip
+
+from clipsvc.json_items import parse_items
+from clipsvc.settings import Settings
+
+PNG = image_bytes("PNG", (32, 24))
+BLOB = base64.b64encode(PNG).decode()
+
+
+def decode_b64(value: str) -> np.ndarray:
+    """What the README tells users to write."""
+    return np.frombuffer(base64.b64decode(value), dtype="<f4")
+
+
+def test_encode_the_seed_example(client, encoder):
+    items = [{"text": "picture of a dog"}, {"img_blob": BLOB}, {"img_uri": f"data:image/png;base64,{BLOB}"}]
+    response = client.post("/encode", json=items, headers={"request_id": "e1"})
+    assert response.status_code == 200 and response.headers["request_id"] == "e1"
+    vectors = np.array(response.json)
+    assert vectors.shape == (3, encoder.info.embedding_dim)
+    np.testing.assert_allclose(vectors[1], vectors[2], atol=1e-6)  # blob and data URI: the same picture
+    np.testing.assert_allclose(vectors[0], encoder.encode_texts(["picture of a dog"])[0], atol=1e-5)
+
+
+def test_rank_the_seed_example(client, encoder):
+    candidates = [{"text": f"picture of a {x}"} for x in ("dog", "cat", "bird", "car", "plane", "boat")]
+    response = client.post("/rank", json={"queries": [{"img_blob": BLOB}, {"text": "a dog"}],
+                                          "candidates": candidates})
+    assert response.status_code == 200
+    probabilities, cosines = np.array(response.json["probabilities"]), np.array(response.json["cosine_similarities"])
+    assert probabilities.shape == cosines.shape == (2, 6)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
+    logits = encoder.info.logit_scale * cosines
+    expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(probabilities, expected, rtol=1e-5)
+    vectors = np.array(client.post("/encode", json=[{"text": "a dog"}] + candidates).json)
+    np.testing.assert_allclose(cosines[1], vectors[1:] @ vectors[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/encode", [{"text": "a"}, {"img_blob": BLOB}]),
+    ("/rank", {"queries": [{"text": "a"}], "candidates": [{"text": "b"}, {"img_blob": BLOB}]}),
+])
+def test_json_endpoints_count_items_in_the_request_log(client, path, body, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="clipsvc.request")
+    client.post(path, json=body)
+    (record,) = [r for r in caplog.records if r.name == "clipsvc.request"]
+    assert (record.images, record.texts) == (1, 1 if path == "/encode" else 2)
+
+
+def test_base64_encoding_on_every_vector_endpoint(client):
+    floats = client.post("/encode", json=[{"text": "a dog"}]).json[0]
+    packed = client.post("/encode?encoding=base64", json=[{"text": "a dog"}]).json[0]
+    np.testing.assert_allclose(decode_b64(packed), floats, atol=1e-7)
+    body = post_clip(client, {"text-1": "a dog"}).json
+    packed_body = client.post("/syte_test/clip?encoding=base64", content_type="multipart/form-data",
+                              data={"text-1": "a dog"}).json
+    np.testing.assert_allclose(decode_b64(packed_body["text_1_vector"]), body["text_1_vector"], atol=1e-7)
+
+
+@pytest.mark.parametrize("path, kwargs", [
+    ("/encode?encoding=hex", dict(json=[{"text": "a"}])),
+    ("/syte_test/clip?encoding=float16", dict(content_type="multipart/form-data", data={"text-1": "a"})),
+])
+def test_unknown_encoding_is_refused(client, path, kwargs):
+    response = client.post(path, **kwargs)
+    assert response.status_code == 400 and response.json["error"]["field"] == "encoding"
+
+
+@pytest.mark.parametrize("body, status, code, field", [
+    ([], 400, "invalid_items", None),
+    ({"text": "a"}, 400, "invalid_items", None),
+    ([{"text": "a", "img_blob": BLOB}], 400, "invalid_item", "[0]"),
+    ([{"image": BLOB}], 400, "invalid_item", "[0]"),
+    (["a dog"], 400, "invalid_item", "[0]"),
+    ([{"text": 5}], 400, "invalid_item", "[0].text"),
+    ([{"text": "ok"}, {"text": "日本"}], 400, "empty_text", "[1].text"),
+    ([{"text": " ".join(["w"] * 51)}], 400, "text_too_long", "[0].text"),
+    ([{"img_blob": "not base64!!"}], 400, "invalid_base64", "[0].img_blob"),
+    ([{"img_blob": base64.b64encode(b"hello").decode()}], 400, "unsupported_image", "[0].img_blob"),
+    ([{"img_uri": "https://example.com/dog.jpg"}], 400, "url_fetch_disabled", "[0].img_uri"),
+    ([{"img_uri": "http://169.254.169.254/latest/meta-data"}], 400, "url_fetch_disabled", "[0].img_uri"),
+    ([{"img_uri": "file:///etc/passwd"}], 400, "invalid_uri", "[0].img_uri"),
+    ([{"img_uri": "data:image/png,rawbytes"}], 400, "invalid_uri", "[0].img_uri"),
+    ([{"text": "a"}] * 65, 400, "too_many_items", None),
+])
+def test_encode_rejections(client, body, status, code, field):
+    response = client.post("/encode", json=body)
+    assert response.status_code == status
+    assert response.json["error"]["code"] == code and response.json["error"]["field"] == field
+
+
+@pytest.mark.parametrize("body, code, field", [
+    ({"queries": [{"text": "a"}]}, "invalid_items", "candidates"),
+    ({"candidates": [{"text": "a"}]}, "invalid_items", "queries"),
+    ([{"text": "a"}], "invalid_items", None),
+    ({"queries": [{"text": "a"}], "candidates": [{"img_blob": "%%%"}]}, "invalid_base64", "candidates[0].img_blob"),
+    ({"queries": [{"text": "a"}] * 40, "candidates": [{"text": "b"}] * 40}, "too_many_items", None),
+])
+def test_rank_rejections(client, body, code, field):
+    response = client.post("/rank", json=body)
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == code and response.json["error"]["field"] == field
+
+
+@pytest.mark.parametrize("path", ["/encode", "/rank"])
+def test_json_endpoints_want_json(client, path):
+    assert client.post(path, data="text=a").status_code == 415
+    bad = client.post(path, data="{not json", content_type="application/json")
+    assert bad.status_code == 400 and bad.json["error"]["code"] == "invalid_json"
+
+
+def test_oversized_blob_is_refused_before_decoding():
+    settings = Settings(max_image_mb=0.001, max_request_mb=1)
+    from clipsvc.errors import PayloadTooLarge
+
+    with pytest.raises(PayloadTooLarge):
+        parse_items([{"img_blob": "A" * 4000}], "", settings)
+
+
+def test_urlsafe_and_unpadded_base64_are_accepted():
+    urlsafe = base64.urlsafe_b64encode(PNG).decode().rstrip("=")
+    (item,) = parse_items([{"img_blob": urlsafe}], "", Settings())
+    assert item.image.size == (32, 24)
