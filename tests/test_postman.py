@@ -1,0 +1,54 @@
+"""The Postman collection: every request targets a real route with a body the service accepts."""
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import image_bytes
+
+COLLECTION = json.loads((Path(__file__).resolve().parent.parent / "examples" /
+                         "clipsvc.postman_collection.json").read_text())
+ITEMS = COLLECTION["item"]
+
+
+def expected_keys(item: dict) -> list[str]:
+    script = "\n".join(line for event in item["event"] for line in event["script"]["exec"])
+    return re.findall(r'to\.have\.property\("([^"]+)"\)', script)
+
+
+def test_it_is_a_v21_collection_with_a_base_url():
+    assert COLLECTION["info"]["schema"].endswith("/v2.1.0/collection.json")
+    assert {"key": "baseUrl", "value": "http://127.0.0.1:8081"} in COLLECTION["variable"]
+    assert {item["name"].split(" ")[0] for item in ITEMS} >= {"Seed", "Image", "Text", "Several", "Rank", "Encode"}
+
+
+def send(client, request: dict):
+    path = request["url"]["raw"].replace("{{baseUrl}}", "")
+    headers = {h["key"]: h["value"] for h in request["header"]}
+    body = request["body"]
+    if body["mode"] == "formdata":
+        data = {f["key"]: (io.BytesIO(image_bytes()), f["src"]) if f["type"] == "file" else f["value"]
+                for f in body["formdata"]}
+        return client.post(path, data=data, headers=headers, content_type="multipart/form-data")
+    return client.post(path, data=body["raw"], headers=headers)
+
+
+@pytest.mark.parametrize("item", ITEMS, ids=[item["name"] for item in ITEMS])
+def test_each_request_is_accepted_and_its_tests_would_pass(app, client, item):
+    request = item["request"]
+    path = request["url"]["raw"].replace("{{baseUrl}}", "")
+    assert any(rule.rule == path and request["method"] in rule.methods for rule in app.url_map.iter_rules())
+    response = send(client, request)
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    assert response.headers["request_id"]
+    sent_id = {h["key"]: h["value"] for h in request["header"]}.get("request_id")
+    if sent_id:
+        assert response.headers["request_id"] == sent_id
+    for key in expected_keys(item):
+        assert key in response.json
+    example = json.loads(item["response"][0]["body"])
+    assert type(example) is type(response.json)
+    if isinstance(example, dict):
+        assert set(example) <= set(response.json)
