@@ -116,6 +116,8 @@ def build_standin(directory: Path, arch: str = "tiny", seed: int = 0, weights: s
         torch.save(model.state_dict(), directory / "pytorch_model.bin")
     else:
         model.save_pretrained(directory)
+    for file in directory.iterdir():  # transformers writes 0600; a server running as another user must read it
+        file.chmod(0o644)
     return directory
 
 

@@ -42,7 +42,7 @@ class Server:
             try:
                 if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # not listening yet, or a worker still loading
                 pass
             time.sleep(0.1)
         raise TimeoutError(f"gunicorn not ready after {timeout}s:\n{self.log_path.read_text()}")
