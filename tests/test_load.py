@@ -2,26 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import requests
+from conftest import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def load():
-    """bench/ is not a package: load load.py by path, as `python bench/load.py` would run it."""
-    spec = importlib.util.spec_from_file_location("clipsvc_bench_load", ROOT / "bench" / "load.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_bench("load")
 
 
 def fake_response(status: int, request_id: str, body: object, content_type: str = "application/json"):

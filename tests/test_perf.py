@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def perf():
-    """bench/ is not a package: load perf.py by path, as `python bench/perf.py` would run it."""
-    spec = importlib.util.spec_from_file_location("clipsvc_bench_perf", ROOT / "bench" / "perf.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    yield from load_bench("perf")
 
 
 def positive_number(value: object) -> bool:
