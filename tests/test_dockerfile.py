@@ -427,3 +427,21 @@ def test_dependency_step_provides_every_import_of_the_app(module):
     distributions = {norm(d) for d in metadata.packages_distributions().get(module, [])}
     assert distributions & pinned, f"`import {module}` comes from {distributions or 'nothing installed'}, " \
                                    f"which requirements.txt does not pin"
+
+
+def test_dependency_step_resolves_in_a_fresh_virtualenv(tmp_path):
+    """The image's `pip install -r requirements.txt`, resolved (not installed) in a new venv from the same file."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    report = tmp_path / "report.json"
+    result = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--dry-run",
+         "--ignore-installed", "--report", str(report), "-r", str(ROOT / "requirements.txt")],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+              for item in json.loads(report.read_text())["install"]}
+    for line in requirement_lines():
+        name, version = line.split("==")
+        assert chosen[name.lower()].split("+")[0] == version, (name, chosen.get(name.lower()))
+    assert not [name for name in chosen if name.startswith("nvidia-")], "a CUDA build of torch was chosen"
