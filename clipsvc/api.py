@@ -16,10 +16,10 @@ bp = Blueprint("api", __name__)
 
 @bp.post("/syte_test/clip")
 def clip() -> dict:
-    encoder = get_encoder()
+    encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
     parsed = parse_request(min_side=encoder.info.image_size)
     g.images, g.texts = len(parsed.images), len(parsed.texts)
-    return embeddings_body(embed(encoder, parsed), vector_encoding(request.args.get("encoding")))
+    return embeddings_body(embed(encoder, parsed), encoding)
 
 
 def parse_request(min_side: int) -> ParsedRequest:
@@ -31,12 +31,9 @@ def parse_request(min_side: int) -> ParsedRequest:
     except RequestEntityTooLarge:
         # werkzeug raises the same error for three limits; tell the client which one it hit.
         declared = request.content_length
-        if (declared or 0) > settings.max_request_bytes or getattr(request.stream, "is_exhausted", False):
-            size = f"{declared} bytes" if declared else "over the limit (chunked)"
-            raise PayloadTooLarge(
-                f"The request body is {size}; the limit is {settings.max_request_mb:g} MB (CLIP_MAX_REQUEST_MB)",
-                error_code="request_too_large",
-            ) from None
+        too_big = declared > settings.max_request_bytes if declared is not None else request.stream.is_exhausted
+        if too_big:
+            raise  # the one body-size error, worded in errors._describe
         raise PayloadTooLarge(
             f"The request has too many parts or a text part over "
             f"{request.max_form_memory_size} bytes; send at most {settings.max_items} items",

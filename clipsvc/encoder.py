@@ -89,9 +89,11 @@ class ClipEncoder:
             model = CLIPModel.from_pretrained(model_dir, dtype=dtype, local_files_only=True, weights_only=True)
             tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
             processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
+            model.to(target).eval()  # inside the try: a GPU out of memory is a load failure too
+            # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
+            tokenizer(["warm up"], truncation=True, max_length=model.config.text_config.max_position_embeddings)
         except Exception as exc:  # transformers raises many types for a broken directory
             raise ModelLoadError(f"could not load the CLIP model from {model_dir}: {exc}") from exc
-        model.to(target).eval()
         info = EncoderInfo(
             model_path=str(model_dir),
             model_name=Path(model_dir).name,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json, request
+from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
@@ -66,8 +66,10 @@ def _describe(exc: HTTPException) -> tuple[str, str]:
         allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
         return code, f"{request.method} is not allowed on {request.path}; use {allowed or 'another method'}."
     if exc.code == 413:
-        return "payload_too_large", (
-            "The request body is larger than this service accepts (CLIP_MAX_REQUEST_MB); send fewer or smaller files."
+        size = f"{request.content_length} bytes" if request.content_length is not None else "over the limit"
+        limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
+        return "request_too_large", (
+            f"The request body is {size}; the limit is {limit:g} MB (CLIP_MAX_REQUEST_MB). Send fewer or smaller files."
         )
     return code, exc.description or exc.name
 

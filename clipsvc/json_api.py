@@ -18,7 +18,10 @@ def json_body() -> object:
     if not request.is_json:
         raise UnsupportedContentType(
             f"Content-Type is {request.mimetype or 'none'}; send application/json", field="Content-Type")
-    body = request.get_json(silent=True)
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # deeply nested arrays: the stdlib parser gives up, and so do we
+        body = None
     if body is None:
         raise InvalidInput("The body is not valid JSON", error_code="invalid_json")
     return body
@@ -46,9 +49,10 @@ def rank_candidates() -> dict:
     if not isinstance(body, dict):
         raise InvalidInput('The body must be an object {"queries": [...], "candidates": [...]}',
                            error_code="invalid_items")
-    queries = parse_items(body.get("queries"), "queries", settings, encoder.info.image_size)
-    candidates = parse_items(body.get("candidates"), "candidates", settings, encoder.info.image_size)
-    check_item_count(len(queries) + len(candidates), settings)
+    lists = [body.get("queries"), body.get("candidates")]
+    check_item_count(sum(len(x) for x in lists if isinstance(x, list)), settings)  # before decoding anything
+    queries = parse_items(lists[0], "queries", settings, encoder.info.image_size)
+    candidates = parse_items(lists[1], "candidates", settings, encoder.info.image_size)
     count(queries + candidates)
     rows = embed_items(encoder, queries + candidates)
     probabilities, cosines = rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale)

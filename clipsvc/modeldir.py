@@ -20,7 +20,13 @@ class ModelDirError(RuntimeError):
 
 def resolve_model_dir(path: Path, cache_dir: Path | None = None) -> Path:
     """The directory to load from; unzips `path` (or the one zip inside it) into `cache_dir`."""
-    path = Path(path)
+    try:
+        return _resolve(Path(path), cache_dir)
+    except OSError as exc:  # e.g. a root-owned 0600 mount read by the image's non-root user
+        raise ModelDirError(f"model path {path} cannot be read ({exc}); check the mount and its permissions") from None
+
+
+def _resolve(path: Path, cache_dir: Path | None) -> Path:
     if not path.exists():
         raise ModelDirError(
             f"model path {path} does not exist; mount the model there "
@@ -29,7 +35,7 @@ def resolve_model_dir(path: Path, cache_dir: Path | None = None) -> Path:
     if path.is_file():
         if not zipfile.is_zipfile(path):
             raise ModelDirError(f"model path {path} is a file but not a zip archive of a CLIP model directory")
-        return resolve_model_dir(_unzip(path, cache_dir), cache_dir)
+        return _resolve(_unzip(path, cache_dir), cache_dir)
     if _looks_like_model(path):
         check_model_dir(path)
         return path
@@ -42,7 +48,7 @@ def resolve_model_dir(path: Path, cache_dir: Path | None = None) -> Path:
         names = ", ".join(p.name for p in candidates)
         raise ModelDirError(f"model path {path} holds several model directories ({names}); point CLIP_MODEL_DIR at one")
     if len(zips) == 1:
-        return resolve_model_dir(zips[0], cache_dir)
+        return _resolve(zips[0], cache_dir)
     listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
     raise ModelDirError(
         f"model path {path} is not a CLIP model directory (it holds {listing}); expected config.json, "
@@ -127,6 +133,7 @@ def _unzip(archive: Path, cache_dir: Path | None) -> Path:
     target = root / f"{archive.stem}-{digest}"
     if (target / ".complete").is_file():
         return target
+    staging = None
     try:
         with zipfile.ZipFile(archive) as zf:
             _check_members(archive, zf.infolist())
@@ -137,6 +144,8 @@ def _unzip(archive: Path, cache_dir: Path | None) -> Path:
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     except (OSError, zipfile.BadZipFile) as exc:
+        if staging is not None:  # a half-finished extraction (disk full...) must not pile up
+            shutil.rmtree(staging, ignore_errors=True)
         raise ModelDirError(
             f"could not unzip {archive} into {root} ({exc}); set CLIP_MODEL_CACHE_DIR to a writable directory"
         ) from None

@@ -51,9 +51,9 @@ class ParsedRequest:
 
 def vector_encoding(value: str | None) -> str:
     """The `?encoding=` query parameter: float (default) or base64."""
-    if value is None or value == "float":
+    if value is None:
         return "float"
-    if value == "base64":
+    if value in ("float", "base64"):
         return value
     raise InvalidInput(f"encoding={value[:_FIELD_ECHO]!r} is not supported; use float or base64",
                        field="encoding", error_code="invalid_encoding")

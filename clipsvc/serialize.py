@@ -8,8 +8,6 @@ import numpy as np
 
 from .scoring import Embeddings
 
-ENCODINGS = ("float", "base64")
-
 
 def vector_json(vector: np.ndarray, encoding: str = "float") -> list[float] | str:
     """JSON numbers, or base64 of little-endian float32 bytes (OpenAI's embeddings convention)."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,8 +88,8 @@ class Settings:
             "port": 1 <= self.port <= 65535,
             "workers": self.workers >= 1,
             "torch_threads": self.torch_threads is None or self.torch_threads >= 1,
-            "device": self.device in DEVICE_CHOICES or self.device.startswith("cuda:"),
-            "max_request_mb": self.max_request_mb > 0,
+            "device": self.device in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", self.device) is not None,
+            "max_request_mb": 0 < self.max_request_mb < math.inf,
             "max_image_mb": 0 < self.max_image_mb <= self.max_request_mb,
             "max_image_pixels": self.max_image_pixels > 0,
             "max_text_words": self.max_text_words >= 1,

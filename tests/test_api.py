@@ -151,3 +151,8 @@ def test_worker_keeps_serving_after_errors(client):
     for fields in ({"image-1": b"junk"}, {"bad": "x"}, {"text-1": ""}):
         assert post_clip(client, fields).status_code == 400
     assert post_clip(client, {"text-1": "still here"}).status_code == 200
+
+
+def test_too_many_parts_in_a_small_body_is_not_called_too_large_a_body(client):
+    response = post_clip(client, {f"text-{i}": "hi" for i in range(200)})
+    assert_error(response, 413, "form_too_large")

@@ -130,3 +130,26 @@ def test_urlsafe_and_unpadded_base64_are_accepted():
     urlsafe = base64.urlsafe_b64encode(PNG).decode().rstrip("=")
     (item,) = parse_items([{"img_blob": urlsafe}], "", Settings())
     assert item.image.size == (32, 24)
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(client):
+    response = client.post("/encode", data="[" * 100_000, content_type="application/json")
+    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json"
+
+
+def test_oversized_json_body_uses_the_same_code_as_multipart(app, client):
+    limit = app.config["MAX_CONTENT_LENGTH"]
+    response = client.post("/encode", data=b"[" + b" " * limit + b"]", content_type="application/json")
+    assert response.status_code == 413 and response.json["error"]["code"] == "request_too_large"
+
+
+def test_rank_counts_both_lists_before_decoding_anything(client):
+    body = {"queries": [{"text": "a"}] * 40, "candidates": [{"img_blob": "%%%"}] * 40}
+    assert client.post("/rank", json=body).json["error"]["code"] == "too_many_items"
+
+
+def test_a_bad_encoding_is_refused_before_the_model_runs(client, encoder, monkeypatch):
+    calls = []
+    monkeypatch.setattr(encoder, "encode_texts", lambda texts: calls.append(texts))
+    response = client.post("/syte_test/clip?encoding=bogus", content_type="multipart/form-data", data={"text-1": "a"})
+    assert response.status_code == 400 and calls == []
