@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from pathlib import Path
 
 from .encoder import ClipEncoder
@@ -12,6 +13,8 @@ from .modeldir import resolve_model_dir
 from .settings import Settings
 
 log = logging.getLogger("clipsvc.lifecycle")
+
+BOOT_FAILURE_WAIT = 60  # seconds; the master normally stops the worker within one
 
 # The master resolves the model directory once; forked workers inherit it.
 _model_dir: Path | None = None
@@ -67,14 +70,19 @@ def boot_failure_exit_code(boot_error: int) -> int:
     """Only the first worker that fails to load reports gunicorn's boot error (which halts the master).
 
     A second boot error reaped while the master is already halting makes gunicorn 27 raise again
-    inside halt() and die with a plain-text traceback; later failures exit 1 instead.
+    inside halt() and die with a plain-text traceback. Later failures therefore wait for the halting
+    master to stop them (SIGTERM, default action since post_fork): exiting on their own could let the
+    master reap them first, as ordinary crashes, and boot replacements.
     """
     if _boot_failed is None:  # not started by the master's on_starting
         return boot_error
     with _boot_failed.get_lock():
         first = not _boot_failed.value
         _boot_failed.value = 1
-    return boot_error if first else 1
+    if first:
+        return boot_error
+    time.sleep(BOOT_FAILURE_WAIT)
+    return 1
 
 
 def current_encoder() -> ClipEncoder | None:

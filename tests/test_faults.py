@@ -541,12 +541,16 @@ def test_workers_failing_together_still_end_in_json_lines_and_exit_code_3(model_
         wait_for(lambda: len(child_states(server)) == WORKERS, 30, "both workers forked", interval=0.005)
         os.kill(server.process.pid, signal.SIGSTOP)  # each worker needs ~1 s after its failure to exit
         try:
-            wait_for(lambda: set(child_states(server).values()) == {"Z"}, 30, "both workers to fail and exit")
+            # Both fail while the master sleeps; the first exits with the boot error, the other waits to be stopped.
+            wait_for(lambda: server.log_path.read_text().count("model failed to load") == WORKERS, 30,
+                     "both workers to fail")
+            wait_for(lambda: "Z" in child_states(server).values(), 30, "the first failed worker to exit")
         finally:
             os.kill(server.process.pid, signal.SIGCONT)
         code = server.process.wait(30)
     lines = [line for line in server.log_path.read_text().splitlines() if line.strip()]
     assert sum("model failed to load" in line and str(broken) in line for line in lines) == WORKERS
+    assert sum("Booting worker" in line for line in lines) == WORKERS  # no replacement was booted
     plain = [line for line in lines if not line.startswith("{")]
     assert not plain, "\n".join(plain[-3:])
     assert code == 3
