@@ -10,6 +10,7 @@ import json
 
 from gunicorn import util
 
+from .errors import error_body
 from .request_id import RESPONSE_HEADER, new_request_id
 
 
@@ -28,7 +29,7 @@ def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 def _write(sock, status_int: int, reason: str, code: str, message: str) -> None:
     request_id = new_request_id()
-    body = json.dumps({"error": {"status": status_int, "code": code, "message": message, "field": None}})
+    body = json.dumps(error_body(status_int, code, message))
     head = (
         f"HTTP/1.1 {status_int} {reason}\r\n"
         "Connection: close\r\n"

@@ -54,10 +54,9 @@ def rank(queries: np.ndarray, candidates: np.ndarray, logit_scale: float) -> tup
 
 
 def embed(encoder: ClipEncoder, parsed: ParsedRequest) -> Embeddings:
-    image_vectors = encoder.encode_images([item.image for item in parsed.images])
-    text_vectors = encoder.encode_texts([item.text for item in parsed.texts])
-    images = {item.id: row for item, row in zip(parsed.images, image_vectors, strict=True)}
-    texts = {item.id: row for item, row in zip(parsed.texts, text_vectors, strict=True)}
+    rows = embed_items(encoder, parsed.images + parsed.texts)
+    images = {item.id: row for item, row in zip(parsed.images, rows[:len(parsed.images)], strict=True)}
+    texts = {item.id: row for item, row in zip(parsed.texts, rows[len(parsed.images):], strict=True)}
     pairs = []
     for item_id in parsed.pair_ids:
         cosine = float(np.dot(images[item_id], texts[item_id]))
