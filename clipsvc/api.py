@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, request
+from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from .errors import PayloadTooLarge
 from .extensions import get_encoder, get_settings
+from .logs import count_items
 from .parsing import ParsedRequest, parse_form, require_multipart, vector_encoding
 from .scoring import embed
 from .serialize import embeddings_body
@@ -18,7 +19,7 @@ bp = Blueprint("api", __name__)
 def clip() -> dict:
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
     parsed = parse_request(min_side=encoder.info.image_size)
-    g.images, g.texts = len(parsed.images), len(parsed.texts)
+    count_items(parsed.images + parsed.texts)
     return embeddings_body(embed(encoder, parsed), encoding)
 
 

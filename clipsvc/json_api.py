@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, g, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .errors import InvalidInput, UnsupportedContentType
 from .extensions import get_encoder, get_settings
 from .json_items import parse_items
-from .parsing import ImageItem, check_item_count, vector_encoding
+from .logs import count_items
+from .parsing import check_item_count, vector_encoding
 from .scoring import embed_items, rank
 from .serialize import vector_json
 
@@ -27,17 +28,12 @@ def json_body() -> object:
     return body
 
 
-def count(items: list) -> None:
-    g.images = g.get("images", 0) + sum(isinstance(i, ImageItem) for i in items)
-    g.texts = g.get("texts", 0) + sum(not isinstance(i, ImageItem) for i in items)
-
-
 @bp.post("/encode")
 def encode():
     """`[{"text": ...} | {"img_blob": ...} | {"img_uri": ...}, ...]` -> one embedding per item, in order."""
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
     items = parse_items(json_body(), "", get_settings(), encoder.info.image_size)
-    count(items)
+    count_items(items)
     return jsonify([vector_json(row, encoding) for row in embed_items(encoder, items)])
 
 
@@ -53,7 +49,7 @@ def rank_candidates() -> dict:
     check_item_count(sum(len(x) for x in lists if isinstance(x, list)), settings)  # before decoding anything
     queries = parse_items(lists[0], "queries", settings, encoder.info.image_size)
     candidates = parse_items(lists[1], "candidates", settings, encoder.info.image_size)
-    count(queries + candidates)
+    count_items(queries + candidates)
     rows = embed_items(encoder, queries + candidates)
     probabilities, cosines = rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale)
     return {"probabilities": probabilities.tolist(), "cosine_similarities": cosines.tolist()}

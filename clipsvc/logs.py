@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from flask import Flask, Response, g, has_request_context, request
 
 from .errors import InvalidInput
+from .parsing import ImageItem
 from .request_id import RESPONSE_HEADER, incoming_request_id, is_safe, new_request_id
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
@@ -65,6 +66,12 @@ def logging_config(level: str = "info") -> dict:
             "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
         },
     }
+
+
+def count_items(items: list) -> None:
+    """Record this request's images and texts for its log line and the worker's counters."""
+    g.images = g.get("images", 0) + sum(isinstance(i, ImageItem) for i in items)
+    g.texts = g.get("texts", 0) + sum(not isinstance(i, ImageItem) for i in items)
 
 
 @dataclass
