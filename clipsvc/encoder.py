@@ -73,6 +73,8 @@ class ClipEncoder:
         # Without batching, forward passes run in the calling (request) thread.
         self._image_rows: Callable[[list], list] = self.forward_images
         self._text_rows: Callable[[list], list] = self.forward_texts
+        # Told the size of every forward pass ("image" or "text", rows); the metrics module listens here.
+        self.on_forward: Callable[[str, int], None] = _ignore
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None) -> ClipEncoder:
@@ -140,6 +142,7 @@ class ClipEncoder:
         with torch.inference_mode():
             for start in range(0, len(rows), self.chunk):
                 pixels = torch.stack(rows[start:start + self.chunk]).to(self.device, self.dtype)
+                self.on_forward("image", len(pixels))
                 vectors.extend(_unit_rows(self.model.get_image_features(pixel_values=pixels)))
         return vectors
 
@@ -149,10 +152,15 @@ class ClipEncoder:
         with torch.inference_mode():
             for start in range(0, len(rows), TEXT_BATCH):
                 tokens = self.tokenizer.pad({"input_ids": rows[start:start + TEXT_BATCH]}, return_tensors="pt")
+                self.on_forward("text", len(tokens["input_ids"]))
                 output = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
                                                       attention_mask=tokens["attention_mask"].to(self.device))
                 vectors.extend(_unit_rows(output))
         return vectors
+
+
+def _ignore(kind: str, rows: int) -> None:
+    """The default forward-pass listener: nobody is counting."""
 
 
 def _unit_rows(output: torch.Tensor | object) -> np.ndarray:
