@@ -60,8 +60,7 @@ def _describe(exc: HTTPException) -> tuple[str, str]:
     """Code and a message that says what to do, for werkzeug's own errors (routing, size)."""
     code = (exc.name or "error").lower().replace(" ", "_")
     if exc.code == 404:
-        return code, (f"No endpoint at {request.path}. Try POST /syte_test/clip, /encode or /rank, "
-                      "or GET /livez, /readyz, /meta.")
+        return code, f"No endpoint at {request.path}. Try {_endpoints()}."
     if exc.code == 405:
         allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
         return code, f"{request.method} is not allowed on {request.path}; use {allowed or 'another method'}."
@@ -72,6 +71,15 @@ def _describe(exc: HTTPException) -> tuple[str, str]:
             f"The request body is {size}; the limit is {limit:g} MB (CLIP_MAX_REQUEST_MB). Send fewer or smaller files."
         )
     return code, exc.description or exc.name
+
+
+def _endpoints() -> str:
+    """Every route this app serves, read from its URL map so the hint never goes stale."""
+    routes = sorted(
+        (method, rule.rule) for rule in current_app.url_map.iter_rules() if "<" not in rule.rule
+        for method in rule.methods or () if method not in ("HEAD", "OPTIONS")
+    )
+    return ", ".join(f"{method} {path}" for method, path in routes)
 
 
 def _json_response(exc: HTTPException) -> Response:

@@ -1,7 +1,7 @@
-"""BentoML-style JSON items ({"text"}, {"img_blob"}, {"img_uri": "data:..."}) -> validated items.
+"""BentoML-style JSON items ({"text"}, {"img_blob"}, {"img_uri": "data:..." or a URL}) -> validated items.
 
 The same validators as the multipart endpoint (`parsing.image_item`, `parsing.text_item`) do the work;
-this module only unwraps JSON. Pure: no Flask globals, no model.
+this module only unwraps JSON (and hands allow-listed URLs to `fetch`). Pure: no Flask globals, no model.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import binascii
 import re
 
 from .errors import InvalidInput, PayloadTooLarge
+from .fetch import fetch_all
 from .parsing import ImageItem, TextItem, check_item_count, image_item, text_item
 from .settings import Settings
 
@@ -27,20 +28,40 @@ def parse_items(items: object, field: str, settings: Settings, min_side: int | N
                            '{"text": "a dog"} or {"img_blob": "<base64>"}', field=field or None,
                            error_code="invalid_items")
     check_item_count(len(items), settings)
-    return [parse_item(item, f"{field}[{i}]", settings, min_side) for i, item in enumerate(items)]
+    sources = [_source(item, f"{field}[{i}]") for i, item in enumerate(items)]
+    # Every item's shape is checked before any URL is fetched; then the URLs are fetched together.
+    urls = {name: value for _, key, name, value in sources if key == "img_uri" and _is_url(value)}
+    fetched = fetch_all(urls, settings) if urls else {}
+    return [_item(source, fetched, settings, min_side) for source in sources]
 
 
-def parse_item(item: object, field: str, settings: Settings, min_side: int | None = None) -> Item:
+def _source(item: object, field: str) -> tuple[str, str, str, str]:
+    """(item id, key, field path, value) of a well-formed item."""
     if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in ITEM_KEYS:
         raise InvalidInput(f"{field} must be an object with exactly one of text, img_blob or img_uri",
                            field=field, error_code="invalid_item")
     (key, value), name = next(iter(item.items())), f"{field}.{next(iter(item))}"
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string", field=name, error_code="invalid_item")
+    return field, key, name, value
+
+
+def _item(source: tuple[str, str, str, str], fetched: dict[str, bytes], settings: Settings,
+          min_side: int | None) -> Item:
+    field, key, name, value = source
     if key == "text":
         return TextItem(field, text_item(name, value, settings))
-    data = _base64(name, value, settings) if key == "img_blob" else _data_uri(name, value, settings)
+    if name in fetched:
+        data = fetched[name]
+    elif key == "img_blob":
+        data = _base64(name, value, settings)
+    else:
+        data = _data_uri(name, value, settings)
     return ImageItem(field, image_item(name, data, settings, min_side))
+
+
+def _is_url(value: str) -> bool:
+    return value[:8].lower().startswith(("http://", "https://"))
 
 
 def _base64(field: str, value: str, settings: Settings) -> bytes:
@@ -56,12 +77,8 @@ def _base64(field: str, value: str, settings: Settings) -> bytes:
 
 
 def _data_uri(field: str, value: str, settings: Settings) -> bytes:
-    if value[:8].lower().startswith(("http://", "https://")):
-        raise InvalidInput(
-            f"{field}: this service does not fetch URLs on a client's behalf; send the image itself as "
-            "img_blob (base64) or a data: URI", field=field, error_code="url_fetch_disabled")
     match = _DATA_URI.fullmatch(value.strip())
     if match is None:
-        raise InvalidInput(f"{field} must be a data URI such as data:image/png;base64,<data>", field=field,
-                           error_code="invalid_uri")
+        raise InvalidInput(f"{field} must be a data URI such as data:image/png;base64,<data> or, where the "
+                           "operator allows it, an http(s) URL", field=field, error_code="invalid_uri")
     return _base64(field, match["data"], settings)

@@ -52,6 +52,8 @@ class Settings:
     request_threads: int | None = None  # None: 1 without batching, 8 with it
     max_requests_jitter: int = 1_000
     log_level: str = "info"
+    fetch_allow_hosts: tuple[str, ...] = ()  # empty: img_uri http(s) URLs are refused
+    fetch_timeout_s: float = 5
 
     @property
     def threads_per_worker(self) -> int:
@@ -103,6 +105,8 @@ class Settings:
             "request_threads": self.request_threads is None or self.request_threads >= 1,
             "max_requests_jitter": self.max_requests_jitter >= 0,
             "log_level": self.log_level in LOG_LEVELS,
+            "fetch_allow_hosts": all(HOST_PATTERN.fullmatch(host) for host in self.fetch_allow_hosts),
+            "fetch_timeout_s": 0 < self.fetch_timeout_s <= 60,
         }
         for name, ok in checks.items():
             if not ok:
@@ -128,6 +132,14 @@ def _lower(raw: str) -> str:
     return raw.lower()
 
 
+def _host_list(raw: str) -> tuple[str, ...]:
+    return tuple(host.lower().rstrip(".") for host in re.split(r"[\s,]+", raw) if host)
+
+
+# An allow-list entry: a host name or IPv4 address, `*.` for any subdomain, `:port` for a non-default port.
+HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?")
+
+
 # Field name -> (environment variable, parser). Defaults live on the dataclass above.
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "model_dir": ("CLIP_MODEL_DIR", Path),
@@ -150,6 +162,8 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "request_threads": ("CLIP_THREADS", _whole_number),
     "max_requests_jitter": ("CLIP_MAX_REQUESTS_JITTER", _whole_number),
     "log_level": ("CLIP_LOG_LEVEL", _lower),
+    "fetch_allow_hosts": ("CLIP_FETCH_ALLOW_HOSTS", _host_list),
+    "fetch_timeout_s": ("CLIP_FETCH_TIMEOUT_S", _number),
 }
 
 HINTS = {
@@ -173,4 +187,6 @@ HINTS = {
     "request_threads": "at least 1",
     "max_requests_jitter": "0 or more",
     "log_level": ", ".join(LOG_LEVELS),
+    "fetch_allow_hosts": "host names separated by commas, e.g. images.example.com,*.cdn.example.com:8443",
+    "fetch_timeout_s": "seconds, more than 0 and at most 60",
 }

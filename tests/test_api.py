@@ -131,8 +131,14 @@ def test_wrong_method(client, method):
     assert "POST" in response.json["error"]["message"]
 
 
-def test_unknown_path(client):
-    assert_error(client.get("/nope"), 404, "not_found")
+def test_unknown_path_lists_every_endpoint(app, client):
+    response = client.get("/nope")
+    assert_error(response, 404, "not_found")
+    routes = [rule for rule in app.url_map.iter_rules() if "<" not in rule.rule]
+    for rule in routes:
+        method = sorted(rule.methods - {"HEAD", "OPTIONS"})[0]
+        assert f"{method} {rule.rule}" in response.json["error"]["message"]
+    assert "POST /syte_test/clip" in response.json["error"]["message"]
 
 
 def test_unexpected_failure_is_a_json_500_without_traceback(client, encoder, monkeypatch, caplog):

@@ -47,10 +47,21 @@ def test_threads_default_to_cores_divided_by_workers(monkeypatch):
     ({"CLIP_MAX_IMAGE_MB": "100"}, "CLIP_MAX_IMAGE_MB"),
     ({"CLIP_MAX_ITEMS": "0"}, "CLIP_MAX_ITEMS"),
     ({"CLIP_LOG_LEVEL": "loud"}, "CLIP_LOG_LEVEL"),
+    ({"CLIP_FETCH_ALLOW_HOSTS": "https://images.example.com"}, "CLIP_FETCH_ALLOW_HOSTS"),
+    ({"CLIP_FETCH_ALLOW_HOSTS": "images.example.com/path"}, "CLIP_FETCH_ALLOW_HOSTS"),
+    ({"CLIP_FETCH_ALLOW_HOSTS": "*"}, "CLIP_FETCH_ALLOW_HOSTS"),
+    ({"CLIP_FETCH_TIMEOUT_S": "0"}, "CLIP_FETCH_TIMEOUT_S"),
+    ({"CLIP_FETCH_TIMEOUT_S": "600"}, "CLIP_FETCH_TIMEOUT_S"),
 ])
 def test_bad_values_are_refused_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
         Settings.from_env(env)
+
+
+def test_fetch_allow_list_is_split_and_normalised():
+    settings = Settings.from_env({"CLIP_FETCH_ALLOW_HOSTS": " Images.Example.com., *.cdn.example.com:8443  10.0.0.7"})
+    assert settings.fetch_allow_hosts == ("images.example.com", "*.cdn.example.com:8443", "10.0.0.7")
+    assert Settings().fetch_allow_hosts == ()
 
 
 def test_blank_values_mean_default():
