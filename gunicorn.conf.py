@@ -55,6 +55,7 @@ control_socket_disable = True
 
 def on_starting(server):
     """Master: find and check the model (unzipping it once) before any worker forks."""
+    lifecycle.prepare_metrics_dir()
     try:
         path = lifecycle.prepare_model(settings)
     except ModelDirError as exc:
@@ -83,3 +84,13 @@ def worker_abort(worker):
     """Worker: gunicorn's timeout fired mid-request; answer 503 worker_timeout rather than 500."""
     worker.log.warning("request exceeded the worker timeout", extra={"event": "worker_timeout"})
     gunicorn_errors.on_abort()
+
+
+def child_exit(server, worker):
+    """Master: a worker is gone; its live metrics go with it and the restart is counted."""
+    lifecycle.worker_exited(worker.pid)
+
+
+def on_exit(server):
+    """Master: remove the metrics directory it made."""
+    lifecycle.remove_metrics_dir()

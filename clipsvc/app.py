@@ -8,6 +8,7 @@ from . import api, extensions, health, json_api, lifecycle
 from .encoder import ClipEncoder
 from .errors import register_error_handlers
 from .logs import RequestLog
+from .metrics import Metrics
 from .settings import Settings
 
 
@@ -22,8 +23,10 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
         MAX_FORM_PARTS=2 * settings.max_items + 16,
     )
     app.json.sort_keys = False  # keep vectors and scores grouped by id, in request order
-    extensions.init_app(app, settings, encoder if encoder is not None else lifecycle.current_encoder())
+    encoder = encoder if encoder is not None else lifecycle.current_encoder()
+    extensions.init_app(app, settings, encoder)
     RequestLog(app)
+    Metrics().init_app(app, encoder)
     register_error_handlers(app)
     app.register_blueprint(api.bp)
     app.register_blueprint(json_api.bp)

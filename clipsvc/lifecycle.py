@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
 from .encoder import ClipEncoder
 from .modeldir import resolve_model_dir
-from .settings import Settings
+from .settings import METRICS_DIR_ENV, Settings
 
 log = logging.getLogger("clipsvc.lifecycle")
 
@@ -22,6 +24,8 @@ _model_dir: Path | None = None
 _encoder: ClipEncoder | None = None
 # Shared between the master and its workers: has a worker already failed to load the model?
 _boot_failed = None
+# The metrics directory the master made for itself (and removes at exit); None when the operator chose one.
+_own_metrics_dir: Path | None = None
 
 
 def prepare_model(settings: Settings) -> Path:
@@ -30,6 +34,38 @@ def prepare_model(settings: Settings) -> Path:
     _model_dir = resolve_model_dir(settings.model_dir, settings.model_cache_dir)
     _boot_failed = multiprocessing.Value("b", 0)
     return _model_dir
+
+
+def prepare_metrics_dir() -> Path:
+    """In the master, before forking and before prometheus_client is imported: an empty directory for
+    the workers' metric files (PROMETHEUS_MULTIPROC_DIR, a private temporary one unless set)."""
+    global _own_metrics_dir
+    path = os.environ.get(METRICS_DIR_ENV)
+    if path:
+        directory = Path(path)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):  # a previous run's counts are not this server's
+            stale.unlink()
+    else:
+        directory = _own_metrics_dir = Path(tempfile.mkdtemp(prefix="clipsvc-metrics-"))
+        os.environ[METRICS_DIR_ENV] = str(directory)
+    from . import metrics  # only now: prometheus_client picks its multiprocess mode when imported
+
+    metrics.worker_restarts()  # a zero from the start, not a series that appears at the first restart
+    return directory
+
+
+def worker_exited(pid: int) -> None:
+    """In the master, after a worker is reaped: its live gauges go, the restart is counted."""
+    from . import metrics
+
+    metrics.worker_exited(pid)
+
+
+def remove_metrics_dir() -> None:
+    """In the master, at exit: the temporary directory it made; an operator's own is left alone."""
+    if _own_metrics_dir is not None:
+        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
 def cuda_present() -> bool:

@@ -23,6 +23,9 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# prometheus_client's own variable: where every worker writes its metrics (see lifecycle.prepare_metrics_dir).
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BATCHING_CHOICES = ("auto", "on", "off")

@@ -12,12 +12,12 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import image_bytes
+from test_api import assert_error
 
 from clipsvc import fetch
 from clipsvc.app import create_app
 from clipsvc.settings import Settings
-from tests.conftest import image_bytes
-from tests.test_api import assert_error
 
 PNG = image_bytes("PNG", (40, 30))
 

@@ -120,3 +120,10 @@ def test_oversized_image_is_413_json(small_limits):
     response = requests.post(small_limits.url + "/syte_test/clip", data=body,
                              headers={"Content-Type": content_type}, timeout=30)
     assert response.status_code == 413 and response.json()["error"]["field"] == "image-1"
+
+
+def test_metrics_are_summed_over_workers_by_default(served):
+    """No PROMETHEUS_MULTIPROC_DIR given: the master makes its own, and both workers report into it."""
+    text = requests.get(served.url + "/metrics", timeout=10).text
+    assert text.count("clipsvc_model_load_seconds{pid=") == 2
+    assert "clipsvc_worker_restarts_total 0.0" in text
