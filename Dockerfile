@@ -47,6 +47,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_BATCHING=auto \
     CLIP_MAX_BATCH=64 \
     CLIP_BATCH_WAIT_MS=5 \
+    CLIP_FETCH_ALLOW_HOSTS="" \
+    CLIP_FETCH_TIMEOUT_S=5 \
     CLIP_LOG_LEVEL=info
 
 RUN groupadd --system --gid 10001 clipsvc \

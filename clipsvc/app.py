@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, extensions, health, json_api, lifecycle
+from . import api, demo, docs, extensions, health, json_api, lifecycle
 from .encoder import ClipEncoder
 from .errors import register_error_handlers
 from .logs import RequestLog
@@ -31,4 +31,6 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     app.register_blueprint(api.bp)
     app.register_blueprint(json_api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(demo.bp)
+    app.register_blueprint(docs.bp)
     return app

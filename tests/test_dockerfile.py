@@ -418,13 +418,15 @@ def _third_party_imports() -> set[str]:
     return {n for n in names if n not in sys.stdlib_module_names and n not in ("__future__", "clipsvc")}
 
 
+def canonical(name: str) -> str:
+    """A distribution's name as PEP 503 compares them: prometheus_client is prometheus-client."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 @pytest.mark.parametrize("module", sorted(_third_party_imports()))
 def test_dependency_step_provides_every_import_of_the_app(module):
-    def norm(name: str) -> str:
-        return re.sub(r"[-_.]+", "-", name).lower()
-
-    pinned = {norm(re.split(r"[=<>!~\[]", line, maxsplit=1)[0]) for line in requirement_lines()}
-    distributions = {norm(d) for d in metadata.packages_distributions().get(module, [])}
+    pinned = {canonical(re.split(r"[=<>!~\[]", line, maxsplit=1)[0]) for line in requirement_lines()}
+    distributions = {canonical(d) for d in metadata.packages_distributions().get(module, [])}
     assert distributions & pinned, f"`import {module}` comes from {distributions or 'nothing installed'}, " \
                                    f"which requirements.txt does not pin"
 
@@ -439,9 +441,9 @@ def test_dependency_step_resolves_in_a_fresh_virtualenv(tmp_path):
          "--ignore-installed", "--report", str(report), "-r", str(ROOT / "requirements.txt")],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
-    chosen = {item["metadata"]["name"].lower(): item["metadata"]["version"]
+    chosen = {canonical(item["metadata"]["name"]): item["metadata"]["version"]
               for item in json.loads(report.read_text())["install"]}
     for line in requirement_lines():
         name, version = line.split("==")
-        assert chosen[name.lower()].split("+")[0] == version, (name, chosen.get(name.lower()))
+        assert chosen[canonical(name)].split("+")[0] == version, (name, chosen.get(canonical(name)))
     assert not [name for name in chosen if name.startswith("nvidia-")], "a CUDA build of torch was chosen"

@@ -1,0 +1,189 @@
+"""The OpenAPI document and the /docs page: valid, complete, and served from this app alone."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import gunicorn.workers.base
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate
+from openapi_spec_validator.validation import OpenAPIV31SpecValidator
+
+from clipsvc import docs
+from clipsvc.app import create_app
+from clipsvc.openapi import build_spec, error_catalogue
+from clipsvc.settings import Settings
+
+CLIPSVC = Path(__file__).resolve().parent.parent / "clipsvc"
+IGNORED_METHODS = {"HEAD", "OPTIONS"}
+# Routes other modules add; the document describes them whether or not they are registered yet.
+PLANNED = {("/", "get"), ("/metrics", "get"), ("/demo/{name}", "get")}
+CODE = r'"([a-z]+(?:_[a-z]+)+)"'
+
+
+@pytest.fixture
+def spec(client) -> dict:
+    response = client.get("/openapi.json")
+    assert response.status_code == 200 and response.mimetype == "application/json"
+    return response.get_json()
+
+
+def test_the_document_is_built_from_the_apps_settings(spec, settings):
+    assert spec == build_spec(settings)
+
+
+def test_the_document_is_valid_openapi_3_1(spec):
+    assert spec["openapi"].startswith("3.1.")
+    validate(spec, cls=OpenAPIV31SpecValidator)
+
+
+def openapi_path(rule: str) -> str:
+    """werkzeug's `/demo/<path:name>` is OpenAPI's `/demo/{name}`."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def test_every_route_is_documented_and_every_documented_route_exists(app, spec):
+    routes = {(openapi_path(rule.rule), method.lower()) for rule in app.url_map.iter_rules()
+              if rule.endpoint != "static" for method in rule.methods - IGNORED_METHODS}
+    documented = {(path, method) for path, item in spec["paths"].items() for method in item if method != "parameters"}
+    assert routes - documented == set()
+    assert documented - routes <= PLANNED
+
+
+def source_error_codes() -> set[str]:
+    """Every code the package can put in `error.code`, read from its source."""
+    codes = set()
+    for path in CLIPSVC.glob("*.py"):
+        if path.name == "openapi.py":
+            continue
+        text = path.read_text()
+        codes |= set(re.findall(r'error_code\s*=\s*' + CODE, text))  # ApiError classes and raises
+        codes |= set(re.findall(r'\bcode(?::\s*str)?\s*=\s*' + CODE, text))  # class attributes, defaults
+        if "Rejected(" in text:  # imaging.py, text.py: ImageRejected(message, code), TextRejected(message, code)
+            codes |= set(re.findall(CODE + r",?\s*\)", text))
+    codes |= set(re.findall(CODE, (CLIPSVC / "gunicorn_errors.py").read_text()))  # worker_timeout
+    # gunicorn's own refusals become codes from their reason phrase (gunicorn_errors.write_json_error).
+    base = Path(gunicorn.workers.base.__file__).read_text()
+    codes |= {reason.lower().replace(" ", "_") for reason in re.findall(r'reason = "([^"]+)"', base)}
+    return codes
+
+
+def test_every_error_code_in_the_source_is_documented(spec):
+    codes = source_error_codes()
+    assert {"empty_request", "unsupported_image", "empty_text", "worker_timeout", "too_many_pixels",
+            "invalid_image", "url_fetch_failed"} <= codes
+    assert codes - set(spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]) \
+        == set()
+    assert codes - set(error_catalogue()) == set()
+    assert all(f"`{code}`" in spec["info"]["description"] for code in codes)
+
+
+@pytest.mark.parametrize("method, path, body, code", [
+    ("get", "/nowhere", None, "not_found"),
+    ("get", "/syte_test/clip", None, "method_not_allowed"),
+    ("post", "/encode", b"x" * (2 * 1024 * 1024), "request_too_large"),
+    ("get", "/docs/assets/nothing.js", None, "not_found"),
+])
+def test_werkzeug_codes_are_documented_for_the_operation(settings, encoder, method, path, body, code):
+    client = create_app(Settings(**{**vars(settings), "max_request_mb": 1, "max_image_mb": 1}), encoder).test_client()
+    response = getattr(client, method)(path, data=body, content_type="application/json")
+    assert response.get_json()["error"]["code"] == code
+    assert code in error_catalogue()
+
+
+def test_limits_come_from_the_settings(settings, encoder):
+    custom = Settings(**{**vars(settings), "max_items": 7, "max_text_words": 9, "max_image_mb": 3})
+    spec = create_app(custom, encoder).test_client().get("/openapi.json").get_json()
+    assert "**7 items**" in spec["info"]["description"] and "**9 words**" in spec["info"]["description"]
+    assert spec["components"]["schemas"]["Items"]["maxItems"] == 7
+    multipart = spec["paths"]["/syte_test/clip"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert multipart["schema"]["maxProperties"] == 7
+    assert "at most 3 MB" in spec["components"]["schemas"]["BlobItem"]["properties"]["img_blob"]["description"]
+
+
+def test_each_error_response_lists_exactly_codes_of_its_status(spec):
+    catalogue = error_catalogue()
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            for status, response in operation["responses"].items():
+                if status.startswith(("4", "5")):
+                    narrowed = response["content"]["application/json"]["schema"]["allOf"][1]
+                    codes = narrowed["properties"]["error"]["properties"]["code"]["enum"]
+                    assert {catalogue[code][0] for code in codes} == {int(status)}, (path, method, status)
+
+
+def examples(spec: dict):
+    """(where, schema, example) for every example of a request or response body."""
+    for path, item in spec["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            bodies = [("request", operation.get("requestBody", {}))]
+            bodies += [(status, response) for status, response in operation["responses"].items()]
+            for where, body in bodies:
+                for media_type, media in body.get("content", {}).items():
+                    if "example" in media:
+                        yield f"{method} {path} {where} {media_type}", media["schema"], media["example"]
+
+
+def test_examples_are_valid_against_their_schemas(spec):
+    found = list(examples(spec))
+    assert len(found) > 20
+    for where, schema, example in found:
+        # The document's components ride along so that "#/components/..." resolves.
+        validator = Draft202012Validator({"allOf": [schema], "components": spec["components"]})
+        errors = [error.message for error in validator.iter_errors(example)]
+        assert errors == [], where
+
+
+def test_examples_are_accepted_by_the_service(client, spec):
+    """The request examples are real requests: the service answers them with 200."""
+    for path in ("/encode", "/rank"):
+        example = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
+        assert client.post(path, json=example).status_code == 200, path
+    multipart = spec["paths"]["/syte_test/clip"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    response = client.post("/syte_test/clip", data=multipart["example"], content_type="multipart/form-data")
+    assert response.status_code == 200
+
+
+class Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.urls += [value for name, value in attrs if name in ("src", "href") and value]
+
+
+def test_docs_page_loads_only_its_own_assets(client):
+    response = client.get("/docs")
+    assert response.status_code == 200 and response.mimetype == "text/html"
+    assert "default-src 'self'" in response.headers["Content-Security-Policy"]
+    assert "script-src" not in response.headers["Content-Security-Policy"]  # scripts: 'self' only, no inline
+    links = Links()
+    links.feed(response.text)
+    assert len(links.urls) == 4
+    assert "<script>" not in response.text and "style=" not in response.text
+    for url in links.urls:
+        assert url.startswith("/docs/assets/") and "//" not in url, url
+        asset = client.get(url)
+        assert asset.status_code == 200, url
+        expected = docs.ASSETS.get(url.rsplit("/", 1)[1], "text/javascript")
+        assert asset.mimetype == expected and asset.content_length > 0, url
+        assert asset.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_docs_initializer_points_at_the_document_and_nowhere_else(client):
+    script = client.get(f"/docs/assets/{docs.INITIALIZER}").text
+    assert '"/openapi.json"' in script
+    assert "validatorUrl: null" in script and "http" not in script
+
+
+def test_files_outside_the_list_are_not_served(client):
+    for name in ("index.html", "..%2F__init__.py", "swagger-ui.js.map"):
+        assert client.get(f"/docs/assets/{name}").status_code == 404
