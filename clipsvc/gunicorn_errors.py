@@ -7,6 +7,7 @@ gunicorn answers requests it cannot parse before Flask sees them, with an HTML p
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 from gunicorn import util
 
@@ -16,8 +17,10 @@ from .request_id import RESPONSE_HEADER, new_request_id
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """Same signature as gunicorn's: our JSON body and a fresh request id (nothing of the client's echoed raw)."""
-    detail = mesg or reason
-    _write(sock, status_int, reason, reason.lower().replace(" ", "_"), f"gunicorn refused the request: {detail}")
+    if reason == "Bad Request" and status_int != 400:  # gunicorn's default reason rides along on 500 and 501
+        reason = HTTPStatus(status_int).phrase
+    code = reason.lower().replace(" ", "_")
+    _write(sock, status_int, reason, code, f"gunicorn refused the request: {mesg or reason}")
 
 
 def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:

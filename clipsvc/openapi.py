@@ -43,7 +43,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "url_fetch_disabled": (400, "img_uri is an http(s) URL and CLIP_FETCH_ALLOW_HOSTS is not set"),
     "url_host_not_allowed": (400, "img_uri's host is not in CLIP_FETCH_ALLOW_HOSTS"),
     "url_address_forbidden": (400, "img_uri's host resolves to a private, loopback or otherwise forbidden address"),
-    "url_redirect_refused": (400, "fetching img_uri answered with a redirect, which is not followed"),
+    "url_redirect_refused": (400, "img_uri redirected to another host, from https to http, or more than 3 times"),
     "url_fetch_failed": (400, "fetching img_uri failed (connection, timeout, or a non-200 status)"),
     "bad_request": (400, "gunicorn could not parse the HTTP request itself (malformed request line or headers)"),
     "forbidden": (403, "gunicorn: a PROXY-protocol or TLS request it refuses"),
@@ -58,6 +58,7 @@ ERRORS: dict[str, tuple[int, str]] = {
     "expectation_failed": (417, "gunicorn: an Expect header other than 100-continue"),
     "request_header_fields_too_large": (431, "gunicorn: too many or too large headers"),
     "internal_server_error": (500, "a bug: the details go to the log only"),
+    "not_implemented": (501, "gunicorn: a Transfer-Encoding it does not support"),
     "model_not_ready": (503, "this worker has no model loaded (yet)"),
     "worker_timeout": (503, "the request ran past CLIP_WORKER_TIMEOUT; the worker was replaced"),
     "inference_timeout": (503, "with batching on, the request waited longer than CLIP_WORKER_TIMEOUT for the model"),
@@ -65,7 +66,7 @@ ERRORS: dict[str, tuple[int, str]] = {
 
 # Codes any operation can answer: from the request-id hook, the router, gunicorn and the last-resort handler.
 COMMON = ("invalid_request_id", "bad_request", "method_not_allowed", "uri_too_long",
-          "request_header_fields_too_large", "internal_server_error")
+          "request_header_fields_too_large", "internal_server_error", "not_implemented")
 IMAGE_CODES = ("empty_file", "unsupported_image", "invalid_image", "too_many_pixels", "image_too_large")
 TEXT_CODES = ("empty_text", "text_too_long")
 POST_CODES = ("too_many_items", "request_too_large", "unsupported_media_type", "model_not_ready", "worker_timeout",

@@ -17,6 +17,7 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 
 import pytest
@@ -345,7 +346,12 @@ MALFORMED = [
     pytest.param(b"GET /livez HTTP/1.1\r\nHost: x\r\nrequest_id: " + b"Q" * 10_000 + b"\r\n\r\n", 431, b"Q" * 32,
                  id="10000-char-request_id"),
     pytest.param(b"GET /" + b"u" * 10_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, b"u" * 32, id="10000-char-URL"),
+    pytest.param(b"POST /encode HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: bzip2\r\n\r\n", 501, None,
+                 id="unsupported-transfer-encoding"),
 ]
+
+
+CODES = {414: "uri_too_long"}  # gunicorn's wording; the stdlib says Request-URI Too Long
 
 
 def raw_exchange(server, request: bytes) -> bytes:
@@ -366,6 +372,7 @@ def test_malformed_http_gets_a_json_4xx_with_a_request_id(short_timeout, request
     assert int(headers["content-length"]) == len(body)
     error = json.loads(body)["error"]
     assert set(error) == {"status", "code", "message", "field"} and error["status"] == status
+    assert error["code"] == CODES.get(status, HTTPStatus(status).phrase.lower().replace(" ", "_"))
     assert uuid.UUID(headers["request_id"]).version == 4 and headers["x-request-id"] == headers["request_id"]
     if never_reflected is not None:
         assert never_reflected not in raw
