@@ -6,6 +6,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, send_from_directory
 
+from .pages import harden
+
 ASSETS = Path(__file__).with_name("demo")
 # Our own table, not the host's mimetypes (some map .js to text/plain): with nosniff a wrong type stops the script.
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}
@@ -16,12 +18,7 @@ CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'n
 bp = Blueprint("demo", __name__)
 
 
-@bp.after_request
-def harden(response: Response) -> Response:
-    """The page and its assets (and their 404s) all carry the same policy."""
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+harden(bp, CSP)
 
 
 @bp.get("/")

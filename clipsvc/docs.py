@@ -10,6 +10,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from .extensions import get_settings
 from .openapi import build_spec
+from .pages import harden
 
 # The Swagger UI files the page loads, with our own types (some hosts map .js to text/plain).
 ASSETS = {
@@ -49,11 +50,7 @@ INIT = """window.addEventListener("load", function () {{
 bp = Blueprint("docs", __name__)
 
 
-@bp.after_request
-def harden(response: Response) -> Response:
-    response.headers["Content-Security-Policy"] = CSP
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
+harden(bp, CSP)
 
 
 @bp.get("/openapi.json")
