@@ -196,6 +196,11 @@ def _remaining(deadline: float, host: str) -> float:
     return left
 
 
+def tls_context() -> ssl.SSLContext:
+    """The system's certificate authorities, host names checked: a fetched image is only as good as its origin."""
+    return ssl.create_default_context()
+
+
 def _connection(scheme: str, host: str, port: int, address: str, timeout: float) -> http.client.HTTPConnection:
     if scheme == "https":
         return _PinnedHTTPS(host, port, address, timeout)
@@ -216,7 +221,7 @@ class _PinnedHTTP(http.client.HTTPConnection):
 
 class _PinnedHTTPS(http.client.HTTPSConnection):
     def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=ssl.create_default_context())
+        super().__init__(host, port, timeout=timeout, context=tls_context())
         self.address = address
 
     def connect(self) -> None:

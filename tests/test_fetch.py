@@ -7,6 +7,9 @@ host names to it; the guards themselves are tested on their own and once, unpatc
 from __future__ import annotations
 
 import base64
+import shutil
+import ssl
+import subprocess
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -118,6 +121,56 @@ def fetching_client(settings, encoder, origin, test_hosts):
     allowed = replace_settings(settings, fetch_allow_hosts=(f"images.test:{origin}",), fetch_timeout_s=1.0,
                                max_image_mb=1)
     return create_app(allowed, encoder).test_client()
+
+
+@pytest.fixture(scope="module")
+def tls_origin(tmp_path_factory):
+    """The same routes over HTTPS, with a self-signed certificate for images.test (made by openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make a test certificate")
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=images.test",
+                    "-addext", "subjectAltName=DNS:images.test"], check=True, capture_output=True, timeout=60)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    server.daemon_threads = True
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], cert
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def tls_client(settings, encoder, tls_origin, test_hosts):
+    port, _ = tls_origin
+    hosts = (f"images.test:{port}", f"other.test:{port}")
+    return create_app(replace_settings(settings, fetch_allow_hosts=hosts, fetch_timeout_s=2.0), encoder).test_client()
+
+
+def test_https_certificates_are_verified(tls_client, tls_origin):
+    port, _ = tls_origin
+    response = encode(tls_client, f"https://images.test:{port}/cat.png")
+    assert_error(response, 400, "url_fetch_failed", "[0].img_uri")
+    assert "CERTIFICATE_VERIFY_FAILED" in response.json["error"]["message"]
+
+
+def test_https_with_a_trusted_certificate_checks_the_host_name(tls_client, tls_origin, monkeypatch):
+    port, cert = tls_origin
+    monkeypatch.setattr(fetch, "tls_context", lambda: ssl.create_default_context(cafile=str(cert)))
+    good = encode(tls_client, f"https://images.test:{port}/cat.png")
+    assert good.status_code == 200, good.json
+    assert good.json == tls_client.post("/encode", json=[{"img_blob": base64.b64encode(PNG).decode()}]).json
+    # other.test resolves to the same server, whose certificate does not name it.
+    wrong_name = encode(tls_client, f"https://other.test:{port}/cat.png")
+    assert_error(wrong_name, 400, "url_fetch_failed", "[0].img_uri")
+    assert "other.test" in wrong_name.json["error"]["message"]
+    # An https URL may not be sent to http by a redirect.
+    downgrade = encode(tls_client, f"https://images.test:{port}/redirect/x?http://images.test:{port}/cat.png")
+    assert_error(downgrade, 400, "url_redirect_refused", "[0].img_uri")
 
 
 def replace_settings(settings: Settings, **changes) -> Settings:
