@@ -124,6 +124,8 @@ def test_oversized_image_is_413_json(small_limits):
 
 def test_metrics_are_summed_over_workers_by_default(served):
     """No PROMETHEUS_MULTIPROC_DIR given: the master makes its own, and both workers report into it."""
-    text = requests.get(served.url + "/metrics", timeout=10).text
-    assert text.count("clipsvc_model_load_seconds{pid=") == 2
+    deadline = time.monotonic() + 60  # ready means one worker is; the other may still be loading
+    while (text := requests.get(served.url + "/metrics", timeout=10).text).count("load_seconds{pid=") < 2:
+        assert time.monotonic() < deadline, text
+        time.sleep(0.2)
     assert "clipsvc_worker_restarts_total 0.0" in text

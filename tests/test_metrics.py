@@ -92,6 +92,14 @@ def scrape(server) -> dict:
     return samples(response.text)
 
 
+def scrape_until(server, done, timeout: float = 60) -> dict:
+    """Scrape until `done(scraped)`: the server is ready once one worker is, the other may still be loading."""
+    deadline = time.monotonic() + timeout
+    while not done(scraped := scrape(server)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return scraped
+
+
 def test_counts_are_summed_over_gunicorn_workers(served):
     def post(path, files=None, json=None):
         if json is not None:
@@ -99,7 +107,7 @@ def test_counts_are_summed_over_gunicorn_workers(served):
         return requests.post(served.url + path, files={k: (k, v) for k, v in files.items()}, timeout=30).status_code
 
     send_known_traffic(post, lambda path: requests.get(served.url + path, timeout=10).status_code)
-    scraped = scrape(served)
+    scraped = scrape_until(served, lambda got: len(series(got, "clipsvc_model_load_seconds")) == 2)
     check_counts(scraped)
     loads = series(scraped, "clipsvc_model_load_seconds")
     assert len(loads) == 2 and all(v > 0 for v in loads.values()), loads  # one series per live worker
@@ -114,15 +122,11 @@ def test_a_killed_worker_is_counted_and_its_live_series_removed(served):
     pids = [int(dict(labels)["pid"]) for labels in series(before, "clipsvc_model_load_seconds")]
     images_before = value(before, "clipsvc_items_encoded_total", kind="image")
     os.kill(pids[0], signal.SIGKILL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        after = scrape(served)
-        live = {int(dict(labels)["pid"]) for labels in series(after, "clipsvc_model_load_seconds")}
-        if pids[0] not in live and len(live) == 2:
-            break
-        time.sleep(0.2)
-    else:
-        pytest.fail(f"the killed worker's series stayed or no replacement booted: {live}")
+    def live(scraped: dict) -> set[int]:
+        return {int(dict(labels)["pid"]) for labels in series(scraped, "clipsvc_model_load_seconds")}
+
+    after = scrape_until(served, lambda got: pids[0] not in live(got) and len(live(got)) == 2)
+    assert pids[0] not in live(after) and len(live(after)) == 2, "the killed worker's series stayed, or no replacement"
     assert value(after, "clipsvc_worker_restarts_total") == 1
     # The dead worker's counts are history, not lost.
     assert value(after, "clipsvc_items_encoded_total", kind="image") == images_before
