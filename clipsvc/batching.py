@@ -28,6 +28,7 @@ class _Job:
     results: list[Any] | None = None
     error: BaseException | None = None
     cancelled: bool = False
+    queued: float = field(default_factory=time.monotonic)
 
 
 class Batcher:
@@ -36,6 +37,7 @@ class Batcher:
     def __init__(self, run: Callable[[list[Any]], Sequence[Any]], max_batch: int = 64, max_wait_ms: float = 5,
                  name: str = "batcher"):
         self._run = run
+        self.name = name
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -85,6 +87,7 @@ class Batcher:
         if not jobs:
             return
         rows = [row for job in jobs for row in job.rows]
+        started = time.monotonic()
         try:
             results = list(self._run(rows))
             if len(results) != len(rows):
@@ -99,6 +102,10 @@ class Batcher:
             jobs[0].done.set()
             return
         self.batch_sizes = (self.batch_sizes + [len(rows)])[-1000:]
+        if log.isEnabledFor(logging.DEBUG):  # bench/perf.py reads these to see how full batches are
+            log.debug("batch", extra={"event": "batch", "batcher": self.name, "rows": len(rows), "callers": len(jobs),
+                                      "wait_ms": round(1000 * (started - min(job.queued for job in jobs)), 2),
+                                      "run_ms": round(1000 * (time.monotonic() - started), 2)})
         start = 0
         for job in jobs:
             job.results = results[start:start + len(job.rows)]

@@ -12,7 +12,7 @@ from gunicorn_server import gunicorn
 from PIL import Image
 
 from clipsvc.batching import Batcher, BatchTimeout
-from clipsvc.encoder import ClipEncoder
+from clipsvc.encoder import ClipEncoder, graph_sizes
 from clipsvc.lifecycle import batching_enabled, request_threads
 from clipsvc.settings import Settings
 
@@ -92,6 +92,15 @@ def test_a_caller_that_waits_too_long_gets_a_timeout_and_its_rows_are_dropped():
     assert "late" not in seen
 
 
+def test_each_batch_is_logged_at_debug_level(batcher, caplog):
+    """bench/perf.py reads these lines to see how full the batches were and how long they took."""
+    with caplog.at_level("DEBUG", logger="clipsvc.batching"):
+        assert batcher.submit([1, 2, 3]) == [2, 4, 6]
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "batch"]
+    assert (record.batcher, record.rows, record.callers) == ("batcher", 3, 1)
+    assert record.wait_ms >= 0 and record.run_ms >= 0
+
+
 def test_empty_submit_returns_at_once(batcher):
     assert batcher.submit([]) == []
 
@@ -111,6 +120,24 @@ def test_batched_encoder_equals_unbatched(model_dir, encoder):
         np.testing.assert_allclose(img, encoder.encode_images(images[i:i + 2]), atol=1e-5)
         np.testing.assert_allclose(txt, encoder.encode_texts(texts[i % 3:]), atol=1e-5)
     assert batched.info.batching and max(batched._image_batcher.batch_sizes) > 2
+
+
+@pytest.mark.parametrize("max_batch, sizes", [
+    (64, [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]),
+    (20, [1, 2, 4, 8, 16, 20]),
+    (4, [1, 2, 4]),
+    (1, [1]),
+])
+def test_cuda_graph_sizes_cover_every_batch_up_to_the_limit(max_batch, sizes):
+    """Every batch the batcher can run (1..max_batch rows per chunk) has a captured size at least as large."""
+    assert graph_sizes(max_batch) == sizes
+
+
+def test_batching_on_the_cpu_captures_no_cuda_graphs(model_dir):
+    batched = ClipEncoder.load(model_dir, device="cpu", threads=1)
+    batched.enable_batching(max_batch=8, max_wait_ms=1, timeout=30)
+    assert batched._image_graphs is None
+    assert batched.encode_images([Image.new("RGB", (60, 40), (10, 200, 30))]).shape == (1, batched.info.embedding_dim)
 
 
 @pytest.mark.parametrize("env, device, expected, threads", [
