@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -16,8 +15,8 @@ from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from .batching import Batcher
-
-log = logging.getLogger("clipsvc.encoder")
+from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
+from .pixels import PixelRecipe
 
 # Rows per forward pass without batching: bounds activation memory for a request with many images.
 IMAGE_BATCH = 8
@@ -56,49 +55,6 @@ def pick_device(requested: str) -> torch.device:
     if requested.startswith("cuda") and not torch.cuda.is_available():
         raise ModelLoadError(f"CLIP_DEVICE={requested} but no CUDA device is available")
     return torch.device(requested)
-
-
-@dataclass(frozen=True)
-class PixelRecipe:
-    """CLIP's image preprocessing (preprocessor_config.json) in two halves: resize and centre-crop in uint8 on the
-    CPU, with the Pillow calls and rounding that transformers' processor uses; rescale and normalise per batch on
-    the model's device. Same pixels as the processor (float rounding aside) for about 60% of its CPU time (4.5
-    against 7.8 ms for a 640×480 photo on the H100 machine's Xeon), and a quarter of the bytes to stack and copy."""
-
-    short_side: int
-    crop: tuple[int, int]  # height, width; at most short_side, so the crop never pads
-    resample: int
-    scale: float
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @classmethod
-    def from_processor(cls, processor: CLIPImageProcessorPil) -> PixelRecipe | None:
-        """None when the config asks for more or other than resize, crop, rescale, normalise."""
-        size, crop = processor.size, processor.crop_size
-        if not (processor.do_resize and size.shortest_edge and not size.longest_edge and processor.do_center_crop
-                and crop.height and crop.width and max(crop.height, crop.width) <= size.shortest_edge
-                and processor.do_rescale and processor.do_normalize and not getattr(processor, "do_pad", False)):
-            return None
-        return cls(size.shortest_edge, (crop.height, crop.width), int(processor.resample),
-                   float(processor.rescale_factor), tuple(processor.image_mean), tuple(processor.image_std))
-
-    def resize_crop(self, image: Image.Image) -> torch.Tensor:
-        """H×W×3 uint8. Pillow's resize releases the GIL, so request threads run it in parallel."""
-        image = image if image.mode == "RGB" else image.convert("RGB")
-        width, height = image.size
-        if width <= height:  # transformers' get_resize_output_image_size: the long side rounded down
-            size = (self.short_side, int(self.short_side * height / width))
-        else:
-            size = (int(self.short_side * width / height), self.short_side)
-        (crop_height, crop_width), resized = self.crop, image.resize(size, self.resample)
-        left, top = (size[0] - crop_width) // 2, (size[1] - crop_height) // 2
-        return torch.from_numpy(np.array(resized.crop((left, top, left + crop_width, top + crop_height))))
-
-    def normalise(self, batch: torch.Tensor) -> torch.Tensor:
-        """N×H×W×3 uint8 -> N×3×H×W float32 (a channels-last view), on the batch's device."""
-        mean, std = (torch.tensor(v, device=batch.device) for v in (self.mean, self.std))
-        return batch.float().mul_(self.scale).sub_(mean).div_(std).permute(0, 3, 1, 2)
 
 
 class ClipEncoder:
@@ -176,7 +132,7 @@ class ClipEncoder:
         """Route forward passes through one inference thread that batches rows across request threads."""
         self.chunk = max_batch
         if self.device.type == "cuda":  # before the inference threads start: capture needs the GPU to itself
-            self._image_graphs = _capture_or_none(
+            self._image_graphs = capture_or_none(
                 lambda x: _pooled(self.model.get_image_features(pixel_values=x)),
                 torch.zeros(1, 3, self.info.image_size, self.info.image_size, device=self.device, dtype=self.dtype),
                 graph_sizes(max_batch))
@@ -237,57 +193,3 @@ def _pooled(output: torch.Tensor | object) -> torch.Tensor:
 def _unit_rows(output: torch.Tensor | object) -> np.ndarray:
     features = torch.nn.functional.normalize(_pooled(output).float(), dim=-1)
     return features.cpu().numpy()
-
-
-def graph_sizes(max_batch: int) -> list[int]:
-    """Batch sizes to capture: 1, 2, 4, 8, then every 8 up to max_batch; a batch is padded to the next one."""
-    sizes = {size for size in (1, 2, 4) if size < max_batch} | set(range(8, max_batch, 8)) | {max_batch}
-    return sorted(sizes)
-
-
-class CudaGraphs:
-    """One forward pass captured as a CUDA graph per batch size, replayed with a single call.
-
-    Eager ViT-L/14 launches hundreds of kernels from Python per pass: 13-17 ms for any batch up to 32 rows on
-    an H100, each launch taking the GIL back from busy request threads; replayed, 2.2 ms at 1 row and 4.9 at 8
-    (docs/performance.md). Rows in a batch are independent, so padding rows (stale data) change no other row.
-    Not thread-safe: the batcher's one inference thread calls it, and uses each result before the next call.
-    """
-
-    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor, sizes: list[int]):
-        self.sizes = sorted(sizes)
-        self._graphs: dict[int, tuple[torch.cuda.CUDAGraph, torch.Tensor, torch.Tensor]] = {}
-        pool, stream = torch.cuda.graph_pool_handle(), torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.inference_mode(), torch.cuda.stream(stream):
-            for size in reversed(self.sizes):  # largest first: the smaller ones reuse its memory
-                static_in = example.new_zeros((size, *example.shape[1:]))
-                forward(static_in)  # warm-up outside capture: library handles, kernel choices
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph, pool=pool, stream=stream):
-                    static_out = forward(static_in)
-                self._graphs[size] = (graph, static_in, static_out)
-        torch.cuda.current_stream().wait_stream(stream)
-
-    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
-        """The forward pass of `batch` (at most the largest size); valid until the next call."""
-        size = next(size for size in self.sizes if size >= len(batch))
-        graph, static_in, static_out = self._graphs[size]
-        static_in[:len(batch)].copy_(batch)
-        graph.replay()
-        return static_out[:len(batch)]
-
-
-def _capture_or_none(forward: Callable[[torch.Tensor], torch.Tensor], example: torch.Tensor,
-                     sizes: list[int]) -> CudaGraphs | None:
-    """Capture, or keep eager forward passes (slower, same results) if this model or driver cannot."""
-    try:
-        started = time.perf_counter()
-        graphs = CudaGraphs(forward, example, sizes)
-    except Exception as exc:  # capture raises many types; serving eagerly is always possible
-        log.warning("CUDA graph capture failed; forward passes stay eager: %s", exc,
-                    extra={"event": "cuda_graphs_failed"})
-        return None
-    log.info("CUDA graphs captured", extra={"event": "cuda_graphs", "sizes": sizes,
-                                            "seconds": round(time.perf_counter() - started, 2)})
-    return graphs

@@ -12,7 +12,7 @@ from gunicorn_server import gunicorn
 from PIL import Image
 
 from clipsvc.batching import Batcher, BatchTimeout
-from clipsvc.encoder import ClipEncoder, graph_sizes
+from clipsvc.encoder import ClipEncoder
 from clipsvc.lifecycle import batching_enabled, request_threads
 from clipsvc.settings import Settings
 
@@ -120,17 +120,6 @@ def test_batched_encoder_equals_unbatched(model_dir, encoder):
         np.testing.assert_allclose(img, encoder.encode_images(images[i:i + 2]), atol=1e-5)
         np.testing.assert_allclose(txt, encoder.encode_texts(texts[i % 3:]), atol=1e-5)
     assert batched.info.batching and max(batched._image_batcher.batch_sizes) > 2
-
-
-@pytest.mark.parametrize("max_batch, sizes", [
-    (64, [1, 2, 4, 8, 16, 24, 32, 40, 48, 56, 64]),
-    (20, [1, 2, 4, 8, 16, 20]),
-    (4, [1, 2, 4]),
-    (1, [1]),
-])
-def test_cuda_graph_sizes_cover_every_batch_up_to_the_limit(max_batch, sizes):
-    """Every batch the batcher can run (1..max_batch rows per chunk) has a captured size at least as large."""
-    assert graph_sizes(max_batch) == sizes
 
 
 def test_batching_on_the_cpu_captures_no_cuda_graphs(model_dir):

@@ -1,0 +1,31 @@
+"""The split preprocessing against transformers' processor: the same pixels, or the processor itself."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipsvc.encoder import ClipEncoder
+
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (224, 224), (225, 224), (1000, 333), (97, 61), (3, 500)])
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
+def test_pixels_equal_the_processors(encoder, size, mode):
+    """The uint8 resize-and-crop plus normalisation gives the processor's pixels: any shape, upscaled or down."""
+    rng = np.random.default_rng(size[0] * size[1])
+    image = Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).convert(mode)
+    assert encoder.pixels is not None  # CLIP's config: the fast path applies
+    expected = encoder.processor(images=[image], return_tensors="pt")["pixel_values"]
+    rows = encoder.image_rows([image])
+    assert rows[0].dtype == torch.uint8 and rows[0].shape == (224, 224, 3)
+    np.testing.assert_allclose(encoder.preprocess_images([image]).numpy(), expected.numpy(), atol=1e-5)
+
+
+def test_other_preprocessing_configs_use_the_processor(model_dir, encoder):
+    """A config the recipe does not cover (here: a square resize) falls back to the processor for everything."""
+    processor = type(encoder.processor).from_pretrained(model_dir, size={"height": 224, "width": 224})
+    other = ClipEncoder(encoder.model, encoder.tokenizer, processor, encoder.info)
+    image = Image.fromarray(np.full((48, 64, 3), 128, dtype=np.uint8))
+    assert other.pixels is None
+    assert other.preprocess_images([image]).shape == (1, 3, 224, 224)
+    assert other.encode_images([image]).shape == (1, encoder.info.embedding_dim)
