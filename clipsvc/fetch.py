@@ -14,7 +14,7 @@ import socket
 import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 from .errors import InvalidInput, PayloadTooLarge
 from .settings import Settings
@@ -112,8 +112,7 @@ def fetch(field: str, url: str, settings: Settings) -> bytes:
 
 def _get(url: str, settings: Settings, deadline: float) -> bytes:
     for _ in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
-        scheme, host, port = _check(url, settings)
+        parts, scheme, host, port = _check(url, settings)
         status, location, body = _request(scheme, host, port, parts, settings, deadline)
         if location is None:
             if status != 200:
@@ -127,7 +126,8 @@ def _get(url: str, settings: Settings, deadline: float) -> bytes:
     raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects")
 
 
-def _check(url: str, settings: Settings) -> tuple[str, str, int]:
+def _check(url: str, settings: Settings) -> tuple[SplitResult, str, str, int]:
+    """The URL's parts, scheme, host and port, once the policy allows it."""
     if len(url) > MAX_URL_LENGTH:
         raise FetchRefused(f"the URL is longer than {MAX_URL_LENGTH} characters", error_code="invalid_uri")
     try:
@@ -143,10 +143,10 @@ def _check(url: str, settings: Settings) -> tuple[str, str, int]:
     if not host_allowed(host, port, scheme, settings.fetch_allow_hosts):
         raise FetchRefused(f"{host}:{port} is not on this service's allow-list (CLIP_FETCH_ALLOW_HOSTS)",
                            error_code="url_host_not_allowed")
-    return scheme, host, port
+    return parts, scheme, host, port
 
 
-def _request(scheme: str, host: str, port: int, parts, settings: Settings,
+def _request(scheme: str, host: str, port: int, parts: SplitResult, settings: Settings,
              deadline: float) -> tuple[int, str | None, bytes]:
     """One GET to the checked address: (status, redirect location or None, body)."""
     address = resolve(host, port)[0]
