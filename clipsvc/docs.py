@@ -5,19 +5,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, jsonify, send_from_directory, url_for
+from flask import Blueprint, Response, abort, jsonify, url_for
 from swagger_ui_bundle import swagger_ui_path
 
 from .extensions import get_settings
 from .openapi import build_spec
-from .pages import harden
+from .pages import harden, send_asset
 
-# The Swagger UI files the page loads, with our own types (some hosts map .js to text/plain).
-ASSETS = {
-    "swagger-ui.css": "text/css",
-    "swagger-ui-bundle.js": "text/javascript",
-    "favicon-32x32.png": "image/png",
-}
+# The Swagger UI files the page loads; the package's other files are not served.
+ASSETS = ("swagger-ui.css", "swagger-ui-bundle.js", "favicon-32x32.png")
 INITIALIZER = "clipsvc-docs.js"  # ours: starts Swagger UI on /openapi.json (no inline script under the CSP)
 # Swagger UI sets inline styles (hence 'unsafe-inline' for styles only) and its CSS has data: SVG icons.
 CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; object-src 'none'; "
@@ -72,4 +68,4 @@ def asset(filename: str) -> Response:
         return Response(INIT.format(spec=json.dumps(url_for("docs.openapi"))), mimetype="text/javascript")
     if filename not in ASSETS:
         abort(404)
-    return send_from_directory(Path(swagger_ui_path), filename, mimetype=ASSETS[filename], max_age=3600)
+    return send_asset(Path(swagger_ui_path), filename, max_age=3600)

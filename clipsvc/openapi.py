@@ -10,12 +10,15 @@ import math
 
 from . import __version__
 from .error_codes import COMMON, ENCODE_CODES, MULTIPART_CODES, RANK_CODES, error_catalogue
+from .pages import TYPES
+from .parsing import ID_PATTERN as ID
 from .request_id import MAX_LENGTH as REQUEST_ID_MAX
 from .settings import Settings
 
-ID = "[A-Za-z0-9_-]{1,64}"  # parsing.KEY_PATTERN's <id>
 JSON = "application/json"
-ASSET_TYPES = ("text/javascript", "text/css", "image/png")  # what the /docs and demo pages' files are served as
+# What the demo's files and Swagger UI's (docs.ASSETS: a stylesheet, a script, an icon) are served as.
+DEMO_TYPES = tuple(TYPES.values())
+SWAGGER_TYPES = tuple(TYPES[suffix] for suffix in (".css", ".js", ".png"))
 # An 8x8 red PNG: small enough for an example, a real image for the service.
 EXAMPLE_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8oaHBgA0wMeAAg1MCAOA4ASjhBhuDAAAAAElFTkSuQmCC"
 
@@ -181,10 +184,10 @@ def _service_paths() -> dict:
             "200": ok("The document", json_content({"type": "object", "required": ["openapi", "paths"]})),
             **error_responses(())})},
         "/docs": page("docs", "Interactive API documentation (Swagger UI, served from this app)", ("text/html",)),
-        "/docs/assets/{filename}": page("docs", "A file of the /docs page (Swagger UI's own assets)", ASSET_TYPES,
-                                        "filename"),
+        "/docs/assets/{filename}": page("docs", "A file of the /docs page (Swagger UI's own assets)",
+                                        SWAGGER_TYPES, "filename"),
         "/": page("docs", "Demo page: rank captions against an image through POST /rank", ("text/html",)),
-        "/demo/{name}": page("docs", "A file of the demo page", ("text/html", *ASSET_TYPES), "name"),
+        "/demo/{name}": page("docs", "A file of the demo page", DEMO_TYPES, "name"),
         "/metrics": page("operations", "Prometheus metrics of all workers (text exposition format 0.0.4)",
                          ("text/plain; version=0.0.4",)),
     }
@@ -228,8 +231,9 @@ def _item_schemas(settings: Settings) -> dict:
             "type": "string", "pattern": "^(data:|https?://)",
             "description": "A `data:[image/...];base64,<data>` URI. `http(s)://` URLs are refused "
                            "(`url_fetch_disabled`) unless the operator sets CLIP_FETCH_ALLOW_HOSTS; then the host "
-                           "must be allowed (`url_host_not_allowed`) and public (`url_address_forbidden`), "
-                           "redirects are refused (`url_redirect_refused`), other failures give `url_fetch_failed` "
+                           "must be allowed (`url_host_not_allowed`) and public (`url_address_forbidden`), redirects "
+                           "are followed within the same host only, at most 3 and never from https to http "
+                           "(`url_redirect_refused`), other failures give `url_fetch_failed` "
                            f"and an image over {settings.max_image_mb:g} MB `url_too_large` (413)."}}},
         "Items": items | {"description": f"At most {settings.max_items} items"},
         "RankRequest": {"type": "object", "required": ["queries", "candidates"],

@@ -14,7 +14,8 @@ from .imaging import ImageRejected, decode_image
 from .settings import Settings
 from .text import TextRejected, validate_text
 
-KEY_PATTERN = re.compile(r"(image|text)-([A-Za-z0-9_-]{1,64})")
+ID_PATTERN = "[A-Za-z0-9_-]{1,64}"  # the <id> of image-<id> / text-<id>; the OpenAPI document quotes it
+KEY_PATTERN = re.compile(rf"(image|text)-({ID_PATTERN})")
 MAX_TEXT_FILE_BYTES = 64 * 1024  # a text sent as a file part: generous for 50 words
 _FIELD_ECHO = 80  # unknown keys are echoed back in errors, shortened
 
