@@ -184,14 +184,14 @@ def run_served(model_dir: Path, payload: Payload, args: argparse.Namespace,
         before = len(server.log_lines())
         latencies, responses, wall = served_side.load_clients(server.port, payload, args.requests, args.clients, "perf")
         vector = served_side.check_responses(responses, payload)
-        lines = server.log_lines()[before:]
-        measured = [r for r in served_side.request_records(server) if r["request_id"].startswith("perf-")]
+        records = served_side.log_records(server.log_lines()[before:])
+        measured = [r for r in served_side.request_records(records) if r["request_id"].startswith("perf-")]
         pids = children(server.process.pid)
         memory = {pid: smaps_rollup(pid) for pid in pids}
         master = smaps_rollup(server.process.pid)
         on_gpu = served_side.gpu_memory() if args.device == "cuda" else {}
     in_worker = [record["duration_ms"] for record in measured if "duration_ms" in record]
-    batches = [record for record in served_side.log_records(lines) if record.get("event") == "batch"]
+    batches = [record for record in records if record.get("event") == "batch"]
     stats = {
         "torch_threads_per_worker": sorted(set(loaded.values())),
         **latency_stats(latencies, wall, payload.images, payload.texts),

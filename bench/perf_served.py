@@ -6,7 +6,6 @@ import base64
 import http.client
 import json
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gunicorn_server import Server, free_port, gunicorn_env
+from gunicorn_server import Server, free_port, gunicorn_command, gunicorn_env
 from perf_direct import Work
 from urllib3 import encode_multipart_formdata
 
@@ -171,10 +170,9 @@ def log_records(lines: list[str]) -> list[dict[str, Any]]:
     return records
 
 
-def request_records(server: Server) -> list[dict[str, Any]]:
+def request_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The service's per-request log lines for the endpoint (worker pid, in-worker duration)."""
-    return [record for record in log_records(server.log_lines())
-            if record.get("message") == "request" and record.get("path") == ENDPOINT]
+    return [record for record in records if record.get("message") == "request" and record.get("path") == ENDPOINT]
 
 
 def wait_all_loaded(server: Server, workers: int, timeout: float = 600) -> dict[int, int]:
@@ -196,7 +194,7 @@ def warm_workers(server: Server, payload: Payload, workers: int, clients: int, w
     if warmup < 1:
         return
     for _ in range(10 * max(1, warmup)):
-        served = Counter(record["worker_pid"] for record in request_records(server))
+        served = Counter(record["worker_pid"] for record in request_records(log_records(server.log_lines())))
         if len(served) >= workers and min(served.values()) >= warmup:
             return
         concurrency = max(workers, clients)  # batching workers also warm up at the batch sizes they will run
@@ -207,7 +205,8 @@ def warm_workers(server: Server, payload: Payload, workers: int, clients: int, w
 
 @contextmanager
 def serve(model_dir: Path, log_path: Path, settings: dict[str, str]) -> Iterator[Server]:
-    """`gunicorn -c gunicorn.conf.py wsgi:app` from the repo root on a free port; SIGTERM (then kill) afterwards.
+    """`gunicorn -c gunicorn.conf.py wsgi:app` from the repo root on a free loopback port; SIGTERM (then kill)
+    afterwards.
 
     Unlike tests/gunicorn_server.gunicorn() it does not poll /readyz with a 1 s timeout: a big model's
     workers take longer than that to load, so readiness is read from their model_loaded log lines.
@@ -215,8 +214,7 @@ def serve(model_dir: Path, log_path: Path, settings: dict[str, str]) -> Iterator
     port = free_port()
     env = gunicorn_env(model_dir, port, **settings)
     with open(log_path, "w") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"],
-                                   cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(gunicorn_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = Server(process, port, log_path)
     try:
         yield server

@@ -61,16 +61,18 @@ def gunicorn_env(model_dir: Path, port: int, **extra: str) -> dict[str, str]:
     return env
 
 
+def gunicorn_command(port: int) -> list[str]:
+    """The service's own command line, bound to loopback: the config's bind (all interfaces) is for containers."""
+    return [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"]
+
+
 @contextmanager
 def gunicorn(model_dir: Path, log_path: Path, ready: bool = True, **extra: str):
     """Start gunicorn from the repo root with JSON logs to `log_path`; always stopped afterwards."""
     port = free_port()
     with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            # Loopback only: the config's own bind (all interfaces, for containers) is overridden here.
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"],
-            cwd=ROOT, env=gunicorn_env(model_dir, port, **extra), stdout=log, stderr=subprocess.STDOUT,
-        )
+        process = subprocess.Popen(gunicorn_command(port), cwd=ROOT, env=gunicorn_env(model_dir, port, **extra),
+                                   stdout=log, stderr=subprocess.STDOUT)
     server = Server(process, port, log_path)
     try:
         if ready:
