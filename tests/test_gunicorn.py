@@ -8,6 +8,7 @@ import pytest
 import requests
 from conftest import image_bytes
 from gunicorn_server import gunicorn
+from test_metrics import scrape_until, series, value
 
 SEED_TEXT = "Man staring at the moon, moon is made of mechanical parts"
 
@@ -124,8 +125,7 @@ def test_oversized_image_is_413_json(small_limits):
 
 def test_metrics_are_summed_over_workers_by_default(served):
     """No PROMETHEUS_MULTIPROC_DIR given: the master makes its own, and both workers report into it."""
-    deadline = time.monotonic() + 60  # ready means one worker is; the other may still be loading
-    while (text := requests.get(served.url + "/metrics", timeout=10).text).count("load_seconds{pid=") < 2:
-        assert time.monotonic() < deadline, text
-        time.sleep(0.2)
-    assert "clipsvc_worker_restarts_total 0.0" in text
+    scraped = scrape_until(served, lambda got: len(series(got, "clipsvc_model_load_seconds")) == 2)
+    assert len(series(scraped, "clipsvc_model_load_seconds")) == 2, scraped
+    assert ("clipsvc_worker_restarts_total", frozenset()) in scraped
+    assert value(scraped, "clipsvc_worker_restarts_total") == 0
