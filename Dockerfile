@@ -24,7 +24,7 @@ RUN python -m venv /opt/venv \
 FROM python:3.11-slim-bookworm
 
 # Every setting with its default from clipsvc/settings.py, so `docker inspect` shows them all.
-# CLIP_TORCH_THREADS is left unset on purpose: its default is cores ÷ WEB_CONCURRENCY.
+# CLIP_TORCH_THREADS is left unset on purpose: by default each forward pass takes cores ÷ busy workers.
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -47,6 +47,10 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_BATCHING=auto \
     CLIP_MAX_BATCH=64 \
     CLIP_BATCH_WAIT_MS=5 \
+    CLIP_THREADS=8 \
+    CLIP_HEADER_TIMEOUT_S=5 \
+    CLIP_CLIENT_TIMEOUT_S=20 \
+    CLIP_CLIENT_MIN_RATE=500 \
     CLIP_FETCH_ALLOW_HOSTS="" \
     CLIP_FETCH_TIMEOUT_S=5 \
     CLIP_LOG_LEVEL=info

@@ -9,6 +9,7 @@ from clipsvc.encoder import ModelLoadError
 from clipsvc.logs import logging_config
 from clipsvc.modeldir import ModelDirError
 from clipsvc.settings import Settings, SettingsError
+from clipsvc.worker import ClientLimits
 
 try:
     settings = Settings.from_env()
@@ -18,16 +19,19 @@ except SettingsError as exc:
 # --- Server socket
 bind = [f"0.0.0.0:{settings.port}"]
 
-# --- Workers: one model per process; torch threads per worker = cores ÷ workers (settings).
+# --- Workers: one model per process. Each serves `threads` connections at once in request threads, which
+# read, decode and preprocess, while one inference thread runs the model (clipsvc.batching); torch threads
+# follow the load (clipsvc.cputhreads). The worker class is gunicorn's gthread with client deadlines
+# (clipsvc.worker): idle and slow clients cannot take the threads.
 workers = settings.workers
-# With dynamic batching (GPUs), each worker serves several requests at once in threads and one
-# inference thread runs their rows together; without it, one request per worker at a time.
+threads = settings.request_threads
+worker_class = "clipsvc.worker.ClipWorker"
+# On GPUs the inference thread also merges concurrent requests' rows into one batch.
 batching = lifecycle.batching_enabled(settings)
-threads = lifecycle.request_threads(settings, batching)
-worker_class = "gthread" if threads > 1 else "sync"
 # PyTorch (and CUDA) must not be initialised in the master and inherited by forked workers.
 preload_app = False
-# A CPU ViT-L/14 forward is ~1.5 s per image: 64 images need minutes, so the default is generous.
+# A forward pass that runs longer than this gets the worker replaced (a CPU ViT-L/14 image is ~1.5 s, so
+# 64 images need minutes: the default is generous). Slow clients are cut off by their own deadlines.
 timeout = settings.worker_timeout
 graceful_timeout = settings.graceful_timeout
 # Recycling a worker reloads the model (about a second from the page cache), so it happens rarely,
@@ -71,6 +75,7 @@ def post_fork(server, worker):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     gunicorn_errors.install()  # malformed-HTTP replies as JSON, like every other error
+    worker.configure(ClientLimits.from_settings(settings), lifecycle.worker_alive)
     try:
         encoder = lifecycle.load_worker_encoder(settings, batching)
     except ModelLoadError as exc:
@@ -81,9 +86,10 @@ def post_fork(server, worker):
 
 
 def worker_abort(worker):
-    """Worker: gunicorn's timeout fired mid-request; answer 503 worker_timeout rather than 500."""
-    worker.log.warning("request exceeded the worker timeout", extra={"event": "worker_timeout"})
+    """Worker: a forward pass ran past gunicorn's timeout; waiting requests get 503 worker_timeout, not a reset."""
+    worker.log.warning("a forward pass exceeded the worker timeout", extra={"event": "worker_timeout"})
     gunicorn_errors.on_abort()
+    lifecycle.worker_aborted()
 
 
 def child_exit(server, worker):

@@ -227,10 +227,10 @@ def serve(model_dir: Path, log_path: Path, settings: dict[str, str]) -> Iterator
 
 
 def batch_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per batcher (images, texts): how many forward passes, their rows, queue wait and run time."""
+    """Per kind (image, text): how many forward passes, their rows, queue wait and run time."""
     summary = {}
-    for name in sorted({record["batcher"] for record in records}):
-        mine = [record for record in records if record["batcher"] == name]
+    for name in sorted({record["kind"] for record in records}):
+        mine = [record for record in records if record["kind"] == name]
         rows, wait, run = (np.asarray([record[key] for record in mine]) for key in ("rows", "wait_ms", "run_ms"))
         summary[name] = {"batches": len(mine), "mean_rows": round(float(rows.mean()), 1), "max_rows": int(rows.max()),
                          "wait_p50_ms": round(float(np.percentile(wait, 50)), 2),

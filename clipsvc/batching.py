@@ -1,7 +1,9 @@
-"""Dynamic batching: many request threads hand rows to one inference thread, which runs them together.
+"""One inference thread per worker: request threads hand it rows, it runs the model, one forward pass at a time.
 
-On a GPU one forward pass of 64 images costs little more than one of a single image, so a worker
-that serves several requests at once (gunicorn's gthread) gathers their rows into one batch.
+Request threads (gunicorn's gthread) read, decode and preprocess in parallel; only this thread runs the model,
+so two forward passes never compete inside one worker. With `merge` (GPUs) it also gathers rows of the same
+kind from several requests into one batch: on a GPU a forward pass of 64 images costs little more than one of
+a single image. On a CPU a batch costs as much as its rows one by one, so each request's rows run alone.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +24,13 @@ class BatchTimeout(TimeoutError):
     """The rows were not computed in time; they are dropped if their batch has not started."""
 
 
+class WorkerAborted(RuntimeError):
+    """gunicorn is replacing this worker (a forward pass ran past CLIP_WORKER_TIMEOUT); the rows were not computed."""
+
+
 @dataclass(eq=False)
 class _Job:
+    kind: str
     rows: list[Any]
     done: threading.Event = field(default_factory=threading.Event)
     results: list[Any] | None = None
@@ -32,24 +40,28 @@ class _Job:
 
 
 class Batcher:
-    """Runs `run(rows) -> results` (one result per row, same order) on batches from many callers."""
+    """Runs `runners[kind](rows) -> results` (one result per row, same order) for many callers, in one thread."""
 
-    def __init__(self, run: Callable[[list[Any]], Sequence[Any]], max_batch: int = 64, max_wait_ms: float = 5,
-                 name: str = "batcher"):
-        self._run = run
+    def __init__(self, runners: Mapping[str, Callable[[list[Any]], Sequence[Any]]], max_batch: int = 64,
+                 max_wait_ms: float = 5, merge: bool = True, name: str = "clip-inference"):
+        self._runners = dict(runners)
         self.name = name
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
+        self.merge = merge
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self.batch_sizes: list[int] = []  # recent batch sizes, for tests and metrics
+        self._held: deque[_Job] = deque()  # taken while gathering a batch of another kind; they go next
+        self._running: list[_Job] = []
+        self._started: float | None = None  # when the batch now running began (the worker's watchdog reads it)
+        self.batch_sizes: list[int] = []  # recent batch sizes, for tests
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, rows: Sequence[Any], timeout: float | None = None) -> list[Any]:
+    def submit(self, kind: str, rows: Sequence[Any], timeout: float | None = None) -> list[Any]:
         """Block until this caller's rows are computed; its results only, in its order."""
         if not rows:
             return []
-        job = _Job(list(rows))
+        job = _Job(kind, list(rows))
         self._queue.put(job)
         if not job.done.wait(timeout):
             job.cancelled = True
@@ -58,27 +70,57 @@ class Batcher:
             raise job.error
         return job.results
 
+    def busy_for(self) -> float:
+        """Seconds the batch now running has taken so far; 0 when the thread is idle."""
+        started = self._started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def abort(self) -> None:
+        """Fail every waiting caller now (the worker is being killed): they can still answer their clients."""
+        jobs = list(self._running) + list(self._held)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is not None:
+                jobs.append(job)
+        for job in jobs:
+            job.error = WorkerAborted("a forward pass in this worker ran past CLIP_WORKER_TIMEOUT")
+            job.done.set()
+
     def close(self) -> None:
         self._queue.put(None)
         self._thread.join(timeout=5)
 
+    def _next(self, timeout: float | None) -> _Job | None:
+        """The next job: a held one first. Raises queue.Empty after `timeout`."""
+        if self._held:
+            return self._held.popleft()
+        return self._queue.get(timeout=timeout)
+
     def _loop(self) -> None:
         while True:
-            first = self._queue.get()
+            first = self._next(None)
             if first is None:
                 return
             jobs, size, closing = [first], len(first.rows), False
             deadline = time.monotonic() + self.max_wait
-            while size < self.max_batch:
+            others: list[_Job] = []
+            while self.merge and size < self.max_batch:
                 try:
-                    job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    job = self._next(max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 if job is None:
                     closing = True
                     break
+                if job.kind != first.kind:
+                    others.append(job)  # the next batch's; order among them is kept
+                    continue
                 jobs.append(job)
                 size += len(job.rows)
+            self._held.extendleft(reversed(others))
             self._execute([job for job in jobs if not job.cancelled])
             if closing:
                 return
@@ -88,8 +130,9 @@ class Batcher:
             return
         rows = [row for job in jobs for row in job.rows]
         started = time.monotonic()
+        self._running, self._started = jobs, started
         try:
-            results = list(self._run(rows))
+            results = list(self._runners[jobs[0].kind](rows))
             if len(results) != len(rows):
                 raise RuntimeError(f"batch function returned {len(results)} results for {len(rows)} rows")
         except Exception as exc:
@@ -101,13 +144,17 @@ class Batcher:
             jobs[0].error = exc
             jobs[0].done.set()
             return
+        finally:
+            self._running, self._started = [], None
         self.batch_sizes = (self.batch_sizes + [len(rows)])[-1000:]
         if log.isEnabledFor(logging.DEBUG):  # bench/perf.py reads these to see how full batches are
-            log.debug("batch", extra={"event": "batch", "batcher": self.name, "rows": len(rows), "callers": len(jobs),
+            log.debug("batch", extra={"event": "batch", "batcher": self.name, "kind": jobs[0].kind, "rows": len(rows),
+                                      "callers": len(jobs),
                                       "wait_ms": round(1000 * (started - min(job.queued for job in jobs)), 2),
                                       "run_ms": round(1000 * (time.monotonic() - started), 2)})
         start = 0
         for job in jobs:
-            job.results = results[start:start + len(job.rows)]
+            if not job.done.is_set():  # abort() may have answered it already
+                job.results = results[start:start + len(job.rows)]
+                job.done.set()
             start += len(job.rows)
-            job.done.set()

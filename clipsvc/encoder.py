@@ -15,6 +15,7 @@ from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from .batching import Batcher
+from .cputhreads import ThreadBudget
 from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
 from .pixels import PixelRecipe
 
@@ -43,6 +44,7 @@ class EncoderInfo:
     logit_scale: float = 100.0
     batching: bool = False
     max_batch: int = IMAGE_BATCH
+    dynamic_threads: bool = False  # threads (the most) shrink while other workers compute too
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +73,9 @@ class ClipEncoder:
         self.chunk = IMAGE_BATCH
         self.pixels = PixelRecipe.from_processor(processor)  # None: the processor does all of it
         self._image_graphs: CudaGraphs | None = None  # with batching on a GPU
-        # Without batching, forward passes run in the calling (request) thread.
+        self.batcher: Batcher | None = None
+        self.budget: ThreadBudget | None = None
+        # Without an inference thread (tests, benchmarks), forward passes run in the calling thread.
         self._image_rows: Callable[[list], list] = self.forward_images
         self._text_rows: Callable[[list], list] = self.forward_texts
         # Told the size of every forward pass ("image" or "text", rows); the metrics module listens here.
@@ -128,19 +132,37 @@ class ClipEncoder:
             return batch.to(device, dtype)
         return self.pixels.normalise(batch.to(device)).to(dtype)
 
-    def enable_batching(self, max_batch: int = 64, max_wait_ms: float = 5, timeout: float | None = None) -> None:
-        """Route forward passes through one inference thread that batches rows across request threads."""
-        self.chunk = max_batch
-        if self.device.type == "cuda":  # before the inference threads start: capture needs the GPU to itself
+    def start_inference_thread(self, max_batch: int = 64, max_wait_ms: float = 5, merge: bool = True,
+                               timeout: float | None = None, budget: ThreadBudget | None = None) -> None:
+        """Run every forward pass in one inference thread; with `merge`, rows of concurrent requests batch together.
+
+        `budget` sets torch's threads before each forward pass (CPU); `timeout` bounds a request's wait.
+        """
+        if merge:
+            self.chunk = max_batch
+        if self.device.type == "cuda" and merge:  # before the inference thread starts: capture needs the GPU alone
             self._image_graphs = capture_or_none(
                 lambda x: _pooled(self.model.get_image_features(pixel_values=x)),
                 torch.zeros(1, 3, self.info.image_size, self.info.image_size, device=self.device, dtype=self.dtype),
                 graph_sizes(max_batch))
-        self._image_batcher = Batcher(self.forward_images, max_batch, max_wait_ms, name="clip-images")
-        self._text_batcher = Batcher(self.forward_texts, max_batch, max_wait_ms, name="clip-texts")
-        self._image_rows = partial(self._image_batcher.submit, timeout=timeout)
-        self._text_rows = partial(self._text_batcher.submit, timeout=timeout)
-        self.info = replace(self.info, batching=True, max_batch=max_batch)
+        self.budget = budget
+        runners = {"image": self._budgeted(self.forward_images), "text": self._budgeted(self.forward_texts)}
+        self.batcher = Batcher(runners, max_batch, max_wait_ms, merge=merge)
+        self._image_rows = partial(self.batcher.submit, "image", timeout=timeout)
+        self._text_rows = partial(self.batcher.submit, "text", timeout=timeout)
+        self.info = replace(self.info, batching=merge, max_batch=self.chunk,
+                            threads=budget.cores if budget and budget.fixed is None else self.info.threads,
+                            dynamic_threads=bool(budget and budget.fixed is None and budget.table is not None))
+
+    def _budgeted(self, forward: Callable[[list], list]) -> Callable[[list], list]:
+        """`forward` with torch's threads set by the budget first (none on a GPU: the model does not use them)."""
+        if self.budget is None or self.device.type != "cpu":
+            return forward
+
+        def run(rows: list) -> list:
+            with self.budget.forward():
+                return forward(rows)
+        return run
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, embedding_dim) float32 rows of unit length. Preprocessing runs in the calling thread."""

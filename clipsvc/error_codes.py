@@ -48,12 +48,14 @@ ERRORS: dict[str, tuple[int, str]] = {
     "internal_server_error": (500, "a bug: the details go to the log only"),
     "not_implemented": (501, "gunicorn: a Transfer-Encoding it does not support"),
     "model_not_ready": (503, "this worker has no model loaded (yet)"),
-    "worker_timeout": (503, "the request ran past CLIP_WORKER_TIMEOUT; the worker was replaced"),
-    "inference_timeout": (503, "with batching on, the request waited longer than CLIP_WORKER_TIMEOUT for the model"),
+    "request_timeout": (408, "the request line and headers (CLIP_HEADER_TIMEOUT_S) or the body (CLIP_CLIENT_TIMEOUT_S, "
+                             "then CLIP_CLIENT_MIN_RATE bytes a second) came too slowly; the connection is closed"),
+    "worker_timeout": (503, "a forward pass ran past CLIP_WORKER_TIMEOUT; the worker is replaced"),
+    "inference_timeout": (503, "the request waited for the model longer than CLIP_WORKER_TIMEOUT (overload)"),
 }
 
 # Codes any operation can answer: from the request-id hook, the router, gunicorn and the last-resort handler.
-COMMON = ("invalid_request_id", "bad_request", "method_not_allowed", "uri_too_long",
+COMMON = ("invalid_request_id", "bad_request", "request_timeout", "method_not_allowed", "uri_too_long",
           "request_header_fields_too_large", "internal_server_error", "not_implemented")
 IMAGE_CODES = ("empty_file", "unsupported_image", "invalid_image", "too_many_pixels", "image_too_large")
 TEXT_CODES = ("empty_text", "text_too_long")

@@ -13,8 +13,9 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
     UnsupportedMediaType,
 )
+from werkzeug.exceptions import RequestTimeout as _RequestTimeout
 
-from .batching import BatchTimeout
+from .batching import BatchTimeout, WorkerAborted
 
 log = logging.getLogger("clipsvc.errors")
 
@@ -49,6 +50,16 @@ class ModelNotReady(ApiError, ServiceUnavailable):
 
 class Overloaded(ApiError, ServiceUnavailable):
     error_code = "inference_timeout"
+
+
+class RequestTimeout(ApiError, _RequestTimeout):
+    """The client sent its request too slowly (clipsvc.worker's deadlines); its connection is closed."""
+
+    error_code = "request_timeout"
+
+
+class WorkerTimeout(ApiError, ServiceUnavailable):
+    error_code = "worker_timeout"
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> dict:
@@ -105,8 +116,15 @@ def handle_batch_timeout(exc: BatchTimeout) -> Response:
     return _json_response(Overloaded("The model is overloaded: this request waited too long for it; retry later"))
 
 
+def handle_worker_aborted(exc: WorkerAborted) -> Response:
+    return _json_response(WorkerTimeout(
+        "A forward pass in this worker ran longer than CLIP_WORKER_TIMEOUT; the worker is being replaced. "
+        "Send the request again, with fewer items if it was large."))
+
+
 def register_error_handlers(app: Flask) -> None:
     """Registered on the app, not a blueprint, so routing 404/405 are caught too."""
     app.register_error_handler(HTTPException, _json_response)
     app.register_error_handler(BatchTimeout, handle_batch_timeout)
+    app.register_error_handler(WorkerAborted, handle_worker_aborted)
     app.register_error_handler(Exception, handle_unexpected)

@@ -20,17 +20,18 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
     if reason == "Bad Request" and status_int != 400:  # gunicorn's default reason rides along on 500 and 501
         reason = HTTPStatus(status_int).phrase
     code = reason.lower().replace(" ", "_")
-    _write(sock, status_int, reason, code, f"gunicorn refused the request: {mesg or reason}")
+    write_error_json(sock, status_int, reason, code, f"gunicorn refused the request: {mesg or reason}")
 
 
 def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """After gunicorn's timeout signal the request was cut off: that is a timeout, not a server bug (500)."""
-    _write(sock, 503, "Service Unavailable", "worker_timeout",
+    write_error_json(sock, 503, "Service Unavailable", "worker_timeout",
            "The request took longer than CLIP_WORKER_TIMEOUT (a body sent too slowly, or too much work); "
            "it was stopped and the worker replaced. Send it again, smaller or faster.")
 
 
-def _write(sock, status_int: int, reason: str, code: str, message: str) -> None:
+def write_error_json(sock, status_int: int, reason: str, code: str, message: str) -> None:
+    """Our error body, straight to the socket, for requests that never reached Flask; the connection closes."""
     request_id = new_request_id()
     body = json.dumps(error_body(status_int, code, message))
     head = (

@@ -10,13 +10,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from .cputhreads import BusyTable, ThreadBudget
 from .encoder import ClipEncoder
 from .modeldir import resolve_model_dir
-from .settings import METRICS_DIR_ENV, Settings
+from .settings import METRICS_DIR_ENV, Settings, cpu_count
 
 log = logging.getLogger("clipsvc.lifecycle")
 
 BOOT_FAILURE_WAIT = 60  # seconds; the master normally stops the worker within one
+# A worker stops telling gunicorn it is alive once one forward pass has run this long, so gunicorn's own
+# timeout (CLIP_WORKER_TIMEOUT) replaces a worker whose forward pass runs past it, as it did with sync workers.
+HEARTBEAT_GRACE = 1.0
 
 # The master resolves the model directory once; forked workers inherit it.
 _model_dir: Path | None = None
@@ -26,13 +30,16 @@ _encoder: ClipEncoder | None = None
 _boot_failed = None
 # The metrics directory the master made for itself (and removes at exit); None when the operator chose one.
 _own_metrics_dir: Path | None = None
+# Shared between the master and its workers: which workers are in a forward pass (torch threads follow it).
+_busy: BusyTable | None = None
 
 
 def prepare_model(settings: Settings) -> Path:
     """In the master, before forking: find the model, unzip it if needed, check its files."""
-    global _model_dir, _boot_failed
+    global _model_dir, _boot_failed, _busy
     _model_dir = resolve_model_dir(settings.model_dir, settings.model_cache_dir)
     _boot_failed = multiprocessing.Value("b", 0)
+    _busy = BusyTable(slots=2 * settings.workers + 8)  # room for replacements booting beside dying workers
     return _model_dir
 
 
@@ -56,10 +63,13 @@ def prepare_metrics_dir() -> Path:
 
 
 def worker_exited(pid: int) -> None:
-    """In the master, after a worker is reaped: its live gauges go, the restart is counted."""
+    """In the master, after a worker is reaped: its live gauges go, the restart is counted, and if it died
+    inside a forward pass, it no longer counts as computing."""
     from . import metrics
 
     metrics.worker_exited(pid)
+    if _busy is not None:
+        _busy.leave(pid)
 
 
 def remove_metrics_dir() -> None:
@@ -83,23 +93,34 @@ def batching_enabled(settings: Settings) -> bool:
     return settings.device.startswith("cuda") or (settings.device == "auto" and cuda_present())
 
 
-def request_threads(settings: Settings, batching: bool) -> int:
-    """Concurrent requests per worker: several only when one inference thread serialises the model."""
-    if settings.request_threads is not None:
-        return settings.request_threads
-    return 8 if batching else 1
-
-
 def load_worker_encoder(settings: Settings, batching: bool = False) -> ClipEncoder:
-    """In a worker, after forking: torch and CUDA are initialised here, never in the master."""
+    """In a worker, after forking: torch and CUDA are initialised here, never in the master.
+
+    Every forward pass runs in the encoder's one inference thread; `batching` also merges concurrent requests'
+    rows into one batch (GPUs).
+    """
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
     encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker)
-    if batching:
-        # Request threads are not watched by gunicorn's timeout; this bounds their wait instead.
-        encoder.enable_batching(settings.max_batch, settings.batch_wait_ms, timeout=settings.worker_timeout)
+    budget = ThreadBudget(cpu_count(), _busy, fixed=settings.torch_threads)
+    # A backstop for requests queued behind a stuck forward pass: gunicorn replaces the worker first.
+    wait = settings.worker_timeout + 2 * HEARTBEAT_GRACE + 5
+    encoder.start_inference_thread(settings.max_batch, settings.batch_wait_ms, merge=batching, timeout=wait,
+                                   budget=budget)
     _encoder = encoder
     return encoder
+
+
+def worker_alive() -> bool:
+    """Whether this worker may tell gunicorn it is alive: not while one forward pass has run past the grace."""
+    batcher = _encoder.batcher if _encoder is not None else None
+    return batcher is None or batcher.busy_for() < HEARTBEAT_GRACE
+
+
+def worker_aborted() -> None:
+    """gunicorn is killing this worker for its timeout: requests waiting for the model are answered now."""
+    if _encoder is not None and _encoder.batcher is not None:
+        _encoder.batcher.abort()
 
 
 def boot_failure_exit_code(boot_error: int) -> int:

@@ -39,7 +39,7 @@ class Settings:
     model_cache_dir: Path | None = None
     port: int = 8081
     workers: int = 2
-    torch_threads: int | None = None  # None: cores ÷ workers, at least 1
+    torch_threads: int | None = None  # None: per forward pass, cores ÷ workers computing at that moment
     device: str = "auto"
     max_request_mb: float = 64
     max_image_mb: float = 20
@@ -52,15 +52,18 @@ class Settings:
     batching: str = "auto"  # auto: on when the model runs on a GPU
     max_batch: int = 64
     batch_wait_ms: float = 5
-    request_threads: int | None = None  # None: 1 without batching, 8 with it
+    request_threads: int = 8  # gthread connections served at once per worker; one inference thread runs the model
     max_requests_jitter: int = 1_000
     log_level: str = "info"
     fetch_allow_hosts: tuple[str, ...] = ()  # empty: img_uri http(s) URLs are refused
     fetch_timeout_s: float = 5
+    header_timeout_s: float = 5  # a new connection's request line and headers, all of them
+    client_timeout_s: float = 20  # the body's first bytes; every CLIP_CLIENT_MIN_RATE bytes then add a second
+    client_min_rate: int = 500  # bytes per second, as Apache's mod_reqtimeout (body=20,MinRate=500)
 
     @property
     def threads_per_worker(self) -> int:
-        """Torch threads per worker: workers × threads never exceeds the cores unless asked."""
+        """Torch threads a worker starts with; without CLIP_TORCH_THREADS each forward pass re-decides."""
         if self.torch_threads is not None:
             return self.torch_threads
         return max(1, cpu_count() // self.workers)
@@ -105,11 +108,14 @@ class Settings:
             "batching": self.batching in BATCHING_CHOICES,
             "max_batch": self.max_batch >= 1,
             "batch_wait_ms": 0 <= self.batch_wait_ms <= 1000,
-            "request_threads": self.request_threads is None or self.request_threads >= 1,
+            "request_threads": 1 <= self.request_threads <= 1024,
             "max_requests_jitter": self.max_requests_jitter >= 0,
             "log_level": self.log_level in LOG_LEVELS,
             "fetch_allow_hosts": all(HOST_PATTERN.fullmatch(host) for host in self.fetch_allow_hosts),
             "fetch_timeout_s": 0 < self.fetch_timeout_s <= 60,
+            "header_timeout_s": 0 < self.header_timeout_s <= 300,
+            "client_timeout_s": 0 < self.client_timeout_s <= 3600,
+            "client_min_rate": self.client_min_rate >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -167,6 +173,9 @@ ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "log_level": ("CLIP_LOG_LEVEL", _lower),
     "fetch_allow_hosts": ("CLIP_FETCH_ALLOW_HOSTS", _host_list),
     "fetch_timeout_s": ("CLIP_FETCH_TIMEOUT_S", _number),
+    "header_timeout_s": ("CLIP_HEADER_TIMEOUT_S", _number),
+    "client_timeout_s": ("CLIP_CLIENT_TIMEOUT_S", _number),
+    "client_min_rate": ("CLIP_CLIENT_MIN_RATE", _whole_number),
 }
 
 HINTS = {
@@ -187,9 +196,12 @@ HINTS = {
     "batching": ", ".join(BATCHING_CHOICES),
     "max_batch": "at least 1",
     "batch_wait_ms": "0-1000 milliseconds",
-    "request_threads": "at least 1",
+    "request_threads": "1-1024",
     "max_requests_jitter": "0 or more",
     "log_level": ", ".join(LOG_LEVELS),
     "fetch_allow_hosts": "host names separated by commas, e.g. images.example.com,*.cdn.example.com:8443",
     "fetch_timeout_s": "seconds, more than 0 and at most 60",
+    "header_timeout_s": "seconds, more than 0 and at most 300",
+    "client_timeout_s": "seconds, more than 0 and at most 3600",
+    "client_min_rate": "bytes per second, 0 (no extension) or more",
 }

@@ -1,4 +1,4 @@
-"""Dynamic batching, tested on the CPU: ordering, isolation between callers, errors and timeouts."""
+"""The inference thread and dynamic batching, tested on the CPU: ordering, kinds, isolation, errors, timeouts."""
 
 import threading
 import time
@@ -11,9 +11,9 @@ from conftest import image_bytes
 from gunicorn_server import gunicorn
 from PIL import Image
 
-from clipsvc.batching import Batcher, BatchTimeout
+from clipsvc.batching import Batcher, BatchTimeout, WorkerAborted
 from clipsvc.encoder import ClipEncoder
-from clipsvc.lifecycle import batching_enabled, request_threads
+from clipsvc.lifecycle import batching_enabled
 from clipsvc.settings import Settings
 
 
@@ -23,7 +23,7 @@ def double(rows):
 
 @pytest.fixture
 def batcher():
-    b = Batcher(double, max_batch=16, max_wait_ms=20)
+    b = Batcher({"x": double}, max_batch=16, max_wait_ms=20)
     yield b
     b.close()
 
@@ -31,7 +31,7 @@ def batcher():
 def test_each_caller_gets_its_own_rows_in_order(batcher):
     def call(i):
         rows = list(range(i * 100, i * 100 + 1 + i % 4))
-        return rows, batcher.submit(rows)
+        return rows, batcher.submit("x", rows)
 
     with ThreadPoolExecutor(12) as pool:
         results = list(pool.map(call, range(48)))
@@ -42,9 +42,9 @@ def test_each_caller_gets_its_own_rows_in_order(batcher):
 
 
 def test_batches_respect_the_limit():
-    b = Batcher(double, max_batch=4, max_wait_ms=50)
+    b = Batcher({"x": double}, max_batch=4, max_wait_ms=50)
     with ThreadPoolExecutor(10) as pool:
-        list(pool.map(lambda i: b.submit([i]), range(40)))
+        list(pool.map(lambda i: b.submit("x", [i]), range(40)))
     b.close()
     assert max(b.batch_sizes) <= 4
 
@@ -55,13 +55,13 @@ def test_one_callers_error_does_not_fail_the_others():
             raise ValueError("negative row")
         return double(rows)
 
-    b = Batcher(picky, max_batch=64, max_wait_ms=50)
+    b = Batcher({"x": picky}, max_batch=64, max_wait_ms=50)
     barrier = threading.Barrier(6)
 
     def call(i):
         barrier.wait()
         try:
-            return b.submit([-1] if i == 3 else [i])
+            return b.submit("x", [-1] if i == 3 else [i])
         except ValueError as exc:
             return exc
 
@@ -80,14 +80,14 @@ def test_a_caller_that_waits_too_long_gets_a_timeout_and_its_rows_are_dropped():
         time.sleep(0.3)
         return rows
 
-    b = Batcher(slow, max_batch=1, max_wait_ms=0)
-    first = threading.Thread(target=b.submit, args=(["first"],))
+    b = Batcher({"x": slow}, max_batch=1, max_wait_ms=0)
+    first = threading.Thread(target=b.submit, args=("x", ["first"]))
     first.start()
     time.sleep(0.05)
     with pytest.raises(BatchTimeout):
-        b.submit(["late"], timeout=0.05)
+        b.submit("x", ["late"], timeout=0.05)
     first.join()
-    assert b.submit(["after"], timeout=5) == ["after"]
+    assert b.submit("x", ["after"], timeout=5) == ["after"]
     b.close()
     assert "late" not in seen
 
@@ -95,19 +95,19 @@ def test_a_caller_that_waits_too_long_gets_a_timeout_and_its_rows_are_dropped():
 def test_each_batch_is_logged_at_debug_level(batcher, caplog):
     """bench/perf.py reads these lines to see how full the batches were and how long they took."""
     with caplog.at_level("DEBUG", logger="clipsvc.batching"):
-        assert batcher.submit([1, 2, 3]) == [2, 4, 6]
+        assert batcher.submit("x", [1, 2, 3]) == [2, 4, 6]
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "batch"]
-    assert (record.batcher, record.rows, record.callers) == ("batcher", 3, 1)
+    assert (record.batcher, record.kind, record.rows, record.callers) == ("clip-inference", "x", 3, 1)
     assert record.wait_ms >= 0 and record.run_ms >= 0
 
 
 def test_empty_submit_returns_at_once(batcher):
-    assert batcher.submit([]) == []
+    assert batcher.submit("x", []) == []
 
 
 def test_batched_encoder_equals_unbatched(model_dir, encoder):
     batched = ClipEncoder.load(model_dir, device="cpu", threads=1)
-    batched.enable_batching(max_batch=8, max_wait_ms=20, timeout=30)
+    batched.start_inference_thread(max_batch=8, max_wait_ms=20, timeout=30)
     images = [Image.new("RGB", (50 + i, 40), (i * 20, 100, 200 - i * 20)) for i in range(6)]
     texts = ["a cat", "a much longer caption about a dog on a sofa", "x"]
 
@@ -119,27 +119,81 @@ def test_batched_encoder_equals_unbatched(model_dir, encoder):
     for i, (img, txt) in enumerate(results):
         np.testing.assert_allclose(img, encoder.encode_images(images[i:i + 2]), atol=1e-5)
         np.testing.assert_allclose(txt, encoder.encode_texts(texts[i % 3:]), atol=1e-5)
-    assert batched.info.batching and max(batched._image_batcher.batch_sizes) > 2
+    assert batched.info.batching and max(batched.batcher.batch_sizes) > 2
 
 
 def test_batching_on_the_cpu_captures_no_cuda_graphs(model_dir):
     batched = ClipEncoder.load(model_dir, device="cpu", threads=1)
-    batched.enable_batching(max_batch=8, max_wait_ms=1, timeout=30)
+    batched.start_inference_thread(max_batch=8, max_wait_ms=1, timeout=30)
     assert batched._image_graphs is None
     assert batched.encode_images([Image.new("RGB", (60, 40), (10, 200, 30))]).shape == (1, batched.info.embedding_dim)
 
 
-@pytest.mark.parametrize("env, device, expected, threads", [
-    ({"CLIP_BATCHING": "on"}, "cpu", True, 8),
-    ({"CLIP_BATCHING": "off"}, "cuda", False, 1),
-    ({"CLIP_BATCHING": "auto"}, "cuda", True, 8),
-    ({"CLIP_BATCHING": "auto", "CLIP_THREADS": "3"}, "cuda", True, 3),
-    ({"CLIP_BATCHING": "auto"}, "cpu", False, 1),
+@pytest.mark.parametrize("env, device, expected", [
+    ({"CLIP_BATCHING": "on"}, "cpu", True),
+    ({"CLIP_BATCHING": "off"}, "cuda", False),
+    ({"CLIP_BATCHING": "auto"}, "cuda", True),
+    ({"CLIP_BATCHING": "auto"}, "cpu", False),
 ])
-def test_batching_and_threads_defaults(env, device, expected, threads):
+def test_batching_defaults(env, device, expected):
     settings = Settings.from_env({**env, "CLIP_DEVICE": device})
     assert batching_enabled(settings) is expected
-    assert request_threads(settings, expected) == threads
+    assert settings.request_threads == 8  # every worker is threaded, batching or not
+
+
+def test_kinds_never_share_a_batch_and_each_caller_gets_its_kind():
+    seen = []
+
+    def run(kind):
+        def rows_of(rows):
+            seen.append((kind, list(rows)))
+            return [f"{kind}:{r}" for r in rows]
+        return rows_of
+
+    b = Batcher({"image": run("image"), "text": run("text")}, max_batch=64, max_wait_ms=30)
+    with ThreadPoolExecutor(8) as pool:
+        out = list(pool.map(lambda i: b.submit("image" if i % 2 else "text", [i]), range(24)))
+    b.close()
+    assert out == [[f"{'image' if i % 2 else 'text'}:{i}"] for i in range(24)]
+    for kind, rows in seen:
+        assert all((r % 2 == 1) == (kind == "image") for r in rows)
+    assert max(len(rows) for _, rows in seen) > 1
+
+
+def test_without_merging_each_callers_rows_run_alone_one_pass_at_a_time():
+    """The CPU default: one inference thread, but a request's rows are never held back for another's."""
+    running, overlaps = [0], []
+
+    def run(rows):
+        running[0] += 1
+        overlaps.append(running[0])
+        time.sleep(0.005)
+        running[0] -= 1
+        return double(rows)
+
+    b = Batcher({"x": run}, max_batch=64, max_wait_ms=50, merge=False)
+    with ThreadPoolExecutor(8) as pool:
+        out = list(pool.map(lambda i: b.submit("x", [i, i]), range(16)))
+    b.close()
+    assert out == [[2 * i, 2 * i] for i in range(16)]
+    assert b.batch_sizes == [2] * 16 and max(overlaps) == 1
+
+
+def test_busy_for_and_abort_answer_waiting_callers():
+    """The worker's watchdog reads busy_for; gunicorn's abort hook fails every waiting caller at once."""
+    release = threading.Event()
+    b = Batcher({"x": lambda rows: release.wait(10) and double(rows)}, max_batch=1, max_wait_ms=0)
+    assert b.busy_for() == 0
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(b.submit, "x", [i], 10) for i in range(3)]
+        time.sleep(0.2)
+        assert b.busy_for() >= 0.1
+        b.abort()
+        for future in futures:
+            with pytest.raises(WorkerAborted):
+                future.result(timeout=2)
+    release.set()
+    b.close()
 
 
 def test_gunicorn_gthread_workers_batch_concurrent_requests(model_dir, tmp_path):
@@ -159,4 +213,4 @@ def test_gunicorn_gthread_workers_batch_concurrent_requests(model_dir, tmp_path)
         assert f"image_vector_{i}_similarity_score" in response.json()
     loaded = [r for r in records if r.get("event") == "model_loaded"]
     assert loaded and loaded[0]["batching"] is True
-    assert any("gthread" in r["message"] for r in records)
+    assert any("ClipWorker" in r["message"] for r in records)

@@ -32,7 +32,7 @@ GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
 # What gunicorn needs at run time, relative to WORKDIR: the config, the entry point and the package.
 APP_FILES = ["clipsvc", "wsgi.py", "gunicorn.conf.py"]
 # Settings variables the image does not set to the code's default: computed from the cores, or Docker-only.
-NOT_DEFAULTED = {"CLIP_TORCH_THREADS", "CLIP_MODEL_CACHE_DIR", "CLIP_THREADS"}
+NOT_DEFAULTED = {"CLIP_TORCH_THREADS", "CLIP_MODEL_CACHE_DIR"}
 VAR_TO_FIELD = {var: field for field, (var, _) in ENV_VARS.items()}
 
 
@@ -357,7 +357,7 @@ def test_no_unknown_clip_variables():
 
 
 def test_torch_threads_is_left_to_the_code():
-    assert "CLIP_TORCH_THREADS" not in env_of(final()), "its default is cores ÷ WEB_CONCURRENCY"
+    assert "CLIP_TORCH_THREADS" not in env_of(final()), "by default the threads follow the load"
 
 
 def test_the_image_environment_is_a_valid_configuration():

@@ -25,26 +25,29 @@ def test_tiny_run_reports_every_field(perf, tmp_path: Path, monkeypatch: pytest.
     """Builds the stand-in (in a temp models/), measures both sides, prints and writes the full report."""
     monkeypatch.setattr(perf, "MODELS_ROOT", tmp_path / "models")  # never write into the repo's models/
     out = tmp_path / "perf.json"
-    report = perf.main(["--arch", "tiny", "--workers", "1", "--clients", "2", "--requests", "4",
+    report = perf.main(["--arch", "tiny", "--workers", "1", "--clients", "1,2", "--requests", "4", "--rounds", "2",
                         "--warmup", "1", "--json", str(out)])
 
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert (tmp_path / "models" / "tiny" / "config.json").exists()
-    assert report["arch"] == "tiny" and report["workers"] == 1 and report["clients"] == 2
-    assert report["torch_threads_per_worker"] >= 1
-    assert "sequentially" in report["baseline"]  # more clients than one: the baseline says what it is
-    for side in ("direct", "served"):
-        stats = report[side]
+    assert report["arch"] == "tiny" and report["workers"] == 1 and report["clients"] == [1, 2]
+    assert report["torch_threads_per_worker"] >= 1 and report["rounds"] == 2
+    assert "all" in report["baseline"] and "cores" in report["baseline"]
+    runs = report["served"]
+    assert [run["clients"] for run in runs] == [1, 2]
+    for stats in [report["direct"], *runs]:
         assert stats["requests"] == 4
         for key in ("p50_ms", "p99_ms", "mean_ms", "wall_s", "throughput_rps", "images_per_s"):
-            assert positive_number(stats[key]), (side, key, stats[key])
+            assert positive_number(stats[key]), (key, stats[key])
         assert stats["p99_ms"] >= stats["p50_ms"]
     assert report["direct"]["torch_threads"] >= 1
-    assert positive_number(report["served"]["in_worker_p50_ms"])
-    assert sum(report["served"]["requests_per_worker"].values()) == 4
-    for key in ("p50_latency_served_over_direct", "throughput_served_over_direct"):
-        assert positive_number(report["ratios"][key])
+    for run in runs:
+        assert positive_number(run["in_worker_p50_ms"])
+        assert sum(run["requests_per_worker"].values()) == 4
+        for key in ("p50_latency_served_over_direct", "throughput_served_over_direct"):
+            assert positive_number(run["ratios"][key])
     assert report["served_vs_direct_cosine"] > 0.999  # both sides computed the same vectors
+    assert "served 2 cl." in capsys.readouterr().out
 
     memory = report["memory"]
     assert len(memory["workers"]) == 1
