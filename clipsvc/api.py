@@ -8,7 +8,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from .errors import PayloadTooLarge
 from .extensions import get_encoder, get_settings
 from .logs import count_items
-from .parsing import ParsedRequest, parse_form, require_multipart, vector_encoding
+from .parsing import URLENCODED, ParsedRequest, parse_form, require_form, vector_encoding
 from .scoring import embed
 from .serialize import embeddings_body
 
@@ -24,9 +24,9 @@ def clip() -> dict:
 
 
 def parse_request(min_side: int) -> ParsedRequest:
-    """The multipart body as validated items; werkzeug's size refusals get our wording."""
+    """The form body (multipart or urlencoded) as validated items; werkzeug's size refusals get our wording."""
     settings = get_settings()
-    require_multipart(request.mimetype)
+    require_form(request.mimetype)
     try:
         form, files = request.form, request.files
     except RequestEntityTooLarge:
@@ -35,9 +35,14 @@ def parse_request(min_side: int) -> ParsedRequest:
         too_big = declared > settings.max_request_bytes if declared is not None else request.stream.is_exhausted
         if too_big:
             raise  # the one body-size error, worded in errors._describe
-        raise PayloadTooLarge(
-            f"The request has too many parts or a text part over "
-            f"{request.max_form_memory_size} bytes; send at most {settings.max_items} items",
-            error_code="form_too_large",
-        ) from None
+        raise PayloadTooLarge(_form_too_large(settings.max_items), error_code="form_too_large") from None
     return parse_form(form, files, settings, min_side)
+
+
+def _form_too_large(max_items: int) -> str:
+    """The form limit that was hit, in words: urlencoded bodies are bounded as a whole, multipart ones per part."""
+    if request.mimetype == URLENCODED:  # parsing.FormParser
+        return (f"The {URLENCODED} body is over {request.max_form_memory_size} bytes or has more than "
+                f"{request.max_form_parts} fields; send at most {max_items} short texts")
+    return (f"The request has too many parts or a text part over {request.max_form_memory_size} bytes; "
+            f"send at most {max_items} items")

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Request
 
 from . import api, demo, docs, extensions, health, json_api, lifecycle
 from .encoder import ClipEncoder
 from .errors import register_error_handlers
 from .logs import RequestLog
 from .metrics import Metrics
+from .parsing import MAX_FORM_MEMORY_BYTES, FormParser
 from .settings import Settings
+
+
+class FormRequest(Request):
+    """Flask's request, with urlencoded bodies bounded like multipart ones (parsing.FormParser)."""
+
+    form_data_parser_class = FormParser
 
 
 def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = None) -> Flask:
     """Build the app; with no encoder given it uses the one this gunicorn worker loaded (if any)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
+    app.request_class = FormRequest
     app.config.update(
         # werkzeug refuses larger bodies from Content-Length, before reading them (413).
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        # Bound the parser's work: room for every allowed item plus some unknown keys to report.
+        # Bound the parser's work: room for every allowed item plus some unknown keys to report. Both limits
+        # apply to multipart and urlencoded bodies alike (FormParser).
         MAX_FORM_PARTS=2 * settings.max_items + 16,
+        MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY_BYTES,
     )
     app.json.sort_keys = False  # keep vectors and scores grouped by id, in request order
     encoder = encoder if encoder is not None else lifecycle.current_encoder()

@@ -7,14 +7,16 @@ the classes themselves, and tests/test_openapi.py checks that every `error_code`
 from __future__ import annotations
 
 from .errors import ApiError
+from .parsing import MAX_FORM_MEMORY_BYTES
 
 # code -> (HTTP status, when). The one list of what clients can see in `error.code`.
 ERRORS: dict[str, tuple[int, str]] = {
-    "empty_request": (400, "no `image-<id>` / `text-<id>` part at all (also a multipart body that cannot be parsed)"),
+    "empty_request": (400, "no `image-<id>` / `text-<id>` part at all (also a form body that cannot be parsed)"),
     "unknown_key": (400, "a form key other than `image-<id>` / `text-<id>` (`field` is the key)"),
     "duplicate_key": (400, "the same form key twice"),
     "too_many_items": (400, "more items (images + texts, all lists of the request together) than CLIP_MAX_ITEMS"),
-    "image_not_a_file": (400, "`image-<id>` sent as a plain text value instead of a file part"),
+    "image_not_a_file": (400, "`image-<id>` sent as a plain text value instead of a file part (also any `image-<id>` "
+                              "in a urlencoded body: images need multipart/form-data)"),
     "empty_file": (400, "a zero-byte image"),
     "unsupported_image": (400, "not an image in a supported format (identified by content, never by name)"),
     "invalid_image": (400, "a truncated or corrupt image"),
@@ -39,10 +41,12 @@ ERRORS: dict[str, tuple[int, str]] = {
     "method_not_allowed": (405, "a method the path does not serve, e.g. GET /syte_test/clip (see the Allow header)"),
     "request_too_large": (413, "the body is over CLIP_MAX_REQUEST_MB (refused from Content-Length, unread)"),
     "image_too_large": (413, "one image is over CLIP_MAX_IMAGE_MB"),
-    "form_too_large": (413, "thousands of form parts, or a text part over werkzeug's form memory limit"),
+    "form_too_large": (413, "more form parts or fields than 2 x CLIP_MAX_ITEMS + 16, or a text part (a urlencoded "
+                            f"body: the whole body) over {MAX_FORM_MEMORY_BYTES} bytes"),
     "url_too_large": (413, "the image fetched from img_uri is over CLIP_MAX_IMAGE_MB"),
     "uri_too_long": (414, "gunicorn: the request line is too long"),
-    "unsupported_media_type": (415, "the body is not multipart/form-data (/encode, /rank: not application/json)"),
+    "unsupported_media_type": (415, "the body is neither multipart/form-data nor application/x-www-form-urlencoded "
+                                    "(/encode, /rank: not application/json)"),
     "expectation_failed": (417, "gunicorn: an Expect header other than 100-continue"),
     "request_header_fields_too_large": (431, "gunicorn: too many or too large headers"),
     "internal_server_error": (500, "a bug: the details go to the log only"),

@@ -12,6 +12,7 @@ from . import __version__
 from .error_codes import COMMON, ENCODE_CODES, MULTIPART_CODES, RANK_CODES, error_catalogue
 from .pages import TYPES
 from .parsing import ID_PATTERN as ID
+from .parsing import MAX_FORM_MEMORY_BYTES, MULTIPART, URLENCODED
 from .request_id import MAX_LENGTH as REQUEST_ID_MAX
 from .settings import Settings
 
@@ -111,13 +112,15 @@ def _overview(settings: Settings) -> str:
 def _embedding_paths(settings: Settings) -> dict:
     return {
         "/syte_test/clip": {"post": operation(
-            "embeddings", "Embed images and texts sent as multipart parts; score image-text pairs",
+            "embeddings", "Embed images and texts sent as form parts; score image-text pairs",
             "Parts `image-<id>` carry an image file, parts `text-<id>` a text; `<id>` is 1-64 letters, digits, "
-            "`_` or `-`. An image and a text with the same `<id>` are compared (CLIPScore and cosine).",
+            "`_` or `-`. An image and a text with the same `<id>` are compared (CLIPScore and cosine). "
+            "A multipart/form-data body carries both; an application/x-www-form-urlencoded body (`curl -d`, an HTML "
+            "form, Postman's x-www-form-urlencoded) carries texts only, with the same rules and limits.",
             {"200": ok("Vectors and scores, keys grouped by id in the order sent",
                        json_content(ref("ClipResponse"), CLIP_RESPONSE_EXAMPLE)),
              **error_responses(MULTIPART_CODES)},
-            query=("encoding",), requestBody=_multipart_body(settings),
+            query=("encoding",), requestBody=_form_body(settings),
         )},
         "/encode": {"post": operation(
             "embeddings", "Embed a list of items (BentoML's /encode)",
@@ -143,30 +146,42 @@ def _embedding_paths(settings: Settings) -> dict:
     }
 
 
-def _multipart_body(settings: Settings) -> dict:
+def _form_body(settings: Settings) -> dict:
+    """The same parts as multipart/form-data or, texts only, as application/x-www-form-urlencoded fields."""
     image = {"type": "string", "contentMediaType": "application/octet-stream",
              "description": f"An image file (at most {settings.max_image_mb:g} MB and {settings.max_image_pixels} "
                             "pixels): JPEG, PNG, GIF, BMP, TIFF, WebP, PPM/PGM/PBM, ICO, DDS, TGA or JPEG 2000, "
                             "recognised by content; its file name and Content-Type are ignored."}
     text = {"type": "string", "description": f"A text, at most {settings.max_text_words} words; characters outside "
-                                             "printable ASCII are removed. May also be sent as a UTF-8 file part."}
-    schema = {
+                                             "printable ASCII are removed."}
+    text_part = text | {"description": text["description"] + " May also be sent as a UTF-8 file part."}
+    counts = {"additionalProperties": False, "minProperties": 1, "maxProperties": settings.max_items}
+    multipart = {
         "type": "object",
         "description": f"Parts named `image-<id>` (files) and `text-<id>` (texts), `<id>` matching `{ID}`; at least "
                        f"one part, at most {settings.max_items}. `image-1` and `text-1` are examples of the pattern; "
                        "any other part name is refused (`unknown_key`).",
-        "properties": {"image-1": image, "text-1": text},
-        "patternProperties": {f"^image-{ID}$": image, f"^text-{ID}$": text},
-        "additionalProperties": False,
-        "minProperties": 1,
-        "maxProperties": settings.max_items,
+        "properties": {"image-1": image, "text-1": text_part},
+        "patternProperties": {f"^image-{ID}$": image, f"^text-{ID}$": text_part},
+        **counts,
     }
-    return {"required": True, "content": {"multipart/form-data": {
-        "schema": schema,
-        "encoding": {"image-1": {"contentType": "image/jpeg, image/png, image/*, application/octet-stream"},
-                     "text-1": {"contentType": "text/plain"}},
-        "example": {"text-1": "Man staring at the moon, moon is made of mechanical parts"},
-    }}}
+    urlencoded = {
+        "type": "object",
+        "description": f"Texts only: fields named `text-<id>`, `<id>` matching `{ID}`; at least one, at most "
+                       f"{settings.max_items}, the whole body at most {MAX_FORM_MEMORY_BYTES} bytes "
+                       "(`form_too_large`). Images need multipart/form-data: an `image-<id>` field here is refused "
+                       "(`image_not_a_file`).",
+        "properties": {"text-1": text},
+        "patternProperties": {f"^text-{ID}$": text},
+        **counts,
+    }
+    example = {"text-1": "Man staring at the moon, moon is made of mechanical parts"}
+    return {"required": True, "content": {
+        MULTIPART: {"schema": multipart, "encoding": {
+            "image-1": {"contentType": "image/jpeg, image/png, image/*, application/octet-stream"},
+            "text-1": {"contentType": "text/plain"}}, "example": example},
+        URLENCODED: {"schema": urlencoded, "example": example},
+    }}
 
 
 def _service_paths() -> dict:

@@ -1,13 +1,18 @@
-"""Multipart form -> validated images and texts. Pure: no Flask globals, no model."""
+"""A form (multipart or urlencoded) -> validated images and texts. Pure: no Flask globals, no model."""
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import IO
 
 from PIL import Image
 from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.formparser import FormDataParser
+from werkzeug.wsgi import LimitedStream
 
 from .errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
 from .imaging import ImageRejected, decode_image
@@ -18,6 +23,9 @@ ID_PATTERN = "[A-Za-z0-9_-]{1,64}"  # the <id> of image-<id> / text-<id>; the Op
 KEY_PATTERN = re.compile(rf"(image|text)-({ID_PATTERN})")
 MAX_TEXT_FILE_BYTES = 64 * 1024  # a text sent as a file part: generous for 50 words
 _FIELD_ECHO = 80  # unknown keys are echoed back in errors, shortened
+MULTIPART, URLENCODED = "multipart/form-data", "application/x-www-form-urlencoded"
+MAX_FORM_MEMORY_BYTES = 500_000  # one multipart text part, or a whole urlencoded body (Flask's default)
+FORM_TYPES = (MULTIPART, URLENCODED)  # what POST /syte_test/clip accepts; urlencoded carries texts only
 
 
 @dataclass(frozen=True)
@@ -60,14 +68,46 @@ def vector_encoding(value: str | None) -> str:
                        field="encoding", error_code="invalid_encoding")
 
 
-def require_multipart(mimetype: str) -> None:
-    if mimetype != "multipart/form-data":
+def require_form(mimetype: str) -> None:
+    """Multipart (images and texts) or urlencoded (texts only); anything else is a 415 naming both."""
+    if mimetype not in FORM_TYPES:
         shown = mimetype or "none"
         raise UnsupportedContentType(
-            f"Content-Type is {shown}; send multipart/form-data with image-<id> files "
-            "and text-<id> fields (curl -F image-1=@photo.jpg -F text-1='a caption')",
+            f"Content-Type is {shown}; send {MULTIPART} with image-<id> files and text-<id> fields "
+            f"(curl -F image-1=@photo.jpg -F text-1='a caption'), or {URLENCODED} with text-<id> fields only "
+            "(curl -d 'text-1=a caption')",
             field="Content-Type",
         )
+
+
+class FormParser(FormDataParser):
+    """werkzeug's parser, with its multipart limits on urlencoded bodies too: werkzeug reads those whole.
+
+    werkzeug 3.1 applies neither limit to urlencoded bodies, so one of up to CLIP_MAX_REQUEST_MB would be read and
+    split into millions of fields. Here a body over `max_form_memory_size` bytes, or with more than
+    `max_form_parts` fields, is refused with RequestEntityTooLarge before it is parsed, as multipart parts are.
+    """
+
+    def parse(self, stream: IO[bytes], mimetype: str, content_length: int | None,
+              options: dict[str, str] | None = None) -> tuple:
+        if mimetype == URLENCODED:
+            stream = io.BytesIO(self._bounded_body(stream, content_length))
+        return super().parse(stream, mimetype, content_length, options)
+
+    def _bounded_body(self, stream: IO[bytes], content_length: int | None) -> bytes:
+        limit = self.max_form_memory_size
+        if limit is None:
+            body = stream.read()
+        elif content_length is not None and content_length > limit:
+            raise RequestEntityTooLarge()  # from the header, unread
+        else:  # read one byte past the limit to tell a body of exactly `limit` bytes from a longer (chunked) one
+            body = LimitedStream(stream, limit + 1, is_max=True).read()
+            if len(body) > limit:
+                raise RequestEntityTooLarge()
+        if self.max_form_parts is not None and body.count(b"&") + 1 > self.max_form_parts:
+            raise RequestEntityTooLarge()
+        # Bytes that are not UTF-8 become U+FFFD, as in multipart text parts; werkzeug would drop the whole form.
+        return body.decode("utf-8", "replace").encode()
 
 
 def parse_form(form: MultiDict, files: MultiDict, settings: Settings, min_side: int | None = None) -> ParsedRequest:
@@ -79,7 +119,7 @@ def parse_form(form: MultiDict, files: MultiDict, settings: Settings, min_side: 
     if not parts:
         raise InvalidInput(
             "The request has no image-<id> or text-<id> parts; send at least one "
-            "(a multipart body that cannot be parsed ends here too)",
+            "(a form body that cannot be parsed ends here too)",
             error_code="empty_request",
         )
     seen: set[str] = set()
@@ -127,7 +167,8 @@ def _check_key(key: str, seen: set[str]) -> None:
 def _image(key: str, value: str | FileStorage, settings: Settings, min_side: int | None) -> Image.Image:
     if not isinstance(value, FileStorage):
         raise InvalidInput(
-            f"{key} must be a file part, not a text value (curl -F {key}=@photo.jpg)",
+            f"{key} must be a file part of a {MULTIPART} body, not a text value (curl -F {key}=@photo.jpg); "
+            f"an {URLENCODED} body carries texts only",
             field=key,
             error_code="image_not_a_file",
         )

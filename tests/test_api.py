@@ -90,10 +90,56 @@ def test_duplicate_key(client):
     assert_error(response, 400, "duplicate_key", "text-1")
 
 
-@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize("content_type", ["application/json", "text/plain", "application/x-url-encoded"])
 def test_wrong_content_type(client, content_type):
     response = client.post("/syte_test/clip", data='{"text-1": "a"}', content_type=content_type)
     assert_error(response, 415, "unsupported_media_type", "Content-Type")
+    assert "multipart/form-data" in response.json["error"]["message"]
+    assert "application/x-www-form-urlencoded" in response.json["error"]["message"]
+
+
+def post_urlencoded(client, fields: dict | str, headers: dict | None = None):
+    """POST text fields as application/x-www-form-urlencoded (curl -d, requests' data=dict, HTML forms)."""
+    return client.post("/syte_test/clip", data=fields, headers=headers or {},
+                       content_type="application/x-www-form-urlencoded")
+
+
+SEVERAL_TEXTS = {"text-a": "a dog", "text-b": "a cat", "text-c": "a moon"}
+
+
+@pytest.mark.parametrize("urlencoded, multipart", [
+    ({"text-1": "a dog"}, {"text-1": "a dog"}),
+    (SEVERAL_TEXTS, SEVERAL_TEXTS),
+    ({"text-1": "  A\tdög  on the 🚀\n"}, {"text-1": "A dg on the"}),  # the text rules: ASCII only, one space
+    ("text-1=a+dog&text-2=caf%C3%A9+au+lait", {"text-1": "a dog", "text-2": "caf au lait"}),  # as browsers encode
+])
+def test_urlencoded_texts_answer_as_multipart_does(client, urlencoded, multipart):
+    response = post_urlencoded(client, urlencoded, {"request_id": "form-1"})
+    assert response.status_code == 200 and response.headers["request_id"] == "form-1"
+    expected = post_clip(client, multipart).json
+    assert response.json == expected and list(response.json) == list(expected)  # same keys, same order, same vectors
+
+
+@pytest.mark.parametrize("fields, status, code, field", [
+    ({"image-1": "aGVsbG8="}, 400, "image_not_a_file", "image-1"),
+    ({"text-1": "a dog", "image-1": "photo.jpg"}, 400, "image_not_a_file", "image-1"),
+    ("text-1=a&text-1=b", 400, "duplicate_key", "text-1"),
+    ({"caption": "a dog"}, 400, "unknown_key", "caption"),
+    ({"text-1": "🚀"}, 400, "empty_text", "text-1"),
+    ({"text-1": "word " * 51}, 400, "text_too_long", "text-1"),
+    ("", 400, "empty_request", None),
+    ({f"text-{i}": "a" for i in range(65)}, 400, "too_many_items", None),
+    ({f"text-{i}": "a" for i in range(200)}, 413, "form_too_large", None),  # more fields than MAX_FORM_PARTS
+    ({"text-1": "a" * 600_000}, 413, "form_too_large", None),  # over MAX_FORM_MEMORY_SIZE, under CLIP_MAX_REQUEST_MB
+])
+def test_urlencoded_bad_input(client, fields, status, code, field):
+    response = post_urlencoded(client, fields)
+    assert_error(response, status, code, field)
+    if code == "image_not_a_file":
+        assert "multipart/form-data" in response.json["error"]["message"]
+        assert "curl -F image-1=@photo.jpg" in response.json["error"]["message"]
+    if code == "form_too_large":
+        assert "application/x-www-form-urlencoded" in response.json["error"]["message"]
 
 
 def test_request_larger_than_limit_is_413(app, client):

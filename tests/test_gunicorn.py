@@ -60,6 +60,31 @@ def test_bad_input_over_http_is_json(served, files, status):
     assert response.headers["request_id"]
 
 
+@pytest.mark.parametrize("data, status, keys", [
+    ({"text-1": SEED_TEXT, "text-2": "a dog & a cat"}, 200, {"text_1_vector", "text_2_vector"}),
+    ({"text-1": "a dog", "image-1": "photo.jpg"}, 400, {"error"}),
+])
+def test_urlencoded_form_over_http(served, data, status, keys):
+    """requests' data=dict, like curl -d and Postman's x-www-form-urlencoded: texts work, images are refused."""
+    response = requests.post(served.url + "/syte_test/clip", data=data, headers={"request_id": "form-1"}, timeout=30)
+    assert response.request.headers["Content-Type"] == "application/x-www-form-urlencoded"
+    assert response.status_code == status and set(response.json()) == keys
+    assert response.headers["request_id"] == "form-1"
+    if status != 200:
+        assert response.json()["error"]["code"] == "image_not_a_file"
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_oversized_urlencoded_body_is_413_json(served, chunked):
+    """werkzeug would read a urlencoded body up to CLIP_MAX_REQUEST_MB; the form memory limit applies instead."""
+    body = b"text-1=" + b"a" * 600_000
+    data = (body[i:i + 65536] for i in range(0, len(body), 65536)) if chunked else body
+    response = requests.post(served.url + "/syte_test/clip", data=data,
+                             headers={"Content-Type": "application/x-www-form-urlencoded"}, timeout=30)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "form_too_large"
+
+
 def test_probes_and_meta(served):
     assert requests.get(served.url + "/livez", timeout=5).json() == {"status": "alive"}
     assert requests.get(served.url + "/readyz", timeout=5).status_code == 200

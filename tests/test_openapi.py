@@ -98,8 +98,9 @@ def test_limits_come_from_the_settings(settings, encoder):
     spec = create_app(custom, encoder).test_client().get("/openapi.json").get_json()
     assert "**7 items**" in spec["info"]["description"] and "**9 words**" in spec["info"]["description"]
     assert spec["components"]["schemas"]["Items"]["maxItems"] == 7
-    multipart = spec["paths"]["/syte_test/clip"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    assert multipart["schema"]["maxProperties"] == 7
+    forms = spec["paths"]["/syte_test/clip"]["post"]["requestBody"]["content"]
+    assert forms["multipart/form-data"]["schema"]["maxProperties"] == 7
+    assert forms["application/x-www-form-urlencoded"]["schema"]["maxProperties"] == 7
     assert "at most 3 MB" in spec["components"]["schemas"]["BlobItem"]["properties"]["img_blob"]["description"]
 
 
@@ -145,9 +146,24 @@ def test_examples_are_accepted_by_the_service(client, spec):
     for path in ("/encode", "/rank"):
         example = spec["paths"][path]["post"]["requestBody"]["content"]["application/json"]["example"]
         assert client.post(path, json=example).status_code == 200, path
-    multipart = spec["paths"]["/syte_test/clip"]["post"]["requestBody"]["content"]["multipart/form-data"]
-    response = client.post("/syte_test/clip", data=multipart["example"], content_type="multipart/form-data")
-    assert response.status_code == 200
+    forms = spec["paths"]["/syte_test/clip"]["post"]["requestBody"]["content"]
+    assert set(forms) == {"multipart/form-data", "application/x-www-form-urlencoded"}
+    for content_type, media in forms.items():
+        response = client.post("/syte_test/clip", data=media["example"], content_type=content_type)
+        assert response.status_code == 200, content_type
+
+
+def test_urlencoded_bodies_are_documented_as_texts_only(spec):
+    """No image field in the urlencoded schema: an image-<id> there is refused (image_not_a_file)."""
+    operation = spec["paths"]["/syte_test/clip"]["post"]
+    schema = operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"]
+    assert list(schema["properties"]) == ["text-1"]
+    assert [pattern.split("-")[0] for pattern in schema["patternProperties"]] == ["^text"]
+    assert schema["additionalProperties"] is False
+    assert "image_not_a_file" in operation["responses"]["400"]["description"]
+    validator = Draft202012Validator(schema)
+    assert validator.is_valid({"text-1": "a dog", "text-x_2": "a cat"})
+    assert not validator.is_valid({"image-1": "photo.jpg"})
 
 
 class Links(HTMLParser):

@@ -5,9 +5,10 @@ import io
 import pytest
 from conftest import image_bytes
 from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from clipsvc.errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
-from clipsvc.parsing import parse_form, require_multipart
+from clipsvc.parsing import URLENCODED, FormParser, parse_form, require_form
 from clipsvc.settings import Settings
 
 SETTINGS = Settings(max_items=4, max_image_mb=0.01, max_request_mb=1)
@@ -68,7 +69,53 @@ def test_same_key_as_text_and_file_is_a_duplicate():
         parse_form(MultiDict([("text-1", "a")]), MultiDict([("text-1", upload(b"b"))]), SETTINGS)
 
 
-@pytest.mark.parametrize("mimetype", ["application/json", "text/plain", "", "application/x-www-form-urlencoded"])
-def test_only_multipart_is_accepted(mimetype):
-    with pytest.raises(UnsupportedContentType):
-        require_multipart(mimetype)
+@pytest.mark.parametrize("mimetype", ["application/json", "text/plain", "", "application/x-url-encoded", "text/html"])
+def test_only_forms_are_accepted(mimetype):
+    with pytest.raises(UnsupportedContentType) as caught:
+        require_form(mimetype)
+    assert "multipart/form-data" in caught.value.description and URLENCODED in caught.value.description
+
+
+@pytest.mark.parametrize("mimetype", ["multipart/form-data", URLENCODED])
+def test_both_form_types_are_accepted(mimetype):
+    require_form(mimetype)
+
+
+def parse_urlencoded(body: bytes, content_length: int | None = -1, memory: int = 100, parts: int = 4) -> MultiDict:
+    """FormParser on a urlencoded body; content_length -1 declares the body's own length, None none (chunked)."""
+    parser = FormParser(max_form_memory_size=memory, max_form_parts=parts)
+    declared = len(body) if content_length == -1 else content_length
+    _, form, files = parser.parse(io.BytesIO(body), URLENCODED, declared)
+    assert not files
+    return form
+
+
+@pytest.mark.parametrize("body, content_length, expected", [
+    (b"text-1=a+dog&text-2=caf%C3%A9", -1, [("text-1", "a dog"), ("text-2", "café")]),
+    (b"text-1=a dog", None, [("text-1", "a dog")]),  # chunked: no Content-Length
+    (b"text-1=" + b"a" * 93, -1, [("text-1", "a" * 93)]),  # exactly the memory limit
+    (b"a=1&b=2&c=3&d=4", -1, [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]),  # exactly the parts limit
+    (b"text-1=\xffdog", -1, [("text-1", "\ufffddog")]),  # not UTF-8: replaced, as in multipart text parts
+    (b"", -1, []),
+])
+def test_urlencoded_bodies_within_the_limits_are_parsed(body, content_length, expected):
+    assert list(parse_urlencoded(body, content_length).items(multi=True)) == expected
+
+
+@pytest.mark.parametrize("body, content_length", [
+    (b"text-1=" + b"a" * 94, -1),  # one byte over the memory limit, declared
+    (b"text-1=" + b"a" * 94, None),  # the same, chunked: read one byte past the limit, then refused
+    (b"x", 10_000),  # refused from the declared length alone, unread
+    (b"a=1&b=2&c=3&d=4&e=5", -1),  # one field over the parts limit
+    (b"&&&&", -1),
+])
+def test_urlencoded_bodies_over_the_limits_are_refused(body, content_length):
+    with pytest.raises(RequestEntityTooLarge):
+        parse_urlencoded(body, content_length)
+
+
+def test_multipart_goes_to_werkzeug_unchanged():
+    body = b'--b\r\nContent-Disposition: form-data; name="text-1"\r\n\r\na dog\r\n--b--\r\n'
+    _, form, _ = FormParser(max_form_memory_size=100, max_form_parts=4).parse(
+        io.BytesIO(body), "multipart/form-data", len(body), {"boundary": "b"})
+    assert form["text-1"] == "a dog"

@@ -21,8 +21,9 @@ def expected_keys(item: dict) -> list[str]:
 def test_it_is_a_v21_collection_with_a_base_url():
     assert COLLECTION["info"]["schema"].endswith("/v2.1.0/collection.json")
     assert {"key": "baseUrl", "value": "http://127.0.0.1:8081"} in COLLECTION["variable"]
-    assert {item["name"].split(" ")[0] for item in ITEMS} >= {"Seed", "Image", "Text", "Several", "Rank", "Encode",
-                                                             "Model", "Readiness", "Metrics", "OpenAPI"}
+    assert {item["name"].split(" ")[0] for item in ITEMS} >= {"Seed", "Image", "Text", "Texts", "Several", "Rank",
+                                                             "Encode", "Model", "Readiness", "Metrics", "OpenAPI"}
+    assert {item["request"].get("body", {}).get("mode") for item in ITEMS} >= {"formdata", "urlencoded", "raw"}
 
 
 def send(client, request: dict):
@@ -35,6 +36,9 @@ def send(client, request: dict):
         data = {f["key"]: (io.BytesIO(image_bytes()), f["src"]) if f["type"] == "file" else f["value"]
                 for f in body["formdata"]}
         return client.post(path, data=data, headers=headers, content_type="multipart/form-data")
+    if body["mode"] == "urlencoded":  # texts only; Postman sets the Content-Type itself, as the test client does
+        assert all(f["key"].startswith("text-") for f in body["urlencoded"])
+        return client.post(path, data={f["key"]: f["value"] for f in body["urlencoded"]}, headers=headers)
     return client.post(path, data=body["raw"], headers=headers)
 
 

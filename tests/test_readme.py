@@ -1,15 +1,22 @@
 """The README is part of the contract: its commands, table and docker line must match the code."""
 
 import re
+import shlex
 import subprocess
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import pytest
+from test_modeldir import zip_model
 
+from clipsvc.modeldir import resolve_model_dir
 from clipsvc.settings import ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+# Where commands are shown to be copied; docs/deployment.md repeats the docker lines.
+GUIDES = {path: (ROOT / path).read_text() for path in ("README.md", "docs/deployment.md", "bench/README.md",
+                                                        "SECURITY.md", "docs/reliability.md", "docs/performance.md")}
+SEED_IMAGE = "Firefly man staring at the moon, moon is made of mechanical parts 74156.jpg"
 
 
 def config_table() -> dict[str, str]:
@@ -47,3 +54,82 @@ def test_serve_command_names_the_gunicorn_config():
     assert "gunicorn -c gunicorn.conf.py wsgi:app" in README
     assert subprocess.run(["git", "ls-files", "--error-unmatch", "gunicorn.conf.py", "wsgi.py"], cwd=ROOT,
                           capture_output=True).returncode == 0
+
+
+def test_the_test_command_states_no_count_or_duration_that_goes_stale():
+    assert not re.search(r"\b\d+ tests\b", README)
+    assert "a few minutes on 2 cores" in README
+
+
+def shell_blocks(text: str) -> list[str]:
+    """The ```bash blocks, line continuations joined."""
+    return [block.replace("\\\n", " ") for block in re.findall(r"^```bash\n(.*?)^```", text, re.MULTILINE | re.DOTALL)]
+
+
+def curl_file_fields(text: str) -> list[str]:
+    """Every `-F name=@file...` / `-F name=<file...` argument in the shell blocks, as the shell passes it to curl."""
+    args = [arg for block in shell_blocks(text) for arg in shlex.split(block, comments=True)]
+    return [value for flag, value in zip(args, args[1:], strict=False)
+            if flag in ("-F", "--form") and re.match(r"[^=]+=[@<]", value)]
+
+
+def test_the_seed_example_quotes_its_file_name_for_curl():
+    assert f"-F 'image-1=@\"{SEED_IMAGE}\"'" in README
+    assert f"image-1=@\"{SEED_IMAGE}\"" in curl_file_fields(README)
+
+
+@pytest.mark.parametrize("guide", GUIDES)
+def test_curl_file_names_with_separators_are_quoted(guide):
+    """curl reads `,` and `;` after `-F name=@` as separators unless the file name is in double quotes."""
+    for field in curl_file_fields(GUIDES[guide]):
+        path = field.split("=", 1)[1][1:]
+        if path.startswith('"'):
+            continue
+        name, *params = path.split(";")
+        assert "," not in name, field
+        assert all(param.split("=")[0] in ("type", "filename", "headers", "encoder") for param in params), field
+
+
+def docker_runs(text: str) -> list[list[str]]:
+    return [shlex.split(line, comments=True) for block in shell_blocks(text) for line in block.splitlines()
+            if line.startswith("docker run ")]
+
+
+ZIP_RUNS = [(guide, args) for guide in ("README.md", "docs/deployment.md") for args in docker_runs(GUIDES[guide])
+            if any(arg.endswith(".zip:ro") or arg.endswith(".zip") for arg in args)]
+
+
+def test_both_guides_show_both_ways_to_mount_the_zip():
+    for guide in ("README.md", "docs/deployment.md"):
+        text = GUIDES[guide]
+        assert "-v /path/to/clip-vit-large-patch14.zip:/model/clip-vit-large-patch14.zip:ro" in text, guide
+        assert "-v /path/to/clip-vit-large-patch14.zip:/clip.zip:ro -e CLIP_MODEL_DIR=/clip.zip" in text, guide
+    assert len(ZIP_RUNS) == 4
+
+
+@pytest.mark.parametrize("guide, args", ZIP_RUNS, ids=[f"{guide}-{i}" for i, (guide, _) in enumerate(ZIP_RUNS)])
+def test_documented_zip_mounts_work(model_dir, tmp_path, guide, args):
+    """Play the docker run line on a stand-in root: no file onto the image's /model directory, and
+    CLIP_MODEL_DIR (or its default) then finds the model."""
+    root = tmp_path / "root"
+    (root / "model").mkdir(parents=True)  # the image's VOLUME /model
+    env = {}
+    for flag, value in zip(args, args[1:], strict=False):
+        if flag == "-e":
+            env.update([value.split("=", 1)])
+        if flag == "-v" and ".zip:" in value:
+            target = root / PurePosixPath(value.split(":")[1]).relative_to("/")
+            assert not target.is_dir(), f"docker cannot mount a file onto the directory {value.split(':')[1]}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            zip_model(model_dir, target)
+    model = root / PurePosixPath(env.get("CLIP_MODEL_DIR", str(Settings().model_dir))).relative_to("/")
+    assert (resolve_model_dir(model, tmp_path / "cache") / "config.json").is_file()
+
+
+MOUNT_TEXTS = ["README.md", "docs/deployment.md", "docker-compose.yml", "Dockerfile", "Dockerfile.gpu",
+               *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "deploy").rglob("*.yaml"))]
+
+
+@pytest.mark.parametrize("path", MOUNT_TEXTS)
+def test_no_zip_is_mounted_onto_the_model_directory(path):
+    assert not re.search(r"\.zip:/model(?::ro)?(?![\w/.-])", (ROOT / path).read_text())
