@@ -26,8 +26,6 @@ bind = [f"0.0.0.0:{settings.port}"]
 workers = settings.workers
 threads = settings.request_threads
 worker_class = "clipsvc.worker.ClipWorker"
-# On GPUs the inference thread also merges concurrent requests' rows into one batch.
-batching = lifecycle.batching_enabled(settings)
 # PyTorch (and CUDA) must not be initialised in the master and inherited by forked workers.
 preload_app = False
 # A forward pass that runs longer than this gets the worker replaced (a CPU ViT-L/14 image is ~1.5 s, so
@@ -75,9 +73,9 @@ def post_fork(server, worker):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     gunicorn_errors.install()  # malformed-HTTP replies as JSON, like every other error
-    worker.configure(ClientLimits.from_settings(settings), lifecycle.worker_alive)
+    worker.configure(ClientLimits.from_settings(settings), lifecycle.worker_alive, lifecycle.worker_table())
     try:
-        encoder = lifecycle.load_worker_encoder(settings, batching)
+        encoder = lifecycle.load_worker_encoder(settings)
     except ModelLoadError as exc:
         worker.log.error("model failed to load: %s", exc, extra={"event": "model_error"})
         sys.exit(lifecycle.boot_failure_exit_code(server.WORKER_BOOT_ERROR))

@@ -145,6 +145,7 @@ def server_settings(args: argparse.Namespace) -> dict[str, str]:
     if args.device == "cuda":
         env.update(CLIP_THREADS=str(args.threads or ""), CLIP_MAX_BATCH=str(args.max_batch),
                    CLIP_LOG_LEVEL="debug")  # debug: the inference thread logs every batch's size and time
+    env.update(args.env)
     return env
 
 
@@ -357,6 +358,13 @@ def positive(text: str) -> int:
     return value
 
 
+def setting(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError("expected NAME=VALUE")
+    return name, value
+
+
 def client_counts(text: str) -> list[int]:
     """`1,4`: each count is measured on the same server, in the same rounds."""
     return [positive(part) for part in text.split(",")]
@@ -388,6 +396,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         help="how the service returns vectors (?encoding=)")
     parser.add_argument("--warmup", type=int, choices=range(0, 101), metavar="0-100", default=2,
                         help="unmeasured requests: direct, and per worker")
+    parser.add_argument("--env", type=setting, action="append", default=[], metavar="CLIP_X=VALUE",
+                        help="a server setting other than its default (repeat for several); the report lists them")
     parser.add_argument("--json", type=Path, help="write the report here as JSON")
     args = parser.parse_args(argv)
     if min(args.images, args.texts) < 0 or args.images + args.texts < 1:

@@ -61,11 +61,19 @@ class Batcher:
         """Block until this caller's rows are computed; its results only, in its order."""
         if not rows:
             return []
+        return self.wait(self.start(kind, rows), timeout)
+
+    def start(self, kind: str, rows: Sequence[Any]) -> _Job:
+        """Queue rows without waiting: the caller prepares more work meanwhile, then calls wait."""
         job = _Job(kind, list(rows))
         self._queue.put(job)
+        return job
+
+    def wait(self, job: _Job, timeout: float | None = None) -> list[Any]:
+        """This job's results, in its order, once computed."""
         if not job.done.wait(timeout):
             job.cancelled = True
-            raise BatchTimeout(f"{len(rows)} rows not computed within {timeout} s")
+            raise BatchTimeout(f"{len(job.rows)} rows not computed within {timeout} s")
         if job.error is not None:
             raise job.error
         return job.results

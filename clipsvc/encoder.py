@@ -73,11 +73,10 @@ class ClipEncoder:
         self.chunk = IMAGE_BATCH
         self.pixels = PixelRecipe.from_processor(processor)  # None: the processor does all of it
         self._image_graphs: CudaGraphs | None = None  # with batching on a GPU
+        # Without an inference thread (tests, benchmarks), forward passes run in the calling thread.
         self.batcher: Batcher | None = None
         self.budget: ThreadBudget | None = None
-        # Without an inference thread (tests, benchmarks), forward passes run in the calling thread.
-        self._image_rows: Callable[[list], list] = self.forward_images
-        self._text_rows: Callable[[list], list] = self.forward_texts
+        self.wait_timeout: float | None = None
         # Told the size of every forward pass ("image" or "text", rows); the metrics module listens here.
         self.on_forward: Callable[[str, int], None] = _ignore
 
@@ -138,9 +137,10 @@ class ClipEncoder:
 
         `budget` sets torch's threads before each forward pass (CPU); `timeout` bounds a request's wait.
         """
-        if merge:
+        if self.device.type == "cuda" and merge:
+            # On a CPU the chunk stays IMAGE_BATCH: a bigger pass only costs memory there. Graphs are captured
+            # before the inference thread starts: capture needs the GPU to itself.
             self.chunk = max_batch
-        if self.device.type == "cuda" and merge:  # before the inference thread starts: capture needs the GPU alone
             self._image_graphs = capture_or_none(
                 lambda x: _pooled(self.model.get_image_features(pixel_values=x)),
                 torch.zeros(1, 3, self.info.image_size, self.info.image_size, device=self.device, dtype=self.dtype),
@@ -148,8 +148,7 @@ class ClipEncoder:
         self.budget = budget
         runners = {"image": self._budgeted(self.forward_images), "text": self._budgeted(self.forward_texts)}
         self.batcher = Batcher(runners, max_batch, max_wait_ms, merge=merge)
-        self._image_rows = partial(self.batcher.submit, "image", timeout=timeout)
-        self._text_rows = partial(self.batcher.submit, "text", timeout=timeout)
+        self.wait_timeout = timeout
         self.info = replace(self.info, batching=merge, max_batch=self.chunk,
                             threads=budget.cores if budget and budget.fixed is None else self.info.threads,
                             dynamic_threads=bool(budget and budget.fixed is None and budget.table is not None))
@@ -164,18 +163,39 @@ class ClipEncoder:
                 return forward(rows)
         return run
 
+    def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """One request's images and texts as (n, embedding_dim) float32 rows of unit length.
+
+        The texts go to the model first: it computes them while this thread resizes the images.
+        """
+        texts_done = self._begin("text", self._tokens(texts))
+        images_done = self._begin("image", self.image_rows(images))
+        return self._rows(images_done()), self._rows(texts_done())
+
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, embedding_dim) float32 rows of unit length. Preprocessing runs in the calling thread."""
-        if not images:
-            return np.empty((0, self.info.embedding_dim), dtype=np.float32)
-        return np.stack(self._image_rows(self.image_rows(images)))
+        return self.encode(images, [])[0]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated."""
+        return self.encode([], texts)[1]
+
+    def _tokens(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
-            return np.empty((0, self.info.embedding_dim), dtype=np.float32)
-        tokens = self.tokenizer(list(texts), truncation=True, max_length=self.info.max_text_tokens)["input_ids"]
-        return np.stack(self._text_rows(tokens))
+            return []
+        return self.tokenizer(list(texts), truncation=True, max_length=self.info.max_text_tokens)["input_ids"]
+
+    def _begin(self, kind: str, rows: list) -> Callable[[], list[np.ndarray]]:
+        """Hand rows to the model; returns the call that waits for their vectors."""
+        if not rows:
+            return list
+        if self.batcher is None:
+            vectors = (self.forward_images if kind == "image" else self.forward_texts)(rows)
+            return lambda: vectors
+        return partial(self.batcher.wait, self.batcher.start(kind, rows), self.wait_timeout)
+
+    def _rows(self, vectors: list[np.ndarray]) -> np.ndarray:
+        return np.stack(vectors) if vectors else np.empty((0, self.info.embedding_dim), dtype=np.float32)
 
     def forward_images(self, rows: list[torch.Tensor]) -> list[np.ndarray]:
         """Rows from image_rows -> unit vectors, `chunk` at a time to bound memory."""

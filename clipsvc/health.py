@@ -36,6 +36,7 @@ def meta() -> dict:
         "device": info.device,
         "dtype": info.dtype,
         "torch_threads": info.threads,
+        "torch_threads_follow_load": info.dynamic_threads,
         "batching": info.batching,
         "max_batch": info.max_batch,
         "version": __version__,

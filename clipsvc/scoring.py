@@ -36,12 +36,11 @@ def clip_score(cosine: float) -> int:
 
 
 def embed_items(encoder: ClipEncoder, items: list[ImageItem | TextItem]) -> np.ndarray:
-    """Rows in item order, with one forward call for all images and one for all texts."""
+    """Rows in item order, with one forward call for all images and one for all texts (the texts first)."""
     images = [i for i, item in enumerate(items) if isinstance(item, ImageItem)]
     texts = [i for i, item in enumerate(items) if isinstance(item, TextItem)]
     rows = np.empty((len(items), encoder.info.embedding_dim), dtype=np.float32)
-    rows[images] = encoder.encode_images([items[i].image for i in images])
-    rows[texts] = encoder.encode_texts([items[i].text for i in texts])
+    rows[images], rows[texts] = encoder.encode([items[i].image for i in images], [items[i].text for i in texts])
     return rows
 
 

@@ -13,13 +13,16 @@ the first byte, and reads headers and body without any overall deadline. Here:
   1 Mbit/s gets through while a byte a second is cut off; a response is written under the same rule;
 - a cut-off request gets a JSON 408 `request_timeout` where a reply can still be sent, its connection is
   closed and its thread is free again;
-- a worker whose threads are all busy stops accepting, so new connections go to a worker that can serve them;
+- a worker accepts only while it has a free request thread and no other worker has fewer requests in hand
+  (clipsvc.workertable, which also breaks ties), so new connections go to the worker that can serve them
+  soonest;
 - gunicorn's worker timeout still replaces a worker whose forward pass runs past CLIP_WORKER_TIMEOUT.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import selectors
 import socket
 import time
@@ -33,8 +36,10 @@ from gunicorn.workers.gthread import TConn, ThreadWorker
 from . import gunicorn_errors
 from .errors import RequestTimeout
 from .settings import Settings
+from .workertable import WorkerTable
 
 LINGER_S = 1.0  # a closing connection's unread bytes are drained this long, in its request thread
+BALANCE_POLL_S = 0.05  # how often a worker that let others accept looks again (gthread's loop waits up to 1 s)
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,7 @@ class ClientSocket:
         self._received = 0
         self._request = None  # gunicorn's request being read, to mark it for closing on a timeout
         self.timed_out = False
+        self.in_hand = False  # counted in the worker table as a request this worker holds
 
     def expect_headers(self, deadline: float) -> None:
         self._deadline, self._body_start, self._request = deadline, None, None
@@ -161,10 +167,15 @@ class ClipWorker(ThreadWorker):
         super().__init__(*args, **kwargs)
         self.limits = ClientLimits()
         self.alive_check: Callable[[], bool] = lambda: True
+        self.table: WorkerTable | None = None
         self._in_threads = 0  # connections handed to request threads and not yet back (main thread only)
+        self._deferring = False  # a free thread, but the connection was left to a less loaded worker
 
-    def configure(self, limits: ClientLimits, alive_check: Callable[[], bool]) -> None:
-        self.limits, self.alive_check = limits, alive_check
+    def configure(self, limits: ClientLimits, alive_check: Callable[[], bool],
+                  table: WorkerTable | None = None) -> None:
+        self.limits, self.alive_check, self.table = limits, alive_check, table
+        if table is not None:
+            table.requests(os.getpid(), 0)  # an idle worker counts among the least loaded from the start
 
     def notify(self) -> None:
         """The heartbeat gunicorn's timeout watches; withheld while a forward pass runs past its grace."""
@@ -172,11 +183,22 @@ class ClipWorker(ThreadWorker):
             super().notify()
 
     def set_accept_enabled(self, enabled: bool) -> None:
-        """Accept only while a request thread is free: the other workers take new connections meanwhile."""
+        """Listen for new connections only with a free request thread (whether to take one is decided in accept)."""
         super().set_accept_enabled(enabled and self._in_threads < self.cfg.threads)
 
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        """After leaving a connection to another worker, listen again soon: the loads change without waking us."""
+        if self._deferring:
+            self._deferring = False
+            timeout = min(timeout, BALANCE_POLL_S)
+        super().wait_for_and_dispatch_events(timeout)
+
     def accept(self, listener) -> None:
-        """Park the new connection in the poller until it sends something, with its header deadline."""
+        """Take the connection only as the least loaded worker; park it in the poller with its header deadline."""
+        if self.table is not None and not self.table.should_accept(self.pid):
+            self.set_accept_enabled(False)  # gthread's loop listens again next time round
+            self._deferring = True
+            return
         try:
             client, address = listener.accept()
         except OSError as exc:
@@ -189,11 +211,33 @@ class ClipWorker(ThreadWorker):
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
+    def load_wsgi(self) -> None:
+        """The app, wrapped so that a request is counted off once its reply is computed, before it is sent."""
+        super().load_wsgi()
+        app = self.wsgi
+
+        def counted(environ, start_response):
+            try:
+                return app(environ, start_response)
+            finally:
+                self._count_off(environ["gunicorn.socket"])
+        self.wsgi = counted
+
     def enqueue_req(self, conn) -> None:
         self._in_threads += 1
         if self._in_threads >= self.cfg.threads:
             self.set_accept_enabled(False)
+        if self.table is not None and not conn.sock.in_hand:
+            conn.sock.in_hand = True
+            self.table.add_request(self.pid, +1)
         super().enqueue_req(conn)
+
+    def _count_off(self, sock: ClientSocket) -> None:
+        """Whichever comes first, the reply computed or the connection handed back: a client that reads the reply
+        and connects again at once finds this worker idle again, so one client stays on one warm worker."""
+        if self.table is not None and sock.in_hand:
+            sock.in_hand = False
+            self.table.add_request(self.pid, -1)
 
     def finish_request(self, conn, fs) -> None:
         self._in_threads -= 1
@@ -203,7 +247,10 @@ class ClipWorker(ThreadWorker):
         """In a request thread: one request with its deadlines; a connection that ends is closed here."""
         # Due from now, not from the connect: a request queued behind busy threads has done nothing wrong.
         conn.sock.expect_headers(time.monotonic() + self.limits.header_timeout)
-        keep = super().handle(conn)
+        try:
+            keep = super().handle(conn)
+        finally:
+            self._count_off(conn.sock)
         conn.sock.idle()
         if not keep:
             conn.linger()

@@ -188,10 +188,10 @@ def test_unknown_path_lists_every_endpoint(app, client):
 
 
 def test_unexpected_failure_is_a_json_500_without_traceback(client, encoder, monkeypatch, caplog):
-    def explode(texts):
+    def explode(images, texts):
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(encoder, "encode_texts", explode)
+    monkeypatch.setattr(encoder, "encode", explode)
     response = post_clip(client, {"text-1": "a"})
     assert_error(response, 500, "internal_server_error")
     assert "secret" not in response.get_data(as_text=True)

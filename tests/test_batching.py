@@ -13,7 +13,7 @@ from PIL import Image
 
 from clipsvc.batching import Batcher, BatchTimeout, WorkerAborted
 from clipsvc.encoder import ClipEncoder
-from clipsvc.lifecycle import batching_enabled
+from clipsvc.lifecycle import batch_plan
 from clipsvc.settings import Settings
 
 
@@ -130,14 +130,15 @@ def test_batching_on_the_cpu_captures_no_cuda_graphs(model_dir):
 
 
 @pytest.mark.parametrize("env, device, expected", [
-    ({"CLIP_BATCHING": "on"}, "cpu", True),
-    ({"CLIP_BATCHING": "off"}, "cuda", False),
-    ({"CLIP_BATCHING": "auto"}, "cuda", True),
-    ({"CLIP_BATCHING": "auto"}, "cpu", False),
+    ({}, "cpu", (True, 0.0)),  # the default: merge what is already waiting, never hold a request back
+    ({}, "cuda", (True, 5.0)),  # a GPU also waits a little for a fuller batch
+    ({"CLIP_BATCHING": "on", "CLIP_BATCH_WAIT_MS": "2"}, "cpu", (True, 2.0)),
+    ({"CLIP_BATCHING": "off"}, "cuda", (False, 0.0)),
+    ({"CLIP_BATCHING": "auto", "CLIP_BATCH_WAIT_MS": "9"}, "cuda", (True, 9.0)),
 ])
-def test_batching_defaults(env, device, expected):
-    settings = Settings.from_env({**env, "CLIP_DEVICE": device})
-    assert batching_enabled(settings) is expected
+def test_batch_plan(env, device, expected):
+    settings = Settings.from_env(env)
+    assert batch_plan(settings, device) == expected
     assert settings.request_threads == 8  # every worker is threaded, batching or not
 
 

@@ -150,6 +150,6 @@ def test_rank_counts_both_lists_before_decoding_anything(client):
 
 def test_a_bad_encoding_is_refused_before_the_model_runs(client, encoder, monkeypatch):
     calls = []
-    monkeypatch.setattr(encoder, "encode_texts", lambda texts: calls.append(texts))
+    monkeypatch.setattr(encoder, "encode", lambda images, texts: calls.append(texts))
     response = client.post("/syte_test/clip?encoding=bogus", content_type="multipart/form-data", data={"text-1": "a"})
     assert response.status_code == 400 and calls == []

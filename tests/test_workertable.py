@@ -1,0 +1,87 @@
+"""The worker table: shared across fork, counting busy workers and choosing the one to accept."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+from clipsvc.workertable import WorkerTable
+
+
+def _serve_one(table: WorkerTable, entered, release) -> None:
+    table.requests(os.getpid(), 1)
+    entered.set()
+    release.wait(10)
+    table.requests(os.getpid(), 0)
+
+
+def test_rows_are_shared_with_forked_children():
+    """The gunicorn master makes the table before forking; each worker's row is seen by every other."""
+    fork = multiprocessing.get_context("fork")
+    table, entered, release = WorkerTable(slots=4), fork.Event(), fork.Event()
+    child = fork.Process(target=_serve_one, args=(table, entered, release))
+    child.start()
+    try:
+        assert entered.wait(10), "the child never reported its request"
+        assert table.busy() == 1
+        assert table.computing(os.getpid(), True) == 2  # the child's request and this forward pass
+        table.computing(os.getpid(), False)
+        assert table.busy() == 1
+        assert table.should_accept(os.getpid()) and not table.should_accept(child.pid)
+    finally:
+        release.set()
+        child.join(10)
+    assert child.exitcode == 0 and table.busy() == 0
+
+
+def test_busy_counts_workers_with_requests_in_hand_or_a_forward_pass():
+    table = WorkerTable(slots=4)
+    table.requests(1, 0)
+    table.requests(2, 3)
+    assert table.busy() == 1
+    assert table.computing(1, True) == 2
+    table.computing(1, False)
+    table.requests(2, 0)
+    assert table.busy() == 0
+
+
+def test_the_least_loaded_worker_accepts_and_the_first_row_breaks_ties():
+    """One client at a time keeps going to the same warm worker; a busy one leaves new connections to others."""
+    table = WorkerTable(slots=4)
+    for pid in (1, 2, 3):
+        table.requests(pid, 0)
+    assert [table.should_accept(pid) for pid in (1, 2, 3)] == [True, False, False]
+    table.requests(1, 1)
+    assert [table.should_accept(pid) for pid in (1, 2, 3)] == [False, True, False]
+    table.requests(2, 1), table.requests(3, 1)
+    assert [table.should_accept(pid) for pid in (1, 2, 3)] == [True, False, False]
+    table.requests(1, 4)
+    assert [table.should_accept(pid) for pid in (1, 2, 3)] == [False, True, False]
+
+
+def test_a_dead_workers_row_is_freed_and_reused():
+    """The master removes an exited worker (it may have died mid-request): it no longer counts, its row is reused."""
+    table = WorkerTable(slots=2)
+    table.requests(1, 5)
+    table.requests(2, 1)
+    assert not table.should_accept(1)
+    table.remove(1)
+    assert table.busy() == 1
+    table.requests(3, 0)  # a replacement takes the free row
+    assert table.should_accept(3) and not table.should_accept(2)
+
+
+def test_a_full_table_ignores_newcomers_rather_than_failing():
+    table = WorkerTable(slots=1)
+    table.requests(1, 1)
+    table.requests(2, 7)  # no row left: not recorded
+    assert table.busy() == 1 and table.should_accept(2)
+
+
+def test_requests_are_counted_on_and_off_from_any_thread():
+    table = WorkerTable(slots=2)
+    table.add_request(1, +1), table.add_request(1, +1), table.add_request(1, -1)
+    table.requests(2, 0)
+    assert table.busy() == 1 and table.should_accept(2)
+    table.add_request(1, -1), table.add_request(1, -1)  # never below zero
+    assert table.busy() == 0 and table.should_accept(1)
