@@ -35,6 +35,7 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_MODEL_CACHE_DIR=/tmp/clipsvc-models \
     WEB_CONCURRENCY=2 \
     CLIP_DEVICE=auto \
+    CLIP_CPU_PACKED_WEIGHTS=on \
     CLIP_MAX_REQUEST_MB=64 \
     CLIP_MAX_IMAGE_MB=20 \
     CLIP_MAX_IMAGE_PIXELS=40000000 \

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from functools import partial
@@ -45,6 +46,7 @@ class EncoderInfo:
     batching: bool = False
     max_batch: int = IMAGE_BATCH
     dynamic_threads: bool = False  # threads (the most) shrink while other workers compute too
+    packed_weights: bool = False  # oneDNN's packed linear weights (CPU)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -81,8 +83,14 @@ class ClipEncoder:
         self.on_forward: Callable[[str, int], None] = _ignore
 
     @classmethod
-    def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None) -> ClipEncoder:
-        """Load weights, tokenizer and image processor from a resolved model directory."""
+    def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None,
+             packed_weights: bool = False) -> ClipEncoder:
+        """Load weights, tokenizer and image processor from a resolved model directory.
+
+        `packed_weights` (CPU only): the linear layers get oneDNN's packed copy of their weights, which they use
+        without repacking on every call; forward passes are ~20% faster with 2 threads, but the copy is this
+        process's own, not the weights file's pages that every worker shares.
+        """
         started = time.perf_counter()
         transformers_logging.disable_progress_bar()  # a progress bar is not a JSON log line
         if threads is not None:
@@ -96,6 +104,9 @@ class ClipEncoder:
             tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
             processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
             model.to(target).eval()  # inside the try: a GPU out of memory is a load failure too
+            packed_weights = packed_weights and target.type == "cpu" and torch.backends.mkldnn.is_available()
+            if packed_weights:
+                model = _packed(model)
             # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
             tokenizer(["warm up"], truncation=True, max_length=model.config.text_config.max_position_embeddings)
         except Exception as exc:  # transformers raises many types for a broken directory
@@ -109,6 +120,7 @@ class ClipEncoder:
             device=str(target),
             dtype=str(dtype).removeprefix("torch."),
             threads=torch.get_num_threads(),
+            packed_weights=packed_weights,
             load_seconds=round(time.perf_counter() - started, 3),
             logit_scale=round(model.logit_scale.detach().exp().item(), 4),
         )
@@ -129,7 +141,10 @@ class ClipEncoder:
         batch = torch.stack(rows)
         if batch.dtype != torch.uint8:
             return batch.to(device, dtype)
-        return self.pixels.normalise(batch.to(device)).to(dtype)
+        pixels = self.pixels.normalise(batch.to(device)).to(dtype)
+        # On a CPU the channels-last view slows every layer after the patch embedding (ViT-B/32: 89-95 against
+        # 85-86 ms a forward pass); one copy to the processor's own layout costs 0.1 ms.
+        return pixels if device.type == "cuda" else pixels.contiguous()
 
     def start_inference_thread(self, max_batch: int = 64, max_wait_ms: float = 5, merge: bool = True,
                                timeout: float | None = None, budget: ThreadBudget | None = None) -> None:
@@ -221,6 +236,14 @@ class ClipEncoder:
                                                       attention_mask=tokens["attention_mask"].to(self.device))
                 vectors.extend(_unit_rows(output))
         return vectors
+
+
+def _packed(model: CLIPModel) -> CLIPModel:
+    """The model with oneDNN linear layers (torch.utils.mkldnn), which hold their weights packed once."""
+    with warnings.catch_warnings():  # the module is built on torch.jit.script_method, deprecated since torch 2.10
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torch.utils import mkldnn
+    return mkldnn.to_mkldnn(model)
 
 
 def _ignore(kind: str, rows: int) -> None:

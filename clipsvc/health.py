@@ -37,6 +37,7 @@ def meta() -> dict:
         "dtype": info.dtype,
         "torch_threads": info.threads,
         "torch_threads_follow_load": info.dynamic_threads,
+        "packed_weights": info.packed_weights,
         "batching": info.batching,
         "max_batch": info.max_batch,
         "version": __version__,

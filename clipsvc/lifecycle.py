@@ -102,7 +102,8 @@ def load_worker_encoder(settings: Settings) -> ClipEncoder:
     """
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
-    encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker)
+    encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker,
+                               packed_weights=settings.cpu_packed_weights)
     budget = ThreadBudget(cpu_count(), _workers, fixed=settings.torch_threads)
     # A backstop for requests queued behind a stuck forward pass: gunicorn replaces the worker first.
     wait = settings.worker_timeout + 2 * HEARTBEAT_GRACE + 5

@@ -291,7 +291,8 @@ def _meta_schema() -> dict:
               "max_text_words": integer, "max_items": integer}
     fields = {"model": string, "model_path": string, "embedding_dim": integer, "image_size": integer,
               "max_text_tokens": integer, "device": string, "dtype": string, "torch_threads": integer,
-              "torch_threads_follow_load": {"type": "boolean"}, "batching": {"type": "boolean"},
+              "torch_threads_follow_load": {"type": "boolean"}, "packed_weights": {"type": "boolean"},
+              "batching": {"type": "boolean"},
               "max_batch": integer, "version": string,
               "limits": {"type": "object", "required": list(limits), "properties": limits}}
     return {"type": "object", "required": list(fields), "properties": fields}
