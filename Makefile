@@ -9,7 +9,7 @@ PIP_FLAGS ?=
 CLIP_MODEL_DIR ?= models/vit-l-14
 STANDIN_DIR ?= models/vit-l-14
 STANDIN_ARCH ?= vit-l-14
-BENCH_ARGS ?= --workers 1 --clients 1 --requests 20
+BENCH_ARGS ?= --clients 1,4 --requests 40 --rounds 4
 IMAGE ?= clipsvc
 GPU_IMAGE ?= clipsvc-gpu
 
