@@ -239,11 +239,17 @@ class ClipEncoder:
 
 
 def _packed(model: CLIPModel) -> CLIPModel:
-    """The model with oneDNN linear layers (torch.utils.mkldnn), which hold their weights packed once."""
+    """The image tower with oneDNN linear layers (torch.utils.mkldnn), which hold their weights packed once.
+
+    Only the image tower: its inputs have few shapes (rows per pass), while texts come in every length, and
+    oneDNN keeps state per shape that made a worker's memory grow under varied texts.
+    """
     with warnings.catch_warnings():  # the module is built on torch.jit.script_method, deprecated since torch 2.10
         warnings.simplefilter("ignore", DeprecationWarning)
         from torch.utils import mkldnn
-    return mkldnn.to_mkldnn(model)
+    model.vision_model = mkldnn.to_mkldnn(model.vision_model)
+    model.visual_projection = mkldnn.to_mkldnn(model.visual_projection)
+    return model
 
 
 def _ignore(kind: str, rows: int) -> None:
