@@ -87,9 +87,9 @@ class ClipEncoder:
              packed_weights: bool = False) -> ClipEncoder:
         """Load weights, tokenizer and image processor from a resolved model directory.
 
-        `packed_weights` (CPU only): the linear layers get oneDNN's packed copy of their weights, which they use
-        without repacking on every call; forward passes are ~20% faster with 2 threads, but the copy is this
-        process's own, not the weights file's pages that every worker shares.
+        `packed_weights` (CPU only): the image tower's linear layers get oneDNN's packed copy of their weights,
+        which they use without repacking on every call; image passes are ~20% faster with 2 threads, but the copy
+        is this process's own, not the weights file's pages that every worker shares.
         """
         started = time.perf_counter()
         transformers_logging.disable_progress_bar()  # a progress bar is not a JSON log line

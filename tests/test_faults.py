@@ -603,5 +603,7 @@ def test_max_requests_recycles_workers_without_dropping_a_request(model_dir, tmp
     # 81 requests (with wait_ready's probe) at most 20 per worker life means at least 5 lives: 3 recycles at least.
     assert len(recycled) >= 3
     assert len(served) >= 3
-    assert max(served.values()) <= max_requests + jitter
-    assert all(max_requests <= served.get(pid, max_requests) <= max_requests + jitter for pid in recycled)
+    # A threaded worker finishes the requests it already holds after its last one: with 3 clients, 2 more at most.
+    held = 2
+    assert max(served.values()) <= max_requests + jitter + held
+    assert all(max_requests <= served.get(pid, max_requests) <= max_requests + jitter + held for pid in recycled)
