@@ -60,12 +60,12 @@ def test_checker_catches_crossed_and_broken_responses(load) -> None:
 
 
 def test_load_and_soak_over_real_gunicorn(load, model_dir: Path, tmp_path: Path) -> None:
-    """2 workers, 4 clients, 12 s of the valid/invalid mix; RSS measured after a warm-up of 30 per worker."""
+    """2 workers, 4 clients, 12 s of the valid/invalid mix; RSS measured after the warm-up (WARMUP_PER_WORKER)."""
     report = load.run_load(model_dir, workers=2, clients=4, duration=12, max_requests=20_000,
-                           warmup_per_worker=30, log_path=tmp_path / "server.log")
+                           log_path=tmp_path / "server.log")
     print(load.render(report))
 
-    assert report["requests"] > 100 and report["warmup"]["requests"] == 60
+    assert report["requests"] > 100 and report["warmup"]["requests"] == 2 * load.WARMUP_PER_WORKER
     # Every request got exactly one response, carrying its own request_id and its own keys and vectors,
     # and the server logged it exactly once with the same status.
     for phase in (report, report["warmup"]):
