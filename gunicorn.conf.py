@@ -5,8 +5,9 @@ import signal
 import sys
 
 from clipsvc import gunicorn_errors, lifecycle
+from clipsvc.encoder import ModelLoadError
 from clipsvc.logs import logging_config
-from clipsvc.modeldir import ModelDirError, ModelLoadError
+from clipsvc.modeldir import ModelDirError
 from clipsvc.settings import Settings, SettingsError
 from clipsvc.worker import ClientLimits
 

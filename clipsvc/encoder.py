@@ -18,12 +18,15 @@ from transformers.utils import logging as transformers_logging
 from .batching import Batcher
 from .cputhreads import ThreadBudget
 from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
-from .modeldir import ModelLoadError
 from .pixels import PixelRecipe
 
 # Rows per forward pass without batching: bounds activation memory for a request with many images.
 IMAGE_BATCH = 8
 TEXT_BATCH = 256
+
+
+class ModelLoadError(RuntimeError):
+    """The weights or their companions could not be loaded; the message names the path."""
 
 
 @dataclass(frozen=True)

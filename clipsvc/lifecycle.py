@@ -9,15 +9,12 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .cputhreads import ThreadBudget
+from .encoder import ClipEncoder
 from .modeldir import resolve_model_dir
 from .settings import METRICS_DIR_ENV, Settings, cpu_count
 from .workertable import WorkerTable
-
-if TYPE_CHECKING:  # the master imports this module and must not load torch: the workers import the encoder
-    from .encoder import ClipEncoder
 
 log = logging.getLogger("clipsvc.lifecycle")
 
@@ -103,8 +100,6 @@ def load_worker_encoder(settings: Settings) -> ClipEncoder:
 
     Every forward pass runs in the encoder's one inference thread, batched as `batch_plan` says.
     """
-    from .encoder import ClipEncoder  # torch, transformers: in the worker only
-
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
     encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -25,10 +24,8 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
+from .encoder import ClipEncoder
 from .settings import METRICS_DIR_ENV
-
-if TYPE_CHECKING:  # imported by the gunicorn master, which never loads torch
-    from .encoder import ClipEncoder
 
 EXTENSION_KEY = "clipsvc.metrics"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)

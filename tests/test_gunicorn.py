@@ -107,18 +107,6 @@ def test_both_workers_loaded_the_model_and_every_line_is_json(served):
     assert set(mine[0]["counters"]) == {"requests", "images", "texts", "errors"}
 
 
-def mapped_libraries(pid: int) -> set[str]:
-    return {line.split()[-1].rsplit("/", 1)[-1] for line in open(f"/proc/{pid}/maps") if ".so" in line}
-
-
-def test_only_the_workers_load_torch(served):
-    """The master never runs a model: it must not hold torch's libraries (hundreds of MB) or initialise them."""
-    master = served.process.pid
-    workers = [int(p) for p in open(f"/proc/{master}/task/{master}/children").read().split()]
-    assert not [lib for lib in mapped_libraries(master) if "torch" in lib]
-    assert all(any("libtorch" in lib for lib in mapped_libraries(pid)) for pid in workers)
-
-
 def test_sigterm_stops_cleanly(model_dir, tmp_path):
     with gunicorn(model_dir, tmp_path / "log") as server:
         assert server.stop() == 0
