@@ -38,6 +38,15 @@ def test_documented_defaults_equal_the_code(field, spec):
     assert getattr(Settings.from_env({var: default.strip("`")}), field) == getattr(Settings(), field)
 
 
+def test_the_module_map_lists_every_module_and_no_other():
+    """The README's "How it is built" is a newcomer's map: a module added or removed without it is a defect."""
+    block = README.split("## How it is built", 1)[1].split("```")[1]
+    listed = set(re.findall(r"(?:^  |, )([a-z_]+\.py)", block.split("clipsvc/", 1)[1].split("tests/", 1)[0],
+                            flags=re.MULTILINE))
+    modules = {path.name for path in (ROOT / "clipsvc").glob("*.py")} - {"__init__.py"}
+    assert listed == modules
+
+
 def test_docker_run_line_uses_the_default_port_and_model_path():
     settings = Settings()
     assert f"docker run -v /path/to/host/model:{settings.model_dir} -p {settings.port}:{settings.port}" in README
