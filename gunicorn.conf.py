@@ -5,11 +5,11 @@ import signal
 import sys
 
 from clipsvc import gunicorn_errors, lifecycle
+from clipsvc.deadlines import ClientLimits
 from clipsvc.encoder import ModelLoadError
 from clipsvc.logs import logging_config
 from clipsvc.modeldir import ModelDirError
 from clipsvc.settings import Settings, SettingsError
-from clipsvc.worker import ClientLimits
 
 try:
     settings = Settings.from_env()

@@ -10,7 +10,8 @@ the first byte, and reads headers and body without any overall deadline. Here:
   within CLIP_HEADER_TIMEOUT_S;
 - the body must start within CLIP_CLIENT_TIMEOUT_S and keep a minimum rate: each CLIP_CLIENT_MIN_RATE
   bytes received add one second (Apache's mod_reqtimeout `body=20,MinRate=500`), so a 20 MB photo over
-  1 Mbit/s gets through while a byte a second is cut off; a response is written under the same rule;
+  1 Mbit/s gets through while a byte a second is cut off; a response is written under the same rule
+  (clipsvc.deadlines);
 - a cut-off request gets a JSON 408 `request_timeout` where a reply can still be sent, its connection is
   closed and its thread is free again;
 - a worker accepts only while it has a free request thread and no other worker has fewer requests in hand
@@ -24,140 +25,18 @@ from __future__ import annotations
 import errno
 import os
 import selectors
-import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 
-from gunicorn import util
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.workers.gthread import ThreadWorker
 
 from . import gunicorn_errors
+from .deadlines import ClientConn, ClientLimits, ClientSocket
 from .errors import RequestTimeout
-from .settings import Settings
 from .workertable import WorkerTable
 
-LINGER_S = 1.0  # a closing connection's unread bytes are drained this long, in its request thread
 BALANCE_POLL_S = 0.05  # how often a worker that let others accept looks again (gthread's loop waits up to 1 s)
-
-
-@dataclass(frozen=True)
-class ClientLimits:
-    """How long a client may take to send its request (and to take its response)."""
-
-    header_timeout: float = 5
-    body_timeout: float = 20
-    min_rate: int = 500  # bytes per second; 0: no extension, the body must arrive within body_timeout
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ClientLimits:
-        return cls(settings.header_timeout_s, settings.client_timeout_s, settings.client_min_rate)
-
-    def allowance(self, nbytes: int) -> float:
-        """Seconds to receive (or send) `nbytes`: the timeout plus one second per `min_rate` bytes."""
-        return self.body_timeout + (nbytes / self.min_rate if self.min_rate else 0)
-
-
-class ClientSocket:
-    """A client's socket whose reads are held to the request's deadlines; everything else is the socket's own."""
-
-    def __init__(self, sock: socket.socket, limits: ClientLimits):
-        self._sock = sock
-        self.limits = limits
-        self._deadline: float | None = None  # headers: one fixed deadline
-        self._body_start: float | None = None  # body: a deadline that grows with the bytes received
-        self._received = 0
-        self._request = None  # gunicorn's request being read, to mark it for closing on a timeout
-        self.timed_out = False
-        self.in_hand = False  # counted in the worker table as a request this worker holds
-
-    def expect_headers(self, deadline: float) -> None:
-        self._deadline, self._body_start, self._request = deadline, None, None
-
-    def expect_body(self, request) -> None:
-        self._deadline, self._body_start, self._received, self._request = None, time.monotonic(), 0, request
-
-    def idle(self) -> None:
-        """Between requests: gunicorn's own code (draining, closing) sets its own timeouts."""
-        self._deadline = self._body_start = self._request = None
-
-    def recv(self, size: int) -> bytes:
-        if self._body_start is not None:
-            deadline = self._body_start + self.limits.allowance(self._received)
-        elif self._deadline is not None:
-            deadline = self._deadline
-        else:
-            return self._sock.recv(size)
-        data = self._timed(self._sock.recv, deadline - time.monotonic(), size)
-        self._received += len(data)
-        return data
-
-    def sendall(self, data: bytes) -> None:
-        """A response, with the same allowance as a body of its size: a client that stops reading is dropped."""
-        try:
-            self._timed(self._sock.sendall, self.limits.allowance(len(data)), data)
-        except RequestTimeout:
-            raise BrokenPipeError(errno.EPIPE, "the client did not take the response in time") from None
-
-    def _timed(self, call: Callable, seconds: float, *args):
-        if seconds <= 0:
-            raise self._timeout()
-        previous = self._sock.gettimeout()
-        self._sock.settimeout(seconds)
-        try:
-            return call(*args)
-        except TimeoutError:
-            raise self._timeout() from None
-        finally:
-            self._sock.settimeout(previous)
-
-    def _timeout(self) -> RequestTimeout:
-        self.timed_out = True
-        if self._request is not None:
-            self._request.must_close = True  # the reply says Connection: close; the rest of the body is unread
-        if self._body_start is not None:
-            waited = time.monotonic() - self._body_start
-            return RequestTimeout(
-                f"The request body came too slowly: {self._received} bytes in {waited:.0f} s. A body must start "
-                f"within {self.limits.body_timeout:g} s (CLIP_CLIENT_TIMEOUT_S) and keep up at least "
-                f"{self.limits.min_rate} bytes/s (CLIP_CLIENT_MIN_RATE); send it again.")
-        return RequestTimeout(
-            f"The request line and headers did not arrive within {self.limits.header_timeout:g} s "
-            "(CLIP_HEADER_TIMEOUT_S); send them again.")
-
-    def __getattr__(self, name: str):
-        return getattr(self._sock, name)
-
-
-class ClientConn(TConn):
-    """gunicorn's connection, whose lingering close may already have happened in its request thread."""
-
-    lingered = False
-
-    def linger(self) -> None:
-        """In the request thread: half-close, then drain what the client still sends, for at most LINGER_S.
-
-        Closing with unread bytes makes the kernel send a reset, which can destroy the reply just sent. gunicorn
-        drains in its main loop, up to 2 s per connection of a client that keeps trickling; here only this
-        thread waits.
-        """
-        self.lingered = True
-        try:
-            self.sock.shutdown(socket.SHUT_WR)
-            deadline = time.monotonic() + LINGER_S
-            while (remaining := deadline - time.monotonic()) > 0:
-                self.sock.settimeout(remaining)
-                if not self.sock.recv(65536):
-                    break
-        except OSError:  # reset, timed out, or already gone: nothing more to wait for
-            pass
-
-    def close(self, graceful: bool = False) -> None:
-        if self.lingered:
-            util.close(self.sock)
-        else:
-            super().close(graceful)
 
 
 class ClipWorker(ThreadWorker):
