@@ -1,9 +1,10 @@
 """One inference thread per worker: request threads hand it rows, it runs the model, one forward pass at a time.
 
 Request threads (gunicorn's gthread) read, decode and preprocess in parallel; only this thread runs the model,
-so two forward passes never compete inside one worker. With `merge` (GPUs) it also gathers rows of the same
-kind from several requests into one batch: on a GPU a forward pass of 64 images costs little more than one of
-a single image. On a CPU a batch costs as much as its rows one by one, so each request's rows run alone.
+so two forward passes never compete inside one worker. With `merge` it also gathers rows of the same kind from
+several requests into one batch, waiting up to `max_wait_ms` for more: on a GPU a forward pass of 64 images costs
+little more than one of a single image; on a CPU (no wait) one pass over the rows already waiting reads the
+weights once (clipsvc.lifecycle.batch_plan decides).
 """
 
 from __future__ import annotations

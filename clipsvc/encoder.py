@@ -77,8 +77,9 @@ class ClipEncoder:
         self._image_graphs: CudaGraphs | None = None  # with batching on a GPU
         # Without an inference thread (tests, benchmarks), forward passes run in the calling thread.
         self.batcher: Batcher | None = None
-        self.budget: ThreadBudget | None = None
         self.wait_timeout: float | None = None
+        self._forwards: dict[str, Callable[[list], list[np.ndarray]]] = {
+            "image": self.forward_images, "text": self.forward_texts}
         # Told the size of every forward pass ("image" or "text", rows); the metrics module listens here.
         self.on_forward: Callable[[str, int], None] = _ignore
 
@@ -160,21 +161,20 @@ class ClipEncoder:
                 lambda x: _pooled(self.model.get_image_features(pixel_values=x)),
                 torch.zeros(1, 3, self.info.image_size, self.info.image_size, device=self.device, dtype=self.dtype),
                 graph_sizes(max_batch))
-        self.budget = budget
-        runners = {"image": self._budgeted(self.forward_images), "text": self._budgeted(self.forward_texts)}
+        runners = {kind: self._budgeted(forward, budget) for kind, forward in self._forwards.items()}
         self.batcher = Batcher(runners, max_batch, max_wait_ms, merge=merge)
         self.wait_timeout = timeout
         self.info = replace(self.info, batching=merge, max_batch=self.chunk,
                             threads=budget.cores if budget and budget.fixed is None else self.info.threads,
                             dynamic_threads=bool(budget and budget.fixed is None and budget.table is not None))
 
-    def _budgeted(self, forward: Callable[[list], list]) -> Callable[[list], list]:
+    def _budgeted(self, forward: Callable[[list], list], budget: ThreadBudget | None) -> Callable[[list], list]:
         """`forward` with torch's threads set by the budget first (none on a GPU: the model does not use them)."""
-        if self.budget is None or self.device.type != "cpu":
+        if budget is None or self.device.type != "cpu":
             return forward
 
         def run(rows: list) -> list:
-            with self.budget.forward():
+            with budget.forward():
                 return forward(rows)
         return run
 
@@ -205,7 +205,7 @@ class ClipEncoder:
         if not rows:
             return list
         if self.batcher is None:
-            vectors = (self.forward_images if kind == "image" else self.forward_texts)(rows)
+            vectors = self._forwards[kind](rows)
             return lambda: vectors
         return partial(self.batcher.wait, self.batcher.start(kind, rows), self.wait_timeout)
 

@@ -53,13 +53,19 @@ class Overloaded(ApiError, ServiceUnavailable):
 
 
 class RequestTimeout(ApiError, _RequestTimeout):
-    """The client sent its request too slowly (clipsvc.worker's deadlines); its connection is closed."""
+    """The client sent its request too slowly (clipsvc.deadlines); its connection is closed."""
 
     error_code = "request_timeout"
 
 
 class WorkerTimeout(ApiError, ServiceUnavailable):
+    """A forward pass ran past gunicorn's timeout: the requests this worker holds are answered, then it goes."""
+
     error_code = "worker_timeout"
+
+
+WORKER_TIMEOUT_MESSAGE = ("A forward pass in this worker ran longer than CLIP_WORKER_TIMEOUT; the worker is being "
+                          "replaced. Send the request again, with fewer items if it was large.")
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> dict:
@@ -117,9 +123,7 @@ def handle_batch_timeout(exc: BatchTimeout) -> Response:
 
 
 def handle_worker_aborted(exc: WorkerAborted) -> Response:
-    return _json_response(WorkerTimeout(
-        "A forward pass in this worker ran longer than CLIP_WORKER_TIMEOUT; the worker is being replaced. "
-        "Send the request again, with fewer items if it was large."))
+    return _json_response(WorkerTimeout(WORKER_TIMEOUT_MESSAGE))
 
 
 def register_error_handlers(app: Flask) -> None:

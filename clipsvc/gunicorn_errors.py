@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 from gunicorn import util
 
-from .errors import error_body
+from .errors import WORKER_TIMEOUT_MESSAGE, WorkerTimeout, error_body
 from .request_id import RESPONSE_HEADER, new_request_id
 
 
@@ -25,9 +25,8 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """After gunicorn's timeout signal the request was cut off: that is a timeout, not a server bug (500)."""
-    write_error_json(sock, 503, "Service Unavailable", "worker_timeout",
-           "The request took longer than CLIP_WORKER_TIMEOUT (a body sent too slowly, or too much work); "
-           "it was stopped and the worker replaced. Send it again, smaller or faster.")
+    timeout = WorkerTimeout(WORKER_TIMEOUT_MESSAGE)
+    write_error_json(sock, timeout.code, timeout.name, timeout.error_code, timeout.description)
 
 
 def write_error_json(sock, status_int: int, reason: str, code: str, message: str) -> None:

@@ -147,7 +147,7 @@ class ClipWorker(ThreadWorker):
         if isinstance(exc, RequestTimeout):
             self.log.info("client too slow: %s", exc.description, extra={"event": "client_timeout"})
             try:
-                gunicorn_errors.write_error_json(client, exc.code, "Request Timeout", exc.error_code, exc.description)
+                gunicorn_errors.write_error_json(client, exc.code, exc.name, exc.error_code, exc.description)
             except OSError:
                 pass
             return
