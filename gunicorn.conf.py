@@ -4,11 +4,11 @@ import logging
 import signal
 import sys
 
-from clipsvc import gunicorn_errors, lifecycle
-from clipsvc.deadlines import ClientLimits
-from clipsvc.encoder import ModelLoadError
-from clipsvc.logs import logging_config
-from clipsvc.modeldir import ModelDirError
+from clipsvc.encoder.model import ModelLoadError
+from clipsvc.encoder.modeldir import ModelDirError
+from clipsvc.server import gunicorn_errors, lifecycle
+from clipsvc.server.deadlines import ClientLimits
+from clipsvc.server.logs import logging_config
 from clipsvc.settings import Settings, SettingsError
 
 try:
@@ -20,12 +20,12 @@ except SettingsError as exc:
 bind = [f"0.0.0.0:{settings.port}"]
 
 # --- Workers: one model per process. Each serves `threads` connections at once in request threads, which
-# read, decode and preprocess, while one inference thread runs the model (clipsvc.batching); torch threads
-# follow the load (clipsvc.cputhreads). The worker class is gunicorn's gthread with client deadlines
-# (clipsvc.worker): idle and slow clients cannot take the threads.
+# read, decode and preprocess, while one inference thread runs the model (clipsvc.encoder.batching); torch threads
+# follow the load (clipsvc.encoder.cputhreads). The worker class is gunicorn's gthread with client deadlines
+# (clipsvc.server.worker): idle and slow clients cannot take the threads.
 workers = settings.workers
 threads = settings.request_threads
-worker_class = "clipsvc.worker.ClipWorker"
+worker_class = "clipsvc.server.worker.ClipWorker"
 # PyTorch (and CUDA) must not be initialised in the master and inherited by forked workers.
 preload_app = False
 # A forward pass that runs longer than this gets the worker replaced (a CPU ViT-L/14 image is ~1.5 s, so

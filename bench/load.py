@@ -592,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="clipsvc-standin-") as tmp:
         model_dir = args.model_dir
         if model_dir is None:
-            from clipsvc.standin import build_standin
+            from clipsvc.encoder.standin import build_standin
 
             model_dir = build_standin(Path(tmp) / "clip-tiny", arch="tiny")
         report = run_load(model_dir, args.workers, args.clients, args.duration, args.max_requests, args.warmup,

@@ -52,8 +52,8 @@ import perf_direct as direct  # noqa: E402
 import perf_served as served_side  # noqa: E402
 from perf_served import Payload, children, smaps_rollup  # noqa: E402
 
+from clipsvc.encoder.standin import ARCHS, build_standin  # noqa: E402
 from clipsvc.settings import Settings  # noqa: E402
-from clipsvc.standin import ARCHS, build_standin  # noqa: E402
 
 MODELS_ROOT = ROOT / "models"  # git-ignored; stand-ins are built here once and reused
 CAPTION = "Man staring at the moon, moon is made of mechanical parts"  # the user's seed example

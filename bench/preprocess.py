@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from clipsvc.encoder import ClipEncoder  # noqa: E402
-from clipsvc.imaging import decode_image  # noqa: E402
-from clipsvc.standin import build_standin  # noqa: E402
+from clipsvc.encoder.model import ClipEncoder  # noqa: E402
+from clipsvc.encoder.standin import build_standin  # noqa: E402
+from clipsvc.parsing.images import decode_image  # noqa: E402
 
 SIZES = [(640, 480), (1920, 1080), (4000, 3000)]
 

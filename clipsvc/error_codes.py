@@ -7,7 +7,7 @@ the classes themselves, and tests/test_openapi.py checks that every `error_code`
 from __future__ import annotations
 
 from .errors import ApiError
-from .parsing import MAX_FORM_MEMORY_BYTES
+from .parsing.form import MAX_FORM_MEMORY_BYTES
 
 # code -> (HTTP status, when). The one list of what clients can see in `error.code`.
 ERRORS: dict[str, tuple[int, str]] = {

@@ -15,9 +15,9 @@ from werkzeug.exceptions import (
 )
 from werkzeug.exceptions import RequestTimeout as _RequestTimeout
 
-from .batching import BatchTimeout, WorkerAborted
+from .encoder.batching import BatchTimeout, WorkerAborted
 
-log = logging.getLogger("clipsvc.errors")
+log = logging.getLogger(__name__)
 
 
 class ApiError(HTTPException):
@@ -53,7 +53,7 @@ class Overloaded(ApiError, ServiceUnavailable):
 
 
 class RequestTimeout(ApiError, _RequestTimeout):
-    """The client sent its request too slowly (clipsvc.deadlines); its connection is closed."""
+    """The client sent its request too slowly (clipsvc.server.deadlines); its connection is closed."""
 
     error_code = "request_timeout"
 

@@ -111,7 +111,7 @@ class Settings:
     model_cache_dir: Path | None = _setting(None, "CLIP_MODEL_CACHE_DIR", Path, _anything, "a writable directory")
     port: int = _setting(8081, "PORT", _whole_number, _between(1, 65535), "1-65535")
     workers: int = _setting(2, "WEB_CONCURRENCY", _whole_number, _at_least(1), "at least 1")
-    # None: per forward pass, cores ÷ the workers busy at that moment (clipsvc.cputhreads).
+    # None: per forward pass, cores ÷ the workers busy at that moment (clipsvc.encoder.cputhreads).
     torch_threads: int | None = _setting(None, "CLIP_TORCH_THREADS", _whole_number, _optional_at_least(1),
                                          "at least 1")
     device: str = _setting("auto", "CLIP_DEVICE", _lower,
@@ -147,7 +147,7 @@ class Settings:
         "host names separated by commas, e.g. images.example.com,*.cdn.example.com:8443")
     fetch_timeout_s: float = _setting(5, "CLIP_FETCH_TIMEOUT_S", _number, _above_up_to(0, 60),
                                       "seconds, more than 0 and at most 60")
-    # A new connection's request line and headers, all of them (clipsvc.worker).
+    # A new connection's request line and headers, all of them (clipsvc.server.worker).
     header_timeout_s: float = _setting(5, "CLIP_HEADER_TIMEOUT_S", _number, _above_up_to(0, 300),
                                        "seconds, more than 0 and at most 300")
     # The body's first bytes; every client_min_rate bytes then add a second.

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipsvc.app import create_app
-from clipsvc.encoder import ClipEncoder
+from clipsvc.encoder.model import ClipEncoder
+from clipsvc.encoder.standin import build_standin
 from clipsvc.settings import Settings
-from clipsvc.standin import build_standin
+from clipsvc.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -11,9 +11,9 @@ from conftest import image_bytes
 from gunicorn_server import gunicorn
 from PIL import Image
 
-from clipsvc.batching import Batcher, BatchTimeout, WorkerAborted
-from clipsvc.encoder import ClipEncoder
-from clipsvc.lifecycle import batch_plan
+from clipsvc.encoder.batching import Batcher, BatchTimeout, WorkerAborted
+from clipsvc.encoder.model import ClipEncoder
+from clipsvc.server.lifecycle import batch_plan
 from clipsvc.settings import Settings
 
 
@@ -94,7 +94,7 @@ def test_a_caller_that_waits_too_long_gets_a_timeout_and_its_rows_are_dropped():
 
 def test_each_batch_is_logged_at_debug_level(batcher, caplog):
     """bench/perf.py reads these lines to see how full the batches were and how long they took."""
-    with caplog.at_level("DEBUG", logger="clipsvc.batching"):
+    with caplog.at_level("DEBUG", logger="clipsvc.encoder.batching"):
         assert batcher.submit("x", [1, 2, 3]) == [2, 4, 6]
     (record,) = [r for r in caplog.records if getattr(r, "event", None) == "batch"]
     assert (record.batcher, record.kind, record.rows, record.callers) == ("clip-inference", "x", 3, 1)

@@ -7,8 +7,8 @@ import threading
 import pytest
 import torch
 
-from clipsvc.cputhreads import ThreadBudget
-from clipsvc.workertable import WorkerTable
+from clipsvc.encoder.cputhreads import ThreadBudget
+from clipsvc.server.workertable import WorkerTable
 
 
 @pytest.fixture

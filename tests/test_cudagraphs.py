@@ -2,7 +2,7 @@
 
 import pytest
 
-from clipsvc.cudagraphs import graph_sizes
+from clipsvc.encoder.cudagraphs import graph_sizes
 
 
 @pytest.mark.parametrize("max_batch, sizes", [

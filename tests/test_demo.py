@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from test_dockerfile import dockerignored, final_copy_sources
 
-from clipsvc.demo import ASSETS
+from clipsvc.web.demo import ASSETS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}

@@ -39,10 +39,10 @@ from test_dockerfile import (
 )
 
 from clipsvc import __version__
-from clipsvc.app import create_app
-from clipsvc.modeldir import resolve_model_dir
+from clipsvc.encoder.modeldir import resolve_model_dir
+from clipsvc.encoder.standin import ARCHS
 from clipsvc.settings import ENV_VARS, Settings
-from clipsvc.standin import ARCHS
+from clipsvc.web.app import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "deploy" / "k8s"

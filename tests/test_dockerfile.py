@@ -281,7 +281,7 @@ def test_every_copied_file_exists_and_is_not_dockerignored():
 
 
 def test_the_package_is_complete_in_the_build_context():
-    modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "clipsvc").glob("*.py"))
+    modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "clipsvc").rglob("*.py"))
     assert "clipsvc/__init__.py" in modules
     assert [m for m in modules if dockerignored(m)] == []
 
@@ -409,7 +409,7 @@ def test_dependency_step_pins_every_requirement(line):
 
 def _third_party_imports() -> set[str]:
     names: set[str] = set()
-    for path in [ROOT / "wsgi.py", ROOT / "gunicorn.conf.py", *(ROOT / "clipsvc").glob("*.py")]:
+    for path in [ROOT / "wsgi.py", ROOT / "gunicorn.conf.py", *(ROOT / "clipsvc").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
             if isinstance(node, ast.Import):
                 names.update(alias.name.split(".")[0] for alias in node.names)

@@ -9,8 +9,8 @@ from conftest import post_clip
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from clipsvc.encoder import ClipEncoder, ModelLoadError
-from clipsvc.standin import build_standin
+from clipsvc.encoder.model import ClipEncoder, ModelLoadError
+from clipsvc.encoder.standin import build_standin
 
 
 def noise_jpeg(seed: int = 0, size=(320, 240)) -> bytes:

@@ -4,16 +4,16 @@
 import pytest
 from conftest import post_clip
 
-from clipsvc.app import create_app
+from clipsvc.web.app import create_app
 
 
 def test_importing_and_building_the_app_loads_no_model(settings, monkeypatch):
-    import clipsvc.encoder
+    import clipsvc.encoder.model
 
     def refuse(*args, **kwargs):
         raise AssertionError("create_app must not load a model")
 
-    monkeypatch.setattr(clipsvc.encoder.ClipEncoder, "load", classmethod(refuse))
+    monkeypatch.setattr(clipsvc.encoder.model.ClipEncoder, "load", classmethod(refuse))
     app = create_app(settings)
     assert app.extensions["clipsvc.encoder"] is None
 

@@ -26,7 +26,7 @@ from conftest import image_bytes
 from gunicorn_server import gunicorn
 from urllib3 import encode_multipart_formdata
 
-from clipsvc.standin import build_standin
+from clipsvc.encoder.standin import build_standin
 
 WORKERS = 2  # gunicorn_server's WEB_CONCURRENCY
 CLIENT_TIMEOUT = 2  # CLIP_CLIENT_TIMEOUT_S and CLIP_HEADER_TIMEOUT_S for the slow-client tests

@@ -7,7 +7,7 @@ import pytest
 from conftest import image_bytes
 from PIL import Image
 
-from clipsvc.imaging import ImageRejected, decode_image
+from clipsvc.parsing.images import ImageRejected, decode_image
 
 LIMIT = 40_000_000
 

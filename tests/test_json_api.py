@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import image_bytes, post_clip
 
-from clipsvc.json_items import parse_items
+from clipsvc.parsing.json_items import parse_items
 from clipsvc.settings import Settings
 
 PNG = image_bytes("PNG", (32, 24))

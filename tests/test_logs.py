@@ -3,7 +3,7 @@ import logging
 
 from conftest import post_clip
 
-from clipsvc.logs import JsonFormatter, logging_config
+from clipsvc.server.logs import JsonFormatter, logging_config
 
 
 def record(**extra) -> logging.LogRecord:

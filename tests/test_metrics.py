@@ -68,7 +68,7 @@ def test_counts_after_known_traffic_in_one_process(app, client):
 
 
 def test_metrics_are_per_app_without_gunicorn(app, client, settings, encoder):
-    from clipsvc.app import create_app
+    from clipsvc.web.app import create_app
 
     post_clip(client, {"text-1": "counted here"})
     other = create_app(settings, encoder).test_client()

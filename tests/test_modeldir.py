@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsvc.modeldir import ModelDirError, resolve_model_dir
+from clipsvc.encoder.modeldir import ModelDirError, resolve_model_dir
 
 
 def zip_model(model_dir: Path, archive: Path, inner: str = "clip-vit-large-patch14") -> Path:
@@ -108,7 +108,7 @@ def cut(path: Path, keep) -> None:
     ("bin", lambda n: n - 100, "not a readable torch checkpoint"),
 ])
 def test_truncated_weights_are_caught_before_any_worker_loads(tmp_path, weights, keep, message):
-    from clipsvc.standin import build_standin
+    from clipsvc.encoder.standin import build_standin
 
     path = build_standin(tmp_path / "m", arch="tiny", weights=weights)
     cut(path / ("model.safetensors" if weights == "safetensors" else "pytorch_model.bin"), keep)
@@ -118,7 +118,7 @@ def test_truncated_weights_are_caught_before_any_worker_loads(tmp_path, weights,
 
 
 def test_bin_weights_pass_the_check(tmp_path):
-    from clipsvc.standin import build_standin
+    from clipsvc.encoder.standin import build_standin
 
     path = build_standin(tmp_path / "m", arch="tiny", weights="bin")
     assert resolve_model_dir(path) == path

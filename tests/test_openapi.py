@@ -12,11 +12,11 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
-from clipsvc import docs
-from clipsvc.app import create_app
 from clipsvc.error_codes import error_catalogue
-from clipsvc.openapi import build_spec
 from clipsvc.settings import Settings
+from clipsvc.web import docs
+from clipsvc.web.app import create_app
+from clipsvc.web.openapi import build_spec
 
 CLIPSVC = Path(__file__).resolve().parent.parent / "clipsvc"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}

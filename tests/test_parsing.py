@@ -8,7 +8,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from clipsvc.errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
-from clipsvc.parsing import URLENCODED, FormParser, parse_form, require_form
+from clipsvc.parsing.form import URLENCODED, FormParser, parse_form, require_form
 from clipsvc.settings import Settings
 
 SETTINGS = Settings(max_items=4, max_image_mb=0.01, max_request_mb=1)

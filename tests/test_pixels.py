@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clipsvc.encoder import ClipEncoder
+from clipsvc.encoder.model import ClipEncoder
 
 
 @pytest.mark.parametrize("size", [(640, 480), (480, 640), (224, 224), (225, 224), (1000, 333), (97, 61), (3, 500)])

@@ -8,7 +8,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 from test_modeldir import zip_model
 
-from clipsvc.modeldir import resolve_model_dir
+from clipsvc.encoder.modeldir import resolve_model_dir
 from clipsvc.settings import ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,10 +41,18 @@ def test_documented_defaults_equal_the_code(field, spec):
 def test_the_module_map_lists_every_module_and_no_other():
     """The README's "How it is built" is a newcomer's map: a module added or removed without it is a defect."""
     block = README.split("## How it is built", 1)[1].split("```")[1]
-    listed = set(re.findall(r"(?:^  |, )([a-z_]+\.py)", block.split("clipsvc/", 1)[1].split("tests/", 1)[0],
-                            flags=re.MULTILINE))
-    modules = {path.name for path in (ROOT / "clipsvc").glob("*.py")} - {"__init__.py"}
-    assert listed == modules
+    tree = block.split("clipsvc/", 1)[1].split("tests/", 1)[0]
+    listed, package = set(), ""
+    for line in tree.splitlines():
+        if match := re.match(r"^  ([a-z_]+)/ ", line):
+            package = match[1] + "/"
+        elif line.startswith("  ") and not line.startswith("   "):
+            package = ""
+        if line.startswith(("  ", "    ")):
+            names = re.match(r"^ +([a-z_]+\.py(?:, [a-z_]+\.py)*)", line)
+            listed |= {package + name for name in names[1].split(", ")} if names else set()
+    modules = {p.relative_to(ROOT / "clipsvc").as_posix() for p in (ROOT / "clipsvc").rglob("*.py")}
+    assert listed == modules - {"__init__.py"} - {p for p in modules if p.endswith("/__init__.py")}
 
 
 def test_docker_run_line_uses_the_default_port_and_model_path():

@@ -22,8 +22,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from clipsvc.openapi import build_spec
 from clipsvc.settings import Settings
+from clipsvc.web.openapi import build_spec
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
           response_headers_conformance]

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from clipsvc.parsing import ImageItem, ParsedRequest, TextItem
-from clipsvc.scoring import clip_score, embed
+from clipsvc.parsing.form import ImageItem, ParsedRequest, TextItem
+from clipsvc.web.scoring import clip_score, embed
 
 
 @pytest.mark.parametrize("cosine, score", [

@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import image_bytes
 
-from clipsvc.encoder import ClipEncoder, ModelLoadError
-from clipsvc.standin import build_standin
+from clipsvc.encoder.model import ClipEncoder, ModelLoadError
+from clipsvc.encoder.standin import build_standin
 
 
 class Payload:

@@ -3,7 +3,7 @@ import json
 import pytest
 from transformers import CLIPConfig, CLIPTokenizer
 
-from clipsvc.standin import ARCHS, PREPROCESSOR_CONFIG, byte_alphabet, main, vocab_and_merges
+from clipsvc.encoder.standin import ARCHS, PREPROCESSOR_CONFIG, byte_alphabet, main, vocab_and_merges
 
 
 def test_the_directory_has_the_real_layout(model_dir):

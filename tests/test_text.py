@@ -1,6 +1,6 @@
 import pytest
 
-from clipsvc.text import TextRejected, clean_text, validate_text
+from clipsvc.parsing.texts import TextRejected, clean_text, validate_text
 
 
 @pytest.mark.parametrize("raw, cleaned", [

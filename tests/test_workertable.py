@@ -5,7 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 
-from clipsvc.workertable import WorkerTable
+from clipsvc.server.workertable import WorkerTable
 
 
 def _serve_one(table: WorkerTable, entered, release) -> None:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from .errors import InvalidInput, UnsupportedContentType
+from ..errors import InvalidInput, UnsupportedContentType
+from ..parsing.form import check_item_count, vector_encoding
+from ..parsing.json_items import parse_items
+from ..server.logs import count_items
 from .extensions import get_encoder, get_settings
-from .json_items import parse_items
-from .logs import count_items
-from .parsing import check_item_count, vector_encoding
 from .scoring import embed_items, rank
 from .serialize import vector_json
 

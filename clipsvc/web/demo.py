@@ -8,7 +8,7 @@ from flask import Blueprint, Response
 
 from .pages import harden, send_asset
 
-ASSETS = Path(__file__).with_name("demo")
+ASSETS = Path(__file__).with_name("demo_assets")
 # Only this app's own files: no inline script or style, no other origin, not framable. blob: is the image preview.
 CSP = ("default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; form-action 'none'; "
        "frame-ancestors 'none'")

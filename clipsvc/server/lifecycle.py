@@ -10,13 +10,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from .cputhreads import ThreadBudget
-from .encoder import ClipEncoder
-from .modeldir import resolve_model_dir
-from .settings import METRICS_DIR_ENV, Settings, cpu_count
+from ..encoder.cputhreads import ThreadBudget
+from ..encoder.model import ClipEncoder
+from ..encoder.modeldir import resolve_model_dir
+from ..settings import METRICS_DIR_ENV, Settings, cpu_count
 from .workertable import WorkerTable
 
-log = logging.getLogger("clipsvc.lifecycle")
+log = logging.getLogger(__name__)
 
 BOOT_FAILURE_WAIT = 60  # seconds; the master normally stops the worker within one
 # A worker stops telling gunicorn it is alive once one forward pass has run this long, so gunicorn's own

@@ -14,10 +14,10 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 
-from .errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
-from .imaging import ImageRejected, decode_image
-from .settings import Settings
-from .text import TextRejected, validate_text
+from ..errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
+from ..settings import Settings
+from .images import ImageRejected, decode_image
+from .texts import TextRejected, validate_text
 
 ID_PATTERN = "[A-Za-z0-9_-]{1,64}"  # the <id> of image-<id> / text-<id>; the OpenAPI document quotes it
 KEY_PATTERN = re.compile(rf"(image|text)-({ID_PATTERN})")

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from .errors import PayloadTooLarge
+from ..errors import PayloadTooLarge
+from ..parsing.form import URLENCODED, ParsedRequest, parse_form, require_form, vector_encoding
+from ..server.logs import count_items
 from .extensions import get_encoder, get_settings
-from .logs import count_items
-from .parsing import URLENCODED, ParsedRequest, parse_form, require_form, vector_encoding
 from .scoring import embed
 from .serialize import embeddings_body
 

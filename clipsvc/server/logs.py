@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass
 
 from flask import Flask, Response, g, has_request_context, request
 
-from .errors import InvalidInput
-from .parsing import ImageItem
+from ..errors import InvalidInput
+from ..parsing.form import ImageItem
 from .request_id import RESPONSE_HEADER, incoming_request_id, is_safe, new_request_id
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.

@@ -4,7 +4,7 @@ Request threads (gunicorn's gthread) read, decode and preprocess in parallel; on
 so two forward passes never compete inside one worker. With `merge` it also gathers rows of the same kind from
 several requests into one batch, waiting up to `max_wait_ms` for more: on a GPU a forward pass of 64 images costs
 little more than one of a single image; on a CPU (no wait) one pass over the rows already waiting reads the
-weights once (clipsvc.lifecycle.batch_plan decides).
+weights once (clipsvc.server.lifecycle.batch_plan decides).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger("clipsvc.batching")
+log = logging.getLogger(__name__)
 
 
 class BatchTimeout(TimeoutError):

@@ -12,16 +12,22 @@ import logging
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Protocol
 
-from .workertable import WorkerTable
+log = logging.getLogger(__name__)
 
-log = logging.getLogger("clipsvc.cputhreads")
+
+class BusyWorkers(Protocol):
+    """The server's view of its workers (clipsvc.server.workertable.WorkerTable); the encoder needs only this."""
+
+    def computing(self, pid: int, flag: bool) -> int:
+        """Mark `pid` in or out of a forward pass; the number of busy workers, this one included."""
 
 
 class ThreadBudget:
     """Sets torch's threads before each forward pass: `fixed` when the operator chose a number, else cores ÷ busy."""
 
-    def __init__(self, cores: int, table: WorkerTable | None = None, fixed: int | None = None):
+    def __init__(self, cores: int, table: BusyWorkers | None = None, fixed: int | None = None):
         self.cores = max(1, cores)
         self.table = table
         self.fixed = fixed

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import torch
 
-log = logging.getLogger("clipsvc.cudagraphs")
+log = logging.getLogger(__name__)
 
 
 def graph_sizes(max_batch: int) -> list[int]:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 
-from . import __version__
-from .error_codes import COMMON, ENCODE_CODES, MULTIPART_CODES, RANK_CODES, error_catalogue
+from .. import __version__
+from ..error_codes import COMMON, ENCODE_CODES, MULTIPART_CODES, RANK_CODES, error_catalogue
+from ..parsing.form import ID_PATTERN as ID
+from ..parsing.form import MAX_FORM_MEMORY_BYTES, MULTIPART, URLENCODED
+from ..server.request_id import MAX_LENGTH as REQUEST_ID_MAX
+from ..settings import Settings
 from .pages import TYPES
-from .parsing import ID_PATTERN as ID
-from .parsing import MAX_FORM_MEMORY_BYTES, MULTIPART, URLENCODED
-from .request_id import MAX_LENGTH as REQUEST_ID_MAX
-from .settings import Settings
 
 JSON = "application/json"
 # What the demo's files and Swagger UI's (docs.ASSETS: a stylesheet, a script, an icon) are served as.

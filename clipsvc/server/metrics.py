@@ -24,10 +24,10 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from .encoder import ClipEncoder
-from .settings import METRICS_DIR_ENV
+from ..encoder.model import ClipEncoder
+from ..settings import METRICS_DIR_ENV
 
-EXTENSION_KEY = "clipsvc.metrics"
+EXTENSION_KEY = "clipsvc.server.metrics"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 

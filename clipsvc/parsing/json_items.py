@@ -10,10 +10,10 @@ import base64
 import binascii
 import re
 
-from .errors import InvalidInput, PayloadTooLarge
+from ..errors import InvalidInput, PayloadTooLarge
+from ..settings import Settings
 from .fetch import fetch_all
-from .parsing import ImageItem, TextItem, check_item_count, image_item, text_item
-from .settings import Settings
+from .form import ImageItem, TextItem, check_item_count, image_item, text_item
 
 ITEM_KEYS = ("text", "img_blob", "img_uri")
 _DATA_URI = re.compile(r"data:(?:image/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)", re.DOTALL | re.IGNORECASE)

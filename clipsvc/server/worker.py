@@ -11,11 +11,11 @@ the first byte, and reads headers and body without any overall deadline. Here:
 - the body must start within CLIP_CLIENT_TIMEOUT_S and keep a minimum rate: each CLIP_CLIENT_MIN_RATE
   bytes received add one second (Apache's mod_reqtimeout `body=20,MinRate=500`), so a 20 MB photo over
   1 Mbit/s gets through while a byte a second is cut off; a response is written under the same rule
-  (clipsvc.deadlines);
+  (clipsvc.server.deadlines);
 - a cut-off request gets a JSON 408 `request_timeout` where a reply can still be sent, its connection is
   closed and its thread is free again;
 - a worker accepts only while it has a free request thread and no other worker has fewer requests in hand
-  (clipsvc.workertable, which also breaks ties), so new connections go to the worker that can serve them
+  (clipsvc.server.workertable, which also breaks ties), so new connections go to the worker that can serve them
   soonest;
 - gunicorn's worker timeout still replaces a worker whose forward pass runs past CLIP_WORKER_TIMEOUT.
 """
@@ -31,9 +31,9 @@ from functools import partial
 
 from gunicorn.workers.gthread import ThreadWorker
 
+from ..errors import RequestTimeout
 from . import gunicorn_errors
 from .deadlines import ClientConn, ClientLimits, ClientSocket
-from .errors import RequestTimeout
 from .workertable import WorkerTable
 
 BALANCE_POLL_S = 0.05  # how often a worker that let others accept looks again (gthread's loop waits up to 1 s)

@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from .errors import InvalidInput, PayloadTooLarge
-from .settings import Settings
+from ..errors import InvalidInput, PayloadTooLarge
+from ..settings import Settings
 
 MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 4096

@@ -11,7 +11,7 @@ from http import HTTPStatus
 
 from gunicorn import util
 
-from .errors import WORKER_TIMEOUT_MESSAGE, WorkerTimeout, error_body
+from ..errors import WORKER_TIMEOUT_MESSAGE, WorkerTimeout, error_body
 from .request_id import RESPONSE_HEADER, new_request_id
 
 

@@ -4,7 +4,7 @@
 CLIP_HEADER_TIMEOUT_S; the body must start within CLIP_CLIENT_TIMEOUT_S, and each CLIP_CLIENT_MIN_RATE bytes
 add one second (Apache's mod_reqtimeout `body=20,MinRate=500`); a reply is written under the same rule. A
 read past its deadline raises our 408 `RequestTimeout` and marks the request for closing. `ClientConn` closes
-such connections with a short linger in the request thread. clipsvc.worker uses both.
+such connections with a short linger in the request thread. clipsvc.server.worker uses both.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from gunicorn import util
 from gunicorn.workers.gthread import TConn
 
-from .errors import RequestTimeout
-from .settings import Settings
+from ..errors import RequestTimeout
+from ..settings import Settings
 
 LINGER_S = 1.0  # a closing connection's unread bytes are drained this long, in its request thread
 

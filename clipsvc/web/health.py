@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from . import __version__
-from .errors import ModelNotReady
+from .. import __version__
+from ..errors import ModelNotReady
 from .extensions import get_encoder, get_settings, loaded_encoder
 
 bp = Blueprint("health", __name__)

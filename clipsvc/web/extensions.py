@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, current_app
 
-from .encoder import ClipEncoder
-from .errors import ModelNotReady
-from .settings import Settings
+from ..encoder.model import ClipEncoder
+from ..errors import ModelNotReady
+from ..settings import Settings
 
 SETTINGS_KEY = "clipsvc.settings"
 ENCODER_KEY = "clipsvc.encoder"

@@ -1,8 +1,8 @@
 """What every worker of one gunicorn server is doing, in memory the master shares with the workers it forks.
 
-Two decisions read it. Torch threads follow the load (clipsvc.cputhreads): a worker serving alone takes all the
+Two decisions read it. Torch threads follow the load (clipsvc.encoder.cputhreads): a worker serving alone takes all the
 cores for a forward pass, workers serving together share them. New connections go to the least loaded workers
-(clipsvc.worker): a threaded worker that already has requests in hand lets an idle one accept, as gunicorn's
+(clipsvc.server.worker): a threaded worker that already has requests in hand lets an idle one accept, as gunicorn's
 sync workers did by accepting only when free.
 """
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from flask import Flask, Request
 
-from . import api, demo, docs, extensions, health, json_api, lifecycle
-from .encoder import ClipEncoder
-from .errors import register_error_handlers
-from .logs import RequestLog
-from .metrics import Metrics
-from .parsing import MAX_FORM_MEMORY_BYTES, FormParser
-from .settings import Settings
+from ..encoder.model import ClipEncoder
+from ..errors import register_error_handlers
+from ..parsing.form import MAX_FORM_MEMORY_BYTES, FormParser
+from ..server import lifecycle
+from ..server.logs import RequestLog
+from ..server.metrics import Metrics
+from ..settings import Settings
+from . import clip, demo, docs, extensions, health, json_api
 
 
 class FormRequest(Request):
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     RequestLog(app)
     Metrics().init_app(app, encoder)
     register_error_handlers(app)
-    app.register_blueprint(api.bp)
+    app.register_blueprint(clip.bp)
     app.register_blueprint(json_api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(demo.bp)
