@@ -7,9 +7,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from test_dockerfile import dockerignored, final_copy_sources
 
 from clipsvc.web.demo import ASSETS
+from testkit.dockerfile import final_copy_sources
+from testkit.dockerignore import dockerignored
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTENT_TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".png": "image/png"}

@@ -1,0 +1,15 @@
+"""What the tests and the benchmarks share, so each is written once.
+
+- server: the one runner of real `gunicorn -c gunicorn.conf.py wsgi:app` on a free loopback port
+- procs: the master's workers, their memory, from /proc
+- jsonlog: the server's JSON-lines log, read tolerantly (a line still being written waits for the next read)
+- rawhttp: HTTP/1.1 by hand on a socket, for clients that misbehave on purpose
+- faults: bounded waits, client load threads and reported figures for the fault tests
+- images: encoded test pictures
+- dockerfile, dockerignore: small readers of the Dockerfile and .dockerignore
+- kustomize, deploy: a small kustomize and the repo's deployment files read through it
+"""
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent

@@ -1,0 +1,67 @@
+"""The Makefile: every target defined and phony, each prints the commands the README and the guides name."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from clipsvc.encoder.standin import ARCHS
+from testkit import ROOT
+from testkit.deploy import MAKE_TARGETS, MAKEFILE, app_container, compose
+
+README = ROOT / "README.md"
+
+
+def make_dry_run(target: str) -> str:
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    # A clean environment: the Makefile's `?=` defaults, not this shell's CLIP_MODEL_DIR or MAKEFLAGS.
+    result = subprocess.run([make, "--no-print-directory", "-n", target], cwd=ROOT, capture_output=True, text=True,
+                            env={"PATH": "/usr/bin:/bin"}, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def readme_test_command() -> str:
+    """`ruff check . && python -m pytest`: the README's test command after the venv and install steps."""
+    command = re.search(r"^python3 -m venv .+pytest$", README.read_text(), flags=re.MULTILINE).group(0)
+    return command.split("&& ", 3)[-1]
+
+
+def test_every_target_is_defined_and_phony():
+    text = MAKEFILE.read_text()
+    defined = set(re.findall(r"^([A-Za-z0-9_-]+):(?!=)", text, flags=re.MULTILINE))
+    phony = {name for line in re.findall(r"^\.PHONY:(.*)$", text, flags=re.MULTILINE) for name in line.split()}
+    assert set(MAKE_TARGETS) <= defined
+    assert set(MAKE_TARGETS) <= phony
+
+
+@pytest.mark.parametrize("target, expected", MAKE_TARGETS.items())
+def test_make_prints(target, expected):
+    output = make_dry_run(target)
+    for text in expected:
+        assert text in output
+
+
+def test_make_test_runs_the_readme_test_command_in_the_venv():
+    output = make_dry_run("test").strip()
+    assert output == f". .venv/bin/activate && {readme_test_command()}"
+
+
+def test_make_standin_and_bench_name_real_architectures():
+    assert "vit-l-14" in ARCHS and "vit-b-32" in ARCHS
+    bench = (ROOT / "bench" / "perf.py").read_text()
+    for flag in re.findall(r"--[a-z-]+", make_dry_run("bench")):
+        assert f'"{flag}"' in bench, f"bench/perf.py has no {flag}"
+
+
+def test_image_names_agree_across_makefile_compose_and_kubernetes():
+    assert compose()["services"]["clipsvc"]["image"] in make_dry_run("docker").split()
+    assert compose()["services"]["clipsvc-gpu"]["image"] in make_dry_run("docker-gpu").split()
+    assert app_container("cpu")["image"].split(":")[0] == compose()["services"]["clipsvc"]["image"]
+    assert app_container("gpu")["image"].split(":")[0] == compose()["services"]["clipsvc-gpu"]["image"]
+
