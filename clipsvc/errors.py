@@ -1,134 +1,126 @@
-"""Our error types and the one handler that turns every error into the same JSON body."""
+"""Every error a client can see, declared once: its code, HTTP status and meaning, and the one type raised.
+
+Code raises errors by name (`ApiError(Code.TOO_MANY_ITEMS, message, field=...)`); the status comes from
+this table, and the OpenAPI document, the README's table and tests read it too. The Flask handler that
+turns them into JSON is clipsvc.web.errors; gunicorn's own replies use `error_body` too.
+"""
 
 from __future__ import annotations
 
-import logging
+from enum import Enum
 
-from flask import Flask, Response, current_app, json, request
-from werkzeug.exceptions import (
-    BadRequest,
-    HTTPException,
-    InternalServerError,
-    RequestEntityTooLarge,
-    ServiceUnavailable,
-    UnsupportedMediaType,
-)
-from werkzeug.exceptions import RequestTimeout as _RequestTimeout
+from werkzeug.exceptions import HTTPException
 
-from .encoder.batching import BatchTimeout, WorkerAborted
+from .settings import MAX_FORM_MEMORY_BYTES, MAX_TEXT_FILE_BYTES, env_var
 
-log = logging.getLogger(__name__)
+
+class Code(Enum):
+    """`error.code` (the member's name in lower case): (HTTP status, when it happens)."""
+
+    EMPTY_REQUEST = 400, "no `image-<id>` / `text-<id>` part at all (also a form body that cannot be parsed)"
+    UNKNOWN_KEY = 400, "a form key other than `image-<id>` / `text-<id>` (`field` is the key)"
+    DUPLICATE_KEY = 400, "the same form key twice"
+    TOO_MANY_ITEMS = 400, f"more items (images + texts, all lists of the request together) than {env_var('max_items')}"
+    IMAGE_NOT_A_FILE = 400, ("`image-<id>` sent as a plain text value instead of a file part (also any `image-<id>` "
+                             "in a urlencoded body: images need multipart/form-data)")
+    EMPTY_FILE = 400, "a zero-byte image"
+    UNSUPPORTED_IMAGE = 400, "not an image in a supported format (identified by content, never by name)"
+    INVALID_IMAGE = 400, "a truncated or corrupt image"
+    TOO_MANY_PIXELS = 400, f"more pixels than {env_var('max_image_pixels')} (read from the header, before decoding)"
+    EMPTY_TEXT = 400, "nothing left of a text after removing characters outside printable ASCII"
+    TEXT_TOO_LONG = 400, (f"more words than {env_var('max_text_words')} (or a text file part over "
+                          f"{MAX_TEXT_FILE_BYTES // 1024} KiB)")
+    INVALID_REQUEST_ID = 400, "a request_id / X-Request-ID header that is not a short token (see RequestId)"
+    INVALID_ENCODING = 400, "?encoding= other than float or base64"
+    INVALID_JSON = 400, "JSON endpoints: the body is not valid JSON"
+    INVALID_ITEMS = 400, "JSON endpoints: not a non-empty list of items (/rank: not an object with two lists)"
+    INVALID_ITEM = 400, "JSON endpoints: an item without exactly one of text, img_blob, img_uri, or not a string"
+    INVALID_BASE64 = 400, "JSON endpoints: img_blob (or a data: URI's payload) is not valid base64"
+    INVALID_URI = 400, "JSON endpoints: img_uri is neither a data: URI nor an http(s) URL"
+    URL_FETCH_DISABLED = 400, f"img_uri is an http(s) URL and {env_var('fetch_allow_hosts')} is not set"
+    URL_HOST_NOT_ALLOWED = 400, f"img_uri's host is not in {env_var('fetch_allow_hosts')}"
+    URL_ADDRESS_FORBIDDEN = 400, "img_uri's host resolves to a private, loopback or otherwise forbidden address"
+    URL_REDIRECT_REFUSED = 400, "img_uri redirected to another host, from https to http, or more than 3 times"
+    URL_FETCH_FAILED = 400, "fetching img_uri failed (connection, timeout, or a non-200 status)"
+    BAD_REQUEST = 400, "gunicorn could not parse the HTTP request itself (malformed request line or headers)"
+    FORBIDDEN = 403, "gunicorn: a PROXY-protocol or TLS request it refuses"
+    NOT_FOUND = 404, "unknown path"
+    METHOD_NOT_ALLOWED = 405, "a method the path does not serve, e.g. GET /syte_test/clip (see the Allow header)"
+    REQUEST_TIMEOUT = 408, (f"the request line and headers ({env_var('header_timeout_s')}) or the body "
+                            f"({env_var('client_timeout_s')}, then {env_var('client_min_rate')} bytes a second) "
+                            "came too slowly; the connection is closed")
+    REQUEST_TOO_LARGE = 413, f"the body is over {env_var('max_request_mb')} (refused from Content-Length, unread)"
+    IMAGE_TOO_LARGE = 413, f"one image is over {env_var('max_image_mb')}"
+    FORM_TOO_LARGE = 413, (f"more form parts or fields than 2 x {env_var('max_items')} + 16, or a text part (a "
+                           f"urlencoded body: the whole body) over {MAX_FORM_MEMORY_BYTES} bytes")
+    URL_TOO_LARGE = 413, f"the image fetched from img_uri is over {env_var('max_image_mb')}"
+    URI_TOO_LONG = 414, "gunicorn: the request line is too long"
+    UNSUPPORTED_MEDIA_TYPE = 415, ("the body is neither multipart/form-data nor application/x-www-form-urlencoded "
+                                   "(/encode, /rank: not application/json)")
+    EXPECTATION_FAILED = 417, "gunicorn: an Expect header other than 100-continue"
+    REQUEST_HEADER_FIELDS_TOO_LARGE = 431, "gunicorn: too many or too large headers"
+    INTERNAL_SERVER_ERROR = 500, "a bug: the details go to the log only"
+    NOT_IMPLEMENTED = 501, "gunicorn: a Transfer-Encoding it does not support"
+    MODEL_NOT_READY = 503, "this worker has no model loaded (yet)"
+    WORKER_TIMEOUT = 503, f"a forward pass ran past {env_var('worker_timeout')}; the worker is replaced"
+    INFERENCE_TIMEOUT = 503, f"the request waited for the model longer than {env_var('worker_timeout')} (overload)"
+
+    def __init__(self, status: int, meaning: str):
+        self.status = status
+        self.meaning = meaning
+
+    @property
+    def id(self) -> str:
+        """What clients see in `error.code`."""
+        return self.name.lower()
+
+    @classmethod
+    def named(cls, code: str) -> Code | None:
+        """The member for a client-visible code (werkzeug's and gunicorn's are derived from their reasons)."""
+        return cls.__members__.get(code.upper())
+
+
+# Codes any operation can answer: from the request-id hook, the router, gunicorn and the last-resort handler.
+COMMON = (Code.INVALID_REQUEST_ID, Code.BAD_REQUEST, Code.REQUEST_TIMEOUT, Code.METHOD_NOT_ALLOWED, Code.URI_TOO_LONG,
+          Code.REQUEST_HEADER_FIELDS_TOO_LARGE, Code.INTERNAL_SERVER_ERROR, Code.NOT_IMPLEMENTED)
+IMAGE_CODES = (Code.EMPTY_FILE, Code.UNSUPPORTED_IMAGE, Code.INVALID_IMAGE, Code.TOO_MANY_PIXELS, Code.IMAGE_TOO_LARGE)
+TEXT_CODES = (Code.EMPTY_TEXT, Code.TEXT_TOO_LONG)
+POST_CODES = (Code.TOO_MANY_ITEMS, Code.REQUEST_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE, Code.MODEL_NOT_READY,
+              Code.WORKER_TIMEOUT, Code.INFERENCE_TIMEOUT)
+MULTIPART_CODES = (Code.EMPTY_REQUEST, Code.UNKNOWN_KEY, Code.DUPLICATE_KEY, Code.IMAGE_NOT_A_FILE, Code.FORM_TOO_LARGE,
+                   Code.INVALID_ENCODING, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
+URL_CODES = (Code.URL_FETCH_DISABLED, Code.URL_HOST_NOT_ALLOWED, Code.URL_ADDRESS_FORBIDDEN, Code.URL_REDIRECT_REFUSED,
+             Code.URL_FETCH_FAILED, Code.URL_TOO_LARGE)
+RANK_CODES = (Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, Code.INVALID_BASE64, Code.INVALID_URI,
+              *URL_CODES, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
+ENCODE_CODES = (Code.INVALID_ENCODING, *RANK_CODES)
+
+WORKER_TIMEOUT_MESSAGE = (f"A forward pass in this worker ran longer than {env_var('worker_timeout')}; the worker is "
+                          "being replaced. Send the request again, with fewer items if it was large.")
 
 
 class ApiError(HTTPException):
-    """An error with a stable machine-readable code and the form field it concerns."""
+    """The one error type code raises: a `Code`, a message that says what to send instead, the field concerned."""
 
-    error_code = "bad_request"
-
-    def __init__(self, message: str, *, field: str | None = None, error_code: str | None = None):
+    def __init__(self, code: Code, message: str, *, field: str | None = None):
         super().__init__(description=message)
+        self.code = code.status  # werkzeug's name for the HTTP status
+        self.error = code
         self.field = field
-        if error_code is not None:
-            self.error_code = error_code
 
 
-class InvalidInput(ApiError, BadRequest):
-    error_code = "invalid_input"
+class Rejected(ValueError):
+    """A pure validator's refusal (image, text, URL), before the caller names the field: its code and message."""
 
+    def __init__(self, message: str, code: Code):
+        super().__init__(message)
+        self.code = code
 
-class PayloadTooLarge(ApiError, RequestEntityTooLarge):
-    error_code = "payload_too_large"
-
-
-class UnsupportedContentType(ApiError, UnsupportedMediaType):
-    error_code = "unsupported_media_type"
-
-
-class ModelNotReady(ApiError, ServiceUnavailable):
-    error_code = "model_not_ready"
-
-
-class Overloaded(ApiError, ServiceUnavailable):
-    error_code = "inference_timeout"
-
-
-class RequestTimeout(ApiError, _RequestTimeout):
-    """The client sent its request too slowly (clipsvc.server.deadlines); its connection is closed."""
-
-    error_code = "request_timeout"
-
-
-class WorkerTimeout(ApiError, ServiceUnavailable):
-    """A forward pass ran past gunicorn's timeout: the requests this worker holds are answered, then it goes."""
-
-    error_code = "worker_timeout"
-
-
-WORKER_TIMEOUT_MESSAGE = ("A forward pass in this worker ran longer than CLIP_WORKER_TIMEOUT; the worker is being "
-                          "replaced. Send the request again, with fewer items if it was large.")
+    def at(self, field: str) -> ApiError:
+        """The client's error, naming the form key or JSON path that carried the value."""
+        return ApiError(self.code, f"{field} {self}", field=field)
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> dict:
     """The one error shape every endpoint returns."""
     return {"error": {"status": status, "code": code, "message": message, "field": field}}
-
-
-def _describe(exc: HTTPException) -> tuple[str, str]:
-    """Code and a message that says what to do, for werkzeug's own errors (routing, size)."""
-    code = (exc.name or "error").lower().replace(" ", "_")
-    if exc.code == 404:
-        return code, f"No endpoint at {request.path}. Try {_endpoints()}."
-    if exc.code == 405:
-        allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
-        return code, f"{request.method} is not allowed on {request.path}; use {allowed or 'another method'}."
-    if exc.code == 413:
-        size = f"{request.content_length} bytes" if request.content_length is not None else "over the limit"
-        limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-        return "request_too_large", (
-            f"The request body is {size}; the limit is {limit:g} MB (CLIP_MAX_REQUEST_MB). Send fewer or smaller files."
-        )
-    return code, exc.description or exc.name
-
-
-def _endpoints() -> str:
-    """Every route this app serves, read from its URL map so the hint never goes stale."""
-    routes = sorted(
-        (method, rule.rule) for rule in current_app.url_map.iter_rules() if "<" not in rule.rule
-        for method in rule.methods or () if method not in ("HEAD", "OPTIONS")
-    )
-    return ", ".join(f"{method} {path}" for method, path in routes)
-
-
-def _json_response(exc: HTTPException) -> Response:
-    if isinstance(exc, ApiError):
-        code, message, field = exc.error_code, exc.description, exc.field
-    else:
-        (code, message), field = _describe(exc), None
-    response = exc.get_response()  # keeps status and headers such as Allow
-    response.data = json.dumps(error_body(exc.code, code, message, field))
-    response.content_type = "application/json"
-    return response
-
-
-def handle_unexpected(exc: Exception) -> Response:
-    """A bug, not bad input: the traceback goes to the log, never to the client."""
-    log.exception("unhandled error")
-    return _json_response(
-        InternalServerError(description="The service failed to process this request; the error has been logged.")
-    )
-
-
-def handle_batch_timeout(exc: BatchTimeout) -> Response:
-    return _json_response(Overloaded("The model is overloaded: this request waited too long for it; retry later"))
-
-
-def handle_worker_aborted(exc: WorkerAborted) -> Response:
-    return _json_response(WorkerTimeout(WORKER_TIMEOUT_MESSAGE))
-
-
-def register_error_handlers(app: Flask) -> None:
-    """Registered on the app, not a blueprint, so routing 404/405 are caught too."""
-    app.register_error_handler(HTTPException, _json_response)
-    app.register_error_handler(BatchTimeout, handle_batch_timeout)
-    app.register_error_handler(WorkerAborted, handle_worker_aborted)
-    app.register_error_handler(Exception, handle_unexpected)

@@ -28,6 +28,11 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# Fixed limits, not settings: one multipart text part or a whole urlencoded body (Flask's default), and a text
+# sent as a file part (generous for 50 words).
+MAX_FORM_MEMORY_BYTES = 500_000
+MAX_TEXT_FILE_BYTES = 64 * 1024
+
 # prometheus_client's own variable: where every worker writes its metrics (see lifecycle.prepare_metrics_dir).
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -74,9 +79,10 @@ HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z
 Check = Callable[[Any, "Settings"], bool]
 
 
-def _setting(default: Any, var: str, parse: Callable[[str], Any], check: Check, hint: str) -> Any:
-    """One setting: its default, the variable it is read from, its parser, its allowed values and their hint."""
-    return field(default=default, metadata={"var": var, "parse": parse, "check": check, "hint": hint})
+def _setting(default: Any, var: str, parse: Callable[[str], Any], check: Check, hint: str, limit: bool = False) -> Any:
+    """One setting: its default, the variable it is read from, its parser, its allowed values and their hint;
+    a `limit` is one clients must respect, so /meta and the OpenAPI document publish it."""
+    return field(default=default, metadata={"var": var, "parse": parse, "check": check, "hint": hint, "limit": limit})
 
 
 def _at_least(low: float) -> Check:
@@ -121,13 +127,14 @@ class Settings:
     cpu_packed_weights: bool = _setting(True, "CLIP_CPU_PACKED_WEIGHTS", _switch,
                                         lambda value, _: isinstance(value, bool), "on or off")
     max_request_mb: float = _setting(64, "CLIP_MAX_REQUEST_MB", _number,
-                                     lambda value, _: 0 < value < math.inf, "greater than 0")
+                                     lambda value, _: 0 < value < math.inf, "greater than 0", limit=True)
     max_image_mb: float = _setting(20, "CLIP_MAX_IMAGE_MB", _number,
                                    lambda value, settings: 0 < value <= settings.max_request_mb,
-                                   "greater than 0 and at most CLIP_MAX_REQUEST_MB")
-    max_image_pixels: int = _setting(40_000_000, "CLIP_MAX_IMAGE_PIXELS", _whole_number, _at_least(1), "at least 1")
-    max_text_words: int = _setting(50, "CLIP_MAX_TEXT_WORDS", _whole_number, _at_least(1), "at least 1")
-    max_items: int = _setting(64, "CLIP_MAX_ITEMS", _whole_number, _at_least(1), "at least 1")
+                                   "greater than 0 and at most CLIP_MAX_REQUEST_MB", limit=True)
+    max_image_pixels: int = _setting(40_000_000, "CLIP_MAX_IMAGE_PIXELS", _whole_number, _at_least(1), "at least 1",
+                                     limit=True)
+    max_text_words: int = _setting(50, "CLIP_MAX_TEXT_WORDS", _whole_number, _at_least(1), "at least 1", limit=True)
+    max_items: int = _setting(64, "CLIP_MAX_ITEMS", _whole_number, _at_least(1), "at least 1", limit=True)
     worker_timeout: int = _setting(300, "CLIP_WORKER_TIMEOUT", _whole_number, _at_least(1), "seconds, at least 1")
     graceful_timeout: int = _setting(60, "CLIP_GRACEFUL_TIMEOUT", _whole_number, _at_least(0), "seconds, 0 or more")
     max_requests: int = _setting(10_000, "CLIP_MAX_REQUESTS", _whole_number, _at_least(0),
@@ -172,6 +179,10 @@ class Settings:
     def max_image_bytes(self) -> int:
         return int(self.max_image_mb * 1024 * 1024)
 
+    def limits(self) -> dict[str, Any]:
+        """The limits clients must respect, by setting name: what /meta and the OpenAPI document publish."""
+        return {spec.name: getattr(self, spec.name) for spec in fields(self) if spec.metadata["limit"]}
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read every `CLIP_*` variable (plus PORT and WEB_CONCURRENCY), failing loudly on bad values."""
@@ -199,5 +210,13 @@ class Settings:
 ENV_VARS: dict[str, tuple[str, Callable[[str], Any]]] = {
     spec.name: (spec.metadata["var"], spec.metadata["parse"]) for spec in fields(Settings)
 }
+# The limits clients must respect (Settings.limits), name -> JSON type, for the OpenAPI document.
+LIMIT_TYPES: dict[str, str] = {spec.name: "integer" if spec.type == "int" else "number"
+                               for spec in fields(Settings) if spec.metadata["limit"]}
 # Field name -> what the allowed values are, in words (the same view).
 HINTS: dict[str, str] = {spec.name: spec.metadata["hint"] for spec in fields(Settings)}
+
+
+def env_var(name: str) -> str:
+    """The variable setting `name` is read from, for messages that tell an operator what to change."""
+    return ENV_VARS[name][0]

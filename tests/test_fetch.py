@@ -19,7 +19,7 @@ import pytest
 from conftest import image_bytes
 from test_api import assert_error
 
-from clipsvc.parsing.form import fetch
+from clipsvc.parsing import fetch
 from clipsvc.web.app import create_app
 
 PNG = image_bytes("PNG", (40, 30))

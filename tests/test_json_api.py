@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from conftest import image_bytes, post_clip
 
+from clipsvc.errors import ApiError
+from clipsvc.parsing.items import ItemRules
 from clipsvc.parsing.json_items import parse_items
 from clipsvc.settings import Settings
 
@@ -119,16 +121,15 @@ def test_json_endpoints_want_json(client, path):
 
 
 def test_oversized_blob_is_refused_before_decoding():
-    settings = Settings(max_image_mb=0.001, max_request_mb=1)
-    from clipsvc.errors import PayloadTooLarge
-
-    with pytest.raises(PayloadTooLarge):
-        parse_items([{"img_blob": "A" * 4000}], "", settings)
+    rules = ItemRules(Settings(max_image_mb=0.001, max_request_mb=1))
+    with pytest.raises(ApiError) as caught:
+        parse_items([{"img_blob": "A" * 4000}], "", rules)
+    assert (caught.value.code, caught.value.error.id) == (413, "image_too_large")
 
 
 def test_urlsafe_and_unpadded_base64_are_accepted():
     urlsafe = base64.urlsafe_b64encode(PNG).decode().rstrip("=")
-    (item,) = parse_items([{"img_blob": urlsafe}], "", Settings())
+    (item,) = parse_items([{"img_blob": urlsafe}], "", ItemRules(Settings()))
     assert item.image.size == (32, 24)
 
 

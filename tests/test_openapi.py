@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
+from http import HTTPStatus
 from pathlib import Path
 
 import gunicorn.workers.base
@@ -12,7 +13,7 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
-from clipsvc.error_codes import error_catalogue
+from clipsvc.errors import Code
 from clipsvc.settings import Settings
 from clipsvc.web import docs
 from clipsvc.web.app import create_app
@@ -20,7 +21,6 @@ from clipsvc.web.openapi import build_spec
 
 CLIPSVC = Path(__file__).resolve().parent.parent / "clipsvc"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
-CODE = r'"([a-z]+(?:_[a-z]+)+)"'
 
 
 @pytest.fixture
@@ -52,32 +52,30 @@ def test_every_route_is_documented_and_every_documented_route_exists(app, spec):
     assert documented - routes == set()
 
 
-def source_error_codes() -> set[str]:
-    """Every code the package can put in `error.code`, read from its source."""
+def produced_error_codes() -> set[str]:
+    """Every code the package can put in `error.code`: raised by name in its source, or derived from a reason."""
     codes = set()
-    for path in CLIPSVC.glob("*.py"):
-        if path.name == "error_codes.py":  # the catalogue itself
-            continue
-        text = path.read_text()
-        codes |= set(re.findall(r'error_code\s*=\s*' + CODE, text))  # ApiError classes and raises
-        codes |= set(re.findall(r'\bcode(?::\s*str)?\s*=\s*' + CODE, text))  # class attributes, defaults
-        if "Rejected(" in text:  # imaging.py, text.py: ImageRejected(message, code), TextRejected(message, code)
-            codes |= set(re.findall(CODE + r",?\s*\)", text))
-    codes |= set(re.findall(CODE, (CLIPSVC / "gunicorn_errors.py").read_text()))  # worker_timeout
-    # gunicorn's own refusals become codes from their reason phrase (gunicorn_errors.write_json_error).
+    for path in CLIPSVC.rglob("*.py"):
+        if path != CLIPSVC / "errors.py":  # the table itself
+            codes |= {name.lower() for name in re.findall(r"\bCode\.([A-Z0-9_]+)\b", path.read_text())}
+    # werkzeug's routing errors and gunicorn's own refusals become codes from their reason phrase
+    # (web.errors._describe, server.gunicorn_errors.write_json_error).
+    codes |= {"not_found", "method_not_allowed"}
     base = Path(gunicorn.workers.base.__file__).read_text()
-    codes |= {reason.lower().replace(" ", "_") for reason in re.findall(r'reason = "([^"]+)"', base)}
-    return codes
+    reasons = set(re.findall(r'reason = "([^"]+)"', base))
+    # gunicorn's 500 and 501 carry its default "Bad Request" reason, which write_json_error replaces.
+    reasons |= {HTTPStatus(status).phrase for status in (500, 501)}
+    return codes | {reason.lower().replace(" ", "_") for reason in reasons}
 
 
-def test_every_error_code_in_the_source_is_documented(spec):
-    codes = source_error_codes()
+def test_every_error_code_is_declared_produced_and_documented(spec):
+    """The table has no dead entries, and nothing reaches a client that the table (and so the document) lacks."""
+    produced, declared = produced_error_codes(), {code.id for code in Code}
     assert {"empty_request", "unsupported_image", "empty_text", "worker_timeout", "too_many_pixels",
-            "invalid_image", "url_fetch_failed"} <= codes
-    assert codes - set(spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]) \
-        == set()
-    assert codes - set(error_catalogue()) == set()
-    assert all(f"`{code}`" in spec["info"]["description"] for code in codes)
+            "invalid_image", "url_fetch_failed", "forbidden", "expectation_failed"} <= produced
+    assert produced == declared
+    assert set(spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"]) == declared
+    assert all(f"`{code}`" in spec["info"]["description"] for code in declared)
 
 
 @pytest.mark.parametrize("method, path, body, code", [
@@ -90,7 +88,7 @@ def test_werkzeug_codes_are_documented_for_the_operation(settings, encoder, meth
     client = create_app(Settings(**{**vars(settings), "max_request_mb": 1, "max_image_mb": 1}), encoder).test_client()
     response = getattr(client, method)(path, data=body, content_type="application/json")
     assert response.get_json()["error"]["code"] == code
-    assert code in error_catalogue()
+    assert Code.named(code) is not None
 
 
 def test_limits_come_from_the_settings(settings, encoder):
@@ -105,7 +103,6 @@ def test_limits_come_from_the_settings(settings, encoder):
 
 
 def test_each_error_response_lists_exactly_codes_of_its_status(spec):
-    catalogue = error_catalogue()
     for path, item in spec["paths"].items():
         for method, operation in item.items():
             if method == "parameters":
@@ -114,7 +111,7 @@ def test_each_error_response_lists_exactly_codes_of_its_status(spec):
                 if status.startswith(("4", "5")):
                     narrowed = response["content"]["application/json"]["schema"]["allOf"][1]
                     codes = narrowed["properties"]["error"]["properties"]["code"]["enum"]
-                    assert {catalogue[code][0] for code in codes} == {int(status)}, (path, method, status)
+                    assert {Code.named(code).status for code in codes} == {int(status)}, (path, method, status)
 
 
 def examples(spec: dict):

@@ -7,11 +7,12 @@ from conftest import image_bytes
 from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from clipsvc.errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
+from clipsvc.errors import ApiError
 from clipsvc.parsing.form import URLENCODED, FormParser, parse_form, require_form
+from clipsvc.parsing.items import ItemRules
 from clipsvc.settings import Settings
 
-SETTINGS = Settings(max_items=4, max_image_mb=0.01, max_request_mb=1)
+RULES = ItemRules(Settings(max_items=4, max_image_mb=0.01, max_request_mb=1))
 
 
 def upload(data: bytes, name: str = "x.jpg") -> FileStorage:
@@ -21,7 +22,7 @@ def upload(data: bytes, name: str = "x.jpg") -> FileStorage:
 def test_pairs_and_order():
     files = MultiDict([("image-b", upload(image_bytes())), ("image-a", upload(image_bytes("PNG")))])
     form = MultiDict([("text-a", "a cat"), ("text-c", "a dog")])
-    parsed = parse_form(form, files, SETTINGS)
+    parsed = parse_form(form, files, RULES)
     assert [i.id for i in parsed.images] == ["b", "a"]
     assert [t.text for t in parsed.texts] == ["a cat", "a dog"]
     assert parsed.pair_ids == ["a"]
@@ -29,50 +30,51 @@ def test_pairs_and_order():
 
 
 def test_text_sent_as_a_file_is_read():
-    parsed = parse_form(MultiDict(), MultiDict([("text-1", upload(b"a caption\n", "c.txt"))]), SETTINGS)
+    parsed = parse_form(MultiDict(), MultiDict([("text-1", upload(b"a caption\n", "c.txt"))]), RULES)
     assert parsed.texts[0].text == "a caption"
 
 
-@pytest.mark.parametrize("form, files, error, code, field", [
-    ({}, {}, InvalidInput, "empty_request", None),
-    ({"caption": "x"}, {}, InvalidInput, "unknown_key", "caption"),
-    ({"text-": "x"}, {}, InvalidInput, "unknown_key", "text-"),
-    ({"text-a b": "x"}, {}, InvalidInput, "unknown_key", "text-a b"),
-    ({"text-é": "x"}, {}, InvalidInput, "unknown_key", "text-é"),
-    ({"text-" + "a" * 65: "x"}, {}, InvalidInput, "unknown_key", "text-" + "a" * 65),
-    ({"t" * 1000: "x"}, {}, InvalidInput, "unknown_key", "t" * 80 + "..."),
-    ({"image-1": "not a file"}, {}, InvalidInput, "image_not_a_file", "image-1"),
-    ({"text-1": "🚀🚀"}, {}, InvalidInput, "empty_text", "text-1"),
-    ({"text-1": "w " * 51}, {}, InvalidInput, "text_too_long", "text-1"),
-    ({}, {"image-1": b""}, InvalidInput, "empty_file", "image-1"),
-    ({}, {"image-1": b"hello"}, InvalidInput, "unsupported_image", "image-1"),
-    ({}, {"image-1": b"\0" * 20000}, PayloadTooLarge, "image_too_large", "image-1"),
-    ({f"text-{i}": "x" for i in range(5)}, {}, InvalidInput, "too_many_items", None),
+@pytest.mark.parametrize("form, files, status, code, field", [
+    ({}, {}, 400, "empty_request", None),
+    ({"caption": "x"}, {}, 400, "unknown_key", "caption"),
+    ({"text-": "x"}, {}, 400, "unknown_key", "text-"),
+    ({"text-a b": "x"}, {}, 400, "unknown_key", "text-a b"),
+    ({"text-é": "x"}, {}, 400, "unknown_key", "text-é"),
+    ({"text-" + "a" * 65: "x"}, {}, 400, "unknown_key", "text-" + "a" * 65),
+    ({"t" * 1000: "x"}, {}, 400, "unknown_key", "t" * 80 + "..."),
+    ({"image-1": "not a file"}, {}, 400, "image_not_a_file", "image-1"),
+    ({"text-1": "🚀🚀"}, {}, 400, "empty_text", "text-1"),
+    ({"text-1": "w " * 51}, {}, 400, "text_too_long", "text-1"),
+    ({}, {"image-1": b""}, 400, "empty_file", "image-1"),
+    ({}, {"image-1": b"hello"}, 400, "unsupported_image", "image-1"),
+    ({}, {"image-1": b"\0" * 20000}, 413, "image_too_large", "image-1"),
+    ({f"text-{i}": "x" for i in range(5)}, {}, 400, "too_many_items", None),
 ])
-def test_rejections(form, files, error, code, field):
+def test_rejections(form, files, status, code, field):
     files = MultiDict({k: upload(v) for k, v in files.items()})
-    with pytest.raises(error) as caught:
-        parse_form(MultiDict(form), files, SETTINGS)
-    assert caught.value.error_code == code
+    with pytest.raises(ApiError) as caught:
+        parse_form(MultiDict(form), files, RULES)
+    assert (caught.value.code, caught.value.error.id) == (status, code)
     assert caught.value.field == field
 
 
 def test_duplicate_keys_are_refused():
     form = MultiDict([("text-1", "a"), ("text-1", "b")])
-    with pytest.raises(InvalidInput) as caught:
-        parse_form(form, MultiDict(), SETTINGS)
-    assert caught.value.error_code == "duplicate_key" and caught.value.field == "text-1"
+    with pytest.raises(ApiError) as caught:
+        parse_form(form, MultiDict(), RULES)
+    assert caught.value.error.id == "duplicate_key" and caught.value.field == "text-1"
 
 
 def test_same_key_as_text_and_file_is_a_duplicate():
-    with pytest.raises(InvalidInput, match="more than once"):
-        parse_form(MultiDict([("text-1", "a")]), MultiDict([("text-1", upload(b"b"))]), SETTINGS)
+    with pytest.raises(ApiError, match="more than once"):
+        parse_form(MultiDict([("text-1", "a")]), MultiDict([("text-1", upload(b"b"))]), RULES)
 
 
 @pytest.mark.parametrize("mimetype", ["application/json", "text/plain", "", "application/x-url-encoded", "text/html"])
 def test_only_forms_are_accepted(mimetype):
-    with pytest.raises(UnsupportedContentType) as caught:
+    with pytest.raises(ApiError) as caught:
         require_form(mimetype)
+    assert caught.value.code == 415
     assert "multipart/form-data" in caught.value.description and URLENCODED in caught.value.description
 
 

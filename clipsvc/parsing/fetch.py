@@ -16,8 +16,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import SplitResult, urljoin, urlsplit
 
-from ..errors import InvalidInput, PayloadTooLarge
-from ..settings import Settings
+from ..errors import ApiError, Code, Rejected
+from ..settings import Settings, env_var
 
 MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 4096
@@ -28,26 +28,30 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 USER_AGENT = "clipsvc-fetch/1 (+https://github.com/clipsvc)"
 
 
-class FetchRefused(InvalidInput):
+class FetchRefused(Rejected):
     """A URL the policy does not allow; nothing was sent to it."""
 
 
-class FetchError(Exception):
+class FetchError(Rejected):
     """The fetch was allowed but failed: unreachable, slow, an HTTP error, a bad redirect."""
 
-    code = "url_fetch_failed"
+    def __init__(self, message: str, code: Code = Code.URL_FETCH_FAILED):
+        super().__init__(message, code)
 
 
 class AddressForbidden(FetchError):
-    code = "url_address_forbidden"
+    def __init__(self, message: str):
+        super().__init__(message, Code.URL_ADDRESS_FORBIDDEN)
 
 
 class RedirectRefused(FetchError):
-    code = "url_redirect_refused"
+    def __init__(self, message: str):
+        super().__init__(message, Code.URL_REDIRECT_REFUSED)
 
 
 class TooLarge(FetchError):
-    code = "url_too_large"
+    def __init__(self, message: str):
+        super().__init__(message, Code.URL_TOO_LARGE)
 
 
 def host_allowed(host: str, port: int, scheme: str, allow_hosts: tuple[str, ...]) -> bool:
@@ -92,22 +96,17 @@ def fetch_all(urls: dict[str, str], settings: Settings) -> dict[str, bytes]:
 
 
 def fetch(field: str, url: str, settings: Settings) -> bytes:
-    """One URL's body, or an InvalidInput/PayloadTooLarge naming `field` and what went wrong."""
+    """One URL's body, or an ApiError naming `field` and what went wrong."""
     if not settings.fetch_allow_hosts:
-        raise InvalidInput(
-            f"{field}: this service does not fetch URLs on a client's behalf; send the image itself as img_blob "
-            "(base64) or a data: URI (operators can allow hosts with CLIP_FETCH_ALLOW_HOSTS)",
-            field=field, error_code="url_fetch_disabled")
+        raise ApiError(Code.URL_FETCH_DISABLED,
+                       f"{field}: this service does not fetch URLs on a client's behalf; send the image itself as "
+                       "img_blob (base64) or a data: URI (operators can allow hosts with "
+                       f"{env_var('fetch_allow_hosts')})",
+                       field=field)
     try:
         return _get(url, settings, time.monotonic() + settings.fetch_timeout_s)
-    except FetchRefused as exc:
-        exc.field = field
-        exc.description = f"{field}: {exc.description}"
-        raise
-    except TooLarge as exc:
-        raise PayloadTooLarge(f"{field}: {exc}", field=field, error_code=exc.code) from None
-    except FetchError as exc:
-        raise InvalidInput(f"{field}: {exc}", field=field, error_code=exc.code) from None
+    except Rejected as exc:
+        raise ApiError(exc.code, f"{field}: {exc}", field=field) from None
 
 
 def _get(url: str, settings: Settings, deadline: float) -> bytes:
@@ -129,20 +128,20 @@ def _get(url: str, settings: Settings, deadline: float) -> bytes:
 def _check(url: str, settings: Settings) -> tuple[SplitResult, str, str, int]:
     """The URL's parts, scheme, host and port, once the policy allows it."""
     if len(url) > MAX_URL_LENGTH:
-        raise FetchRefused(f"the URL is longer than {MAX_URL_LENGTH} characters", error_code="invalid_uri")
+        raise FetchRefused(f"the URL is longer than {MAX_URL_LENGTH} characters", Code.INVALID_URI)
     try:
         parts = urlsplit(url)
         port = parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 0)
     except ValueError:
-        raise FetchRefused(f"{url[:100]!r} is not a valid URL", error_code="invalid_uri") from None
+        raise FetchRefused(f"{url[:100]!r} is not a valid URL", Code.INVALID_URI) from None
     scheme, host = parts.scheme.lower(), (parts.hostname or "").rstrip(".")
     if scheme not in DEFAULT_PORTS or not host:
-        raise FetchRefused("only http and https URLs with a host can be fetched", error_code="invalid_uri")
+        raise FetchRefused("only http and https URLs with a host can be fetched", Code.INVALID_URI)
     if parts.username is not None or parts.password is not None:
-        raise FetchRefused("URLs with credentials are not fetched", error_code="invalid_uri")
+        raise FetchRefused("URLs with credentials are not fetched", Code.INVALID_URI)
     if not host_allowed(host, port, scheme, settings.fetch_allow_hosts):
-        raise FetchRefused(f"{host}:{port} is not on this service's allow-list (CLIP_FETCH_ALLOW_HOSTS)",
-                           error_code="url_host_not_allowed")
+        raise FetchRefused(f"{host}:{port} is not on this service's allow-list ({env_var('fetch_allow_hosts')})",
+                           Code.URL_HOST_NOT_ALLOWED)
     return parts, scheme, host, port
 
 
@@ -161,7 +160,7 @@ def _request(scheme: str, host: str, port: int, parts: SplitResult, settings: Se
             return response.status, None, b""
         return 200, None, _read(response, connection, settings.max_image_bytes, deadline, host)
     except TimeoutError:
-        limit = f"{settings.fetch_timeout_s:g} s (CLIP_FETCH_TIMEOUT_S)"
+        limit = f"{settings.fetch_timeout_s:g} s ({env_var('fetch_timeout_s')})"
         raise FetchError(f"{host} did not answer within {limit}") from None
     except (OSError, http.client.HTTPException) as exc:
         raise FetchError(f"{host} could not be fetched ({type(exc).__name__}: {exc})"[:300]) from None
@@ -173,12 +172,12 @@ def _read(response: http.client.HTTPResponse, connection: http.client.HTTPConnec
           deadline: float, host: str) -> bytes:
     length = response.getheader("Content-Length")
     if length is not None and length.isdigit() and int(length) > limit:
-        raise TooLarge(f"{host} sent {int(length)} bytes; the limit is {limit / MB:g} MB (CLIP_MAX_IMAGE_MB)")
+        raise TooLarge(f"{host} sent {int(length)} bytes; the limit is {limit / MB:g} MB ({env_var('max_image_mb')})")
     chunks, size = [], 0
     while chunk := _chunk(response, connection, deadline, host):
         size += len(chunk)
         if size > limit:
-            raise TooLarge(f"{host} sent more than the limit of {limit / MB:g} MB (CLIP_MAX_IMAGE_MB)")
+            raise TooLarge(f"{host} sent more than the limit of {limit / MB:g} MB ({env_var('max_image_mb')})")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -192,7 +191,7 @@ def _chunk(response: http.client.HTTPResponse, connection: http.client.HTTPConne
 def _remaining(deadline: float, host: str) -> float:
     left = deadline - time.monotonic()
     if left <= 0:
-        raise FetchError(f"{host} did not send the image in time (CLIP_FETCH_TIMEOUT_S)")
+        raise FetchError(f"{host} did not send the image in time ({env_var('fetch_timeout_s')})")
     return left
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import IO
 
 from PIL import Image
@@ -14,65 +13,23 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 
-from ..errors import InvalidInput, PayloadTooLarge, UnsupportedContentType
-from ..settings import Settings
-from .images import ImageRejected, decode_image
-from .texts import TextRejected, validate_text
+from ..errors import ApiError, Code
+from ..settings import MAX_TEXT_FILE_BYTES
+from .items import ImageItem, ItemRules, ParsedRequest, TextItem, check_item_count, image_item, text_item
 
 ID_PATTERN = "[A-Za-z0-9_-]{1,64}"  # the <id> of image-<id> / text-<id>; the OpenAPI document quotes it
+ID_RULE = "1-64 letters, digits, '_' or '-'"  # the same, in words
 KEY_PATTERN = re.compile(rf"(image|text)-({ID_PATTERN})")
-MAX_TEXT_FILE_BYTES = 64 * 1024  # a text sent as a file part: generous for 50 words
-_FIELD_ECHO = 80  # unknown keys are echoed back in errors, shortened
+FIELD_ECHO = 80  # unknown keys and values are echoed back in errors, shortened
 MULTIPART, URLENCODED = "multipart/form-data", "application/x-www-form-urlencoded"
-MAX_FORM_MEMORY_BYTES = 500_000  # one multipart text part, or a whole urlencoded body (Flask's default)
 FORM_TYPES = (MULTIPART, URLENCODED)  # what POST /syte_test/clip accepts; urlencoded carries texts only
-
-
-@dataclass(frozen=True)
-class ImageItem:
-    id: str
-    image: Image.Image
-
-
-@dataclass(frozen=True)
-class TextItem:
-    id: str
-    text: str
-
-
-@dataclass(frozen=True)
-class ParsedRequest:
-    """What a request asks for; ids keep the order in which the client sent them."""
-
-    images: list[ImageItem] = field(default_factory=list)
-    texts: list[TextItem] = field(default_factory=list)
-
-    @property
-    def ids(self) -> list[str]:
-        """Every id, first appearance first (images before texts of the same request)."""
-        return list(dict.fromkeys([i.id for i in self.images] + [t.id for t in self.texts]))
-
-    @property
-    def pair_ids(self) -> list[str]:
-        texts = {t.id for t in self.texts}
-        return [i.id for i in self.images if i.id in texts]
-
-
-def vector_encoding(value: str | None) -> str:
-    """The `?encoding=` query parameter: float (default) or base64."""
-    if value is None:
-        return "float"
-    if value in ("float", "base64"):
-        return value
-    raise InvalidInput(f"encoding={value[:_FIELD_ECHO]!r} is not supported; use float or base64",
-                       field="encoding", error_code="invalid_encoding")
 
 
 def require_form(mimetype: str) -> None:
     """Multipart (images and texts) or urlencoded (texts only); anything else is a 415 naming both."""
     if mimetype not in FORM_TYPES:
         shown = mimetype or "none"
-        raise UnsupportedContentType(
+        raise ApiError(Code.UNSUPPORTED_MEDIA_TYPE,
             f"Content-Type is {shown}; send {MULTIPART} with image-<id> files and text-<id> fields "
             f"(curl -F image-1=@photo.jpg -F text-1='a caption'), or {URLENCODED} with text-<id> fields only "
             "(curl -d 'text-1=a caption')",
@@ -110,38 +67,24 @@ class FormParser(FormDataParser):
         return body.decode("utf-8", "replace").encode()
 
 
-def parse_form(form: MultiDict, files: MultiDict, settings: Settings, min_side: int | None = None) -> ParsedRequest:
-    """Validate every part, decode images and clean texts; the first problem found is raised.
-
-    `min_side` is the model's input size: images need not be decoded much larger than that.
-    """
+def parse_form(form: MultiDict, files: MultiDict, rules: ItemRules) -> ParsedRequest:
+    """Validate every part, decode images and clean texts; the first problem found is raised."""
     parts = list(_parts(form, files))
     if not parts:
-        raise InvalidInput(
-            "The request has no image-<id> or text-<id> parts; send at least one "
-            "(a form body that cannot be parsed ends here too)",
-            error_code="empty_request",
-        )
+        raise ApiError(Code.EMPTY_REQUEST, "The request has no image-<id> or text-<id> parts; send at least one "
+                                           "(a form body that cannot be parsed ends here too)")
     seen: set[str] = set()
     for key, _ in parts:
         _check_key(key, seen)
-    check_item_count(len(parts), settings)
+    check_item_count(len(parts), rules)
     parsed = ParsedRequest()
     for key, value in parts:
         kind, item_id = KEY_PATTERN.fullmatch(key).groups()
         if kind == "image":
-            parsed.images.append(ImageItem(item_id, _image(key, value, settings, min_side)))
+            parsed.images.append(ImageItem(item_id, _image(key, value, rules)))
         else:
-            parsed.texts.append(TextItem(item_id, _text(key, value, settings)))
+            parsed.texts.append(TextItem(item_id, _text(key, value, rules)))
     return parsed
-
-
-def check_item_count(count: int, settings: Settings) -> None:
-    if count > settings.max_items:
-        raise InvalidInput(
-            f"The request has {count} items; the limit is {settings.max_items} (CLIP_MAX_ITEMS)",
-            error_code="too_many_items",
-        )
 
 
 def _parts(form: MultiDict, files: MultiDict) -> Iterable[tuple[str, str | FileStorage]]:
@@ -150,58 +93,28 @@ def _parts(form: MultiDict, files: MultiDict) -> Iterable[tuple[str, str | FileS
 
 
 def _check_key(key: str, seen: set[str]) -> None:
-    shown = key if len(key) <= _FIELD_ECHO else key[:_FIELD_ECHO] + "..."
+    shown = key if len(key) <= FIELD_ECHO else key[:FIELD_ECHO] + "..."
     if KEY_PATTERN.fullmatch(key) is None:
-        raise InvalidInput(
-            f"Unknown form key {shown!r}; keys are image-<id> (a file) or text-<id> (a text), "
-            "where <id> is 1-64 letters, digits, '_' or '-'",
-            field=shown,
-            error_code="unknown_key",
-        )
+        raise ApiError(Code.UNKNOWN_KEY, f"Unknown form key {shown!r}; keys are image-<id> (a file) or text-<id> "
+                                         f"(a text), where <id> is {ID_RULE}", field=shown)
     if key in seen:
-        raise InvalidInput(f"{key} is sent more than once; each key must be unique", field=key,
-                           error_code="duplicate_key")
+        raise ApiError(Code.DUPLICATE_KEY, f"{key} is sent more than once; each key must be unique", field=key)
     seen.add(key)
 
 
-def _image(key: str, value: str | FileStorage, settings: Settings, min_side: int | None) -> Image.Image:
+def _image(key: str, value: str | FileStorage, rules: ItemRules) -> Image.Image:
     if not isinstance(value, FileStorage):
-        raise InvalidInput(
-            f"{key} must be a file part of a {MULTIPART} body, not a text value (curl -F {key}=@photo.jpg); "
-            f"an {URLENCODED} body carries texts only",
-            field=key,
-            error_code="image_not_a_file",
-        )
-    return image_item(key, value.stream.read(settings.max_image_bytes + 1), settings, min_side)
+        raise ApiError(Code.IMAGE_NOT_A_FILE, f"{key} must be a file part of a {MULTIPART} body, not a text value "
+                                              f"(curl -F {key}=@photo.jpg); an {URLENCODED} body carries texts only",
+                       field=key)
+    return image_item(key, value.stream.read(rules.settings.max_image_bytes + 1), rules)
 
 
-def image_item(field: str, data: bytes, settings: Settings, min_side: int | None) -> Image.Image:
-    """The one image validator, whatever carried the bytes (multipart file, base64 in JSON)."""
-    if len(data) > settings.max_image_bytes:
-        raise PayloadTooLarge(
-            f"{field} is larger than {settings.max_image_mb:g} MB (CLIP_MAX_IMAGE_MB); send a smaller file",
-            field=field,
-            error_code="image_too_large",
-        )
-    try:
-        return decode_image(data, settings.max_image_pixels, min_side)
-    except ImageRejected as exc:
-        raise InvalidInput(f"{field} {exc}", field=field, error_code=exc.code) from None
-
-
-def _text(key: str, value: str | FileStorage, settings: Settings) -> str:
+def _text(key: str, value: str | FileStorage, rules: ItemRules) -> str:
     if isinstance(value, FileStorage):  # curl -F text-1=@caption.txt: accept the file's text
         data = value.stream.read(MAX_TEXT_FILE_BYTES + 1)
         if len(data) > MAX_TEXT_FILE_BYTES:
-            raise InvalidInput(f"{key} is a file larger than {MAX_TEXT_FILE_BYTES} bytes; send a short text",
-                               field=key, error_code="text_too_long")
+            raise ApiError(Code.TEXT_TOO_LONG, f"{key} is a file larger than {MAX_TEXT_FILE_BYTES} bytes; send a "
+                                               "short text", field=key)
         value = data.decode("utf-8", errors="replace")
-    return text_item(key, value, settings)
-
-
-def text_item(field: str, value: str, settings: Settings) -> str:
-    """The one text validator, whatever carried the text."""
-    try:
-        return validate_text(value, settings.max_text_words)
-    except TextRejected as exc:
-        raise InvalidInput(f"{field} {exc}", field=field, error_code=exc.code) from None
+    return text_item(key, value, rules)

@@ -10,6 +10,9 @@ import warnings
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import Code, Rejected
+from ..settings import env_var
+
 # The formats of the table we promised (see README). Restricting Pillow to them keeps risky
 # decoders (EPS runs Ghostscript, for one) out of reach of uploads. MPO is how Pillow names
 # many camera JPEGs. Radiance HDR is in that table but Pillow has no decoder for it.
@@ -22,12 +25,11 @@ SUPPORTED_LIST = "JPEG, PNG, GIF, BMP, TIFF, WebP, PPM/PGM/PBM, ICO, DDS, TGA, J
 _WHITE = (255, 255, 255)
 
 
-class ImageRejected(ValueError):
+class ImageRejected(Rejected):
     """The bytes are not a usable image; the message says why and what to send instead."""
 
-    def __init__(self, message: str, code: str = "invalid_image"):
-        super().__init__(message)
-        self.code = code
+    def __init__(self, message: str, code: Code = Code.INVALID_IMAGE):
+        super().__init__(message, code)
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:
@@ -37,7 +39,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
     twice that on their short side: JPEG's DCT scaling skips most of the decoding work.
     """
     if not data:
-        raise ImageRejected("is an empty file; attach an image", "empty_file")
+        raise ImageRejected("is an empty file; attach an image", Code.EMPTY_FILE)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own bomb warning; we enforce our own limit
@@ -58,7 +60,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
         raise _too_large(f"more than {max_pixels}", max_pixels) from None
     except UnidentifiedImageError:
         raise ImageRejected(
-            f"is not an image in a supported format ({SUPPORTED_LIST})", "unsupported_image"
+            f"is not an image in a supported format ({SUPPORTED_LIST})", Code.UNSUPPORTED_IMAGE
         ) from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
         raise ImageRejected(
@@ -92,8 +94,8 @@ def _reduce(image: Image.Image, min_side: int) -> Image.Image:
 
 def _too_large(pixels: str, max_pixels: int) -> ImageRejected:
     return ImageRejected(
-        f"has {pixels} pixels; the limit is {max_pixels} (CLIP_MAX_IMAGE_PIXELS); send a smaller image",
-        "too_many_pixels",
+        f"has {pixels} pixels; the limit is {max_pixels} ({env_var('max_image_pixels')}); send a smaller image",
+        Code.TOO_MANY_PIXELS,
     )
 
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import re
 
+from ..errors import Code, Rejected
+from ..settings import env_var
+
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 _WHITESPACE = re.compile(r"\s+")
 
 
-class TextRejected(ValueError):
+class TextRejected(Rejected):
     """The text breaks a rule; the message says which and how to fix it."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.code = code
 
 
 def clean_text(raw: str) -> str:
@@ -28,9 +27,10 @@ def validate_text(raw: str, max_words: int) -> str:
     if not text:
         raise TextRejected(
             "is empty after removing characters outside printable ASCII; send English text",
-            "empty_text",
+            Code.EMPTY_TEXT,
         )
     words = len(text.split(" "))
     if words > max_words:
-        raise TextRejected(f"has {words} words; the limit is {max_words} (CLIP_MAX_TEXT_WORDS)", "text_too_long")
+        raise TextRejected(f"has {words} words; the limit is {max_words} ({env_var('max_text_words')})",
+                           Code.TEXT_TOO_LONG)
     return text

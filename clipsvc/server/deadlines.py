@@ -3,7 +3,7 @@
 `ClientSocket` wraps the socket gunicorn reads and writes: the request line and headers must arrive within
 CLIP_HEADER_TIMEOUT_S; the body must start within CLIP_CLIENT_TIMEOUT_S, and each CLIP_CLIENT_MIN_RATE bytes
 add one second (Apache's mod_reqtimeout `body=20,MinRate=500`); a reply is written under the same rule. A
-read past its deadline raises our 408 `RequestTimeout` and marks the request for closing. `ClientConn` closes
+read past its deadline raises our 408 `request_timeout` ApiError and marks the request for closing. `ClientConn` closes
 such connections with a short linger in the request thread. clipsvc.server.worker uses both.
 """
 
@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from gunicorn import util
 from gunicorn.workers.gthread import TConn
 
-from ..errors import RequestTimeout
-from ..settings import Settings
+from ..errors import ApiError, Code
+from ..settings import Settings, env_var
 
 LINGER_S = 1.0  # a closing connection's unread bytes are drained this long, in its request thread
 
@@ -78,7 +78,7 @@ class ClientSocket:
         """A response, with the same allowance as a body of its size: a client that stops reading is dropped."""
         try:
             self._timed(self._sock.sendall, self.limits.allowance(len(data)), data)
-        except RequestTimeout:
+        except ApiError:  # only ever this socket's request_timeout
             raise BrokenPipeError(errno.EPIPE, "the client did not take the response in time") from None
 
     def _timed(self, call: Callable, seconds: float, *args):
@@ -93,18 +93,18 @@ class ClientSocket:
         finally:
             self._sock.settimeout(previous)
 
-    def _timeout(self) -> RequestTimeout:
+    def _timeout(self) -> ApiError:
         if self._request is not None:
             self._request.must_close = True  # the reply says Connection: close; the rest of the body is unread
         if self._body_start is not None:
             waited = time.monotonic() - self._body_start
-            return RequestTimeout(
-                f"The request body came too slowly: {self._received} bytes in {waited:.0f} s. A body must start "
-                f"within {self.limits.body_timeout:g} s (CLIP_CLIENT_TIMEOUT_S) and keep up at least "
-                f"{self.limits.min_rate} bytes/s (CLIP_CLIENT_MIN_RATE); send it again.")
-        return RequestTimeout(
-            f"The request line and headers did not arrive within {self.limits.header_timeout:g} s "
-            "(CLIP_HEADER_TIMEOUT_S); send them again.")
+            return ApiError(Code.REQUEST_TIMEOUT,
+                            f"The request body came too slowly: {self._received} bytes in {waited:.0f} s. A body must "
+                            f"start within {self.limits.body_timeout:g} s ({env_var('client_timeout_s')}) and keep up "
+                            f"at least {self.limits.min_rate} bytes/s ({env_var('client_min_rate')}); send it again.")
+        return ApiError(Code.REQUEST_TIMEOUT,
+                        f"The request line and headers did not arrive within {self.limits.header_timeout:g} s "
+                        f"({env_var('header_timeout_s')}); send them again.")
 
     def __getattr__(self, name: str):
         return getattr(self._sock, name)

@@ -11,8 +11,8 @@ from http import HTTPStatus
 
 from gunicorn import util
 
-from ..errors import WORKER_TIMEOUT_MESSAGE, WorkerTimeout, error_body
-from .request_id import RESPONSE_HEADER, new_request_id
+from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
+from .request_id import HEADER_NAMES, new_request_id
 
 
 def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -25,8 +25,12 @@ def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
     """After gunicorn's timeout signal the request was cut off: that is a timeout, not a server bug (500)."""
-    timeout = WorkerTimeout(WORKER_TIMEOUT_MESSAGE)
-    write_error_json(sock, timeout.code, timeout.name, timeout.error_code, timeout.description)
+    write_api_error(sock, ApiError(Code.WORKER_TIMEOUT, WORKER_TIMEOUT_MESSAGE))
+
+
+def write_api_error(sock, exc: ApiError) -> None:
+    """One of our errors, for a request Flask never saw."""
+    write_error_json(sock, exc.code, exc.name, exc.error.id, exc.description)
 
 
 def write_error_json(sock, status_int: int, reason: str, code: str, message: str) -> None:
@@ -38,8 +42,7 @@ def write_error_json(sock, status_int: int, reason: str, code: str, message: str
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body.encode())}\r\n"
-        f"{RESPONSE_HEADER}: {request_id}\r\n"
-        f"X-Request-ID: {request_id}\r\n"
+        + "".join(f"{name}: {request_id}\r\n" for name in HEADER_NAMES) +
         "\r\n"
     )
     util.write_nonblock(sock, (head + body).encode("latin-1", errors="replace"))

@@ -12,9 +12,7 @@ from dataclasses import asdict, dataclass
 
 from flask import Flask, Response, g, has_request_context, request
 
-from ..errors import InvalidInput
-from ..parsing.form import ImageItem
-from .request_id import RESPONSE_HEADER, incoming_request_id, is_safe, new_request_id
+from .request_id import HEADER_NAMES, choose_request_id, new_request_id
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -68,10 +66,10 @@ def logging_config(level: str = "info") -> dict:
     }
 
 
-def count_items(items: list) -> None:
+def note_items(images: int, texts: int) -> None:
     """Record this request's images and texts for its log line and the worker's counters."""
-    g.images = g.get("images", 0) + sum(isinstance(i, ImageItem) for i in items)
-    g.texts = g.get("texts", 0) + sum(not isinstance(i, ImageItem) for i in items)
+    g.images = g.get("images", 0) + images
+    g.texts = g.get("texts", 0) + texts
 
 
 @dataclass
@@ -100,20 +98,15 @@ class RequestLog:
 
     def _start(self) -> None:
         g.started = time.perf_counter()
-        sent = incoming_request_id(request.headers)
-        g.request_id = sent if sent is not None and is_safe(sent) else new_request_id()
         g.images = g.texts = 0
-        if sent is not None and not is_safe(sent):
-            raise InvalidInput(
-                "The request_id header must be 1-128 letters, digits, '.', '_', ':' or '-'; "
-                "a new id was assigned to this response",
-                field="request_id", error_code="invalid_request_id",
-            )
+        g.request_id, problem = choose_request_id(request.headers)
+        if problem is not None:
+            raise problem
 
     def _finish(self, response: Response) -> Response:
         request_id = g.get("request_id") or new_request_id()
-        response.headers[RESPONSE_HEADER] = request_id
-        response.headers["X-Request-ID"] = request_id
+        for name in HEADER_NAMES:
+            response.headers[name] = request_id
         with self._lock:
             counters = self.counters
             counters.requests += 1

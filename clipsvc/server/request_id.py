@@ -6,11 +6,16 @@ import re
 import uuid
 from collections.abc import Mapping
 
-# Names we accept, in order. `request_id` is the user's own header; X-Request-ID is the common one.
+from ..errors import ApiError, Code
+
+# Names we accept, in order, and echo in every response. `request_id` is the user's own header;
+# X-Request-ID is the common one.
 HEADER_NAMES = ("request_id", "X-Request-ID")
-RESPONSE_HEADER = "request_id"
 MAX_LENGTH = 128
-_SAFE = re.compile(rf"[A-Za-z0-9._:\-]{{1,{MAX_LENGTH}}}")
+# What may be echoed into headers and logs: short tokens only, so nothing can be injected.
+PATTERN = rf"[A-Za-z0-9._:\-]{{1,{MAX_LENGTH}}}"
+RULE = f"1-{MAX_LENGTH} letters, digits, '.', '_', ':' or '-'"  # the same, in words
+_SAFE = re.compile(PATTERN)
 
 
 def new_request_id() -> str:
@@ -27,5 +32,15 @@ def incoming_request_id(headers: Mapping[str, str]) -> str | None:
 
 
 def is_safe(value: str) -> bool:
-    """Only short tokens are echoed into headers and logs, so nothing can be injected."""
     return _SAFE.fullmatch(value) is not None
+
+
+def choose_request_id(headers: Mapping[str, str]) -> tuple[str, ApiError | None]:
+    """The request's id, and the error to answer when the client sent one we cannot echo (it gets a new id)."""
+    sent = incoming_request_id(headers)
+    if sent is None:
+        return new_request_id(), None
+    if is_safe(sent):
+        return sent, None
+    return new_request_id(), ApiError(Code.INVALID_REQUEST_ID, f"The request_id header must be {RULE}; a new id "
+                                                               "was assigned to this response", field="request_id")

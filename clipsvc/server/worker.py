@@ -31,7 +31,7 @@ from functools import partial
 
 from gunicorn.workers.gthread import ThreadWorker
 
-from ..errors import RequestTimeout
+from ..errors import ApiError, Code
 from . import gunicorn_errors
 from .deadlines import ClientConn, ClientLimits, ClientSocket
 from .workertable import WorkerTable
@@ -144,10 +144,10 @@ class ClipWorker(ThreadWorker):
 
     def handle_error(self, req, client, addr, exc) -> None:
         """Headers that came too slowly get a JSON 408; gunicorn's other refusals are written as before."""
-        if isinstance(exc, RequestTimeout):
+        if isinstance(exc, ApiError) and exc.error is Code.REQUEST_TIMEOUT:
             self.log.info("client too slow: %s", exc.description, extra={"event": "client_timeout"})
             try:
-                gunicorn_errors.write_error_json(client, exc.code, exc.name, exc.error_code, exc.description)
+                gunicorn_errors.write_api_error(client, exc)
             except OSError:
                 pass
             return

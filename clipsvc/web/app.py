@@ -5,17 +5,17 @@ from __future__ import annotations
 from flask import Flask, Request
 
 from ..encoder.model import ClipEncoder
-from ..errors import register_error_handlers
-from ..parsing.form import MAX_FORM_MEMORY_BYTES, FormParser
+from ..parsing.form import FormParser
 from ..server import lifecycle
 from ..server.logs import RequestLog
 from ..server.metrics import Metrics
-from ..settings import Settings
+from ..settings import MAX_FORM_MEMORY_BYTES, Settings
 from . import clip, demo, docs, extensions, health, json_api
+from .errors import register_error_handlers
 
 
 class FormRequest(Request):
-    """Flask's request, with urlencoded bodies bounded like multipart ones (parsing.FormParser)."""
+    """Flask's request, with urlencoded bodies bounded like multipart ones (parsing.form.FormParser)."""
 
     form_data_parser_class = FormParser
 

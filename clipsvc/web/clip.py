@@ -5,27 +5,28 @@ from __future__ import annotations
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..errors import PayloadTooLarge
-from ..parsing.form import URLENCODED, ParsedRequest, parse_form, require_form, vector_encoding
-from ..server.logs import count_items
+from ..errors import ApiError, Code
+from ..parsing.form import URLENCODED, parse_form, require_form
+from ..parsing.items import ItemRules, ParsedRequest
+from ..server.logs import note_items
 from .extensions import get_encoder, get_settings
 from .scoring import embed
-from .serialize import embeddings_body
+from .serialize import embeddings_body, vector_encoding
 
-bp = Blueprint("api", __name__)
+bp = Blueprint("clip", __name__)
 
 
 @bp.post("/syte_test/clip")
 def clip() -> dict:
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
-    parsed = parse_request(min_side=encoder.info.image_size)
-    count_items(parsed.images + parsed.texts)
+    parsed = parse_request(ItemRules(get_settings(), encoder.info.image_size))
+    note_items(len(parsed.images), len(parsed.texts))
     return embeddings_body(embed(encoder, parsed), encoding)
 
 
-def parse_request(min_side: int) -> ParsedRequest:
+def parse_request(rules: ItemRules) -> ParsedRequest:
     """The form body (multipart or urlencoded) as validated items; werkzeug's size refusals get our wording."""
-    settings = get_settings()
+    settings = rules.settings
     require_form(request.mimetype)
     try:
         form, files = request.form, request.files
@@ -34,14 +35,14 @@ def parse_request(min_side: int) -> ParsedRequest:
         declared = request.content_length
         too_big = declared > settings.max_request_bytes if declared is not None else request.stream.is_exhausted
         if too_big:
-            raise  # the one body-size error, worded in errors._describe
-        raise PayloadTooLarge(_form_too_large(settings.max_items), error_code="form_too_large") from None
-    return parse_form(form, files, settings, min_side)
+            raise  # the one body-size error, worded in web.errors
+        raise ApiError(Code.FORM_TOO_LARGE, _form_too_large(settings.max_items)) from None
+    return parse_form(form, files, rules)
 
 
 def _form_too_large(max_items: int) -> str:
     """The form limit that was hit, in words: urlencoded bodies are bounded as a whole, multipart ones per part."""
-    if request.mimetype == URLENCODED:  # parsing.FormParser
+    if request.mimetype == URLENCODED:  # parsing.form.FormParser
         return (f"The {URLENCODED} body is over {request.max_form_memory_size} bytes or has more than "
                 f"{request.max_form_parts} fields; send at most {max_items} short texts")
     return (f"The request has too many parts or a text part over {request.max_form_memory_size} bytes; "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Flask, current_app
 
 from ..encoder.model import ClipEncoder
-from ..errors import ModelNotReady
+from ..errors import ApiError, Code
 from ..settings import Settings
 
 SETTINGS_KEY = "clipsvc.settings"
@@ -29,5 +29,6 @@ def get_encoder() -> ClipEncoder:
     """The worker's encoder, or a 503 that says the model is not loaded (yet)."""
     encoder = loaded_encoder()
     if encoder is None:
-        raise ModelNotReady("The model is not loaded in this worker; retry shortly or check the start-up log")
+        raise ApiError(Code.MODEL_NOT_READY, "The model is not loaded in this worker; retry shortly or check the "
+                                             "start-up log")
     return encoder

@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from .. import __version__
-from ..errors import ModelNotReady
+from ..errors import ApiError, Code
 from .extensions import get_encoder, get_settings, loaded_encoder
 
 bp = Blueprint("health", __name__)
@@ -19,7 +19,7 @@ def livez() -> dict:
 @bp.get("/readyz")
 def readyz() -> dict:
     if loaded_encoder() is None:
-        raise ModelNotReady("The model is not loaded yet")
+        raise ApiError(Code.MODEL_NOT_READY, "The model is not loaded yet")
     return {"status": "ready"}
 
 
@@ -41,11 +41,5 @@ def meta() -> dict:
         "batching": info.batching,
         "max_batch": info.max_batch,
         "version": __version__,
-        "limits": {
-            "max_request_mb": settings.max_request_mb,
-            "max_image_mb": settings.max_image_mb,
-            "max_image_pixels": settings.max_image_pixels,
-            "max_text_words": settings.max_text_words,
-            "max_items": settings.max_items,
-        },
+        "limits": settings.limits(),
     }
