@@ -4,8 +4,7 @@ import logging
 import signal
 import sys
 
-from clipsvc.encoder.model import ModelLoadError
-from clipsvc.encoder.modeldir import ModelDirError
+from clipsvc.encoder.modeldir import ModelDirError, ModelLoadError
 from clipsvc.server import gunicorn_errors, lifecycle
 from clipsvc.server.deadlines import ClientLimits
 from clipsvc.server.logs import logging_config
@@ -26,7 +25,9 @@ bind = [f"0.0.0.0:{settings.port}"]
 workers = settings.workers
 threads = settings.request_threads
 worker_class = "clipsvc.server.worker.ClipWorker"
-# PyTorch (and CUDA) must not be initialised in the master and inherited by forked workers.
+# PyTorch (and CUDA) must not be initialised in the master and inherited by forked workers. The master does not
+# even import torch (about 290 MB less resident; tests/test_master.py): each worker imports it in post_fork and
+# resolves CLIP_DEVICE=auto there, which nothing in the master needs.
 preload_app = False
 # A forward pass that runs longer than this gets the worker replaced (a CPU ViT-L/14 image is ~1.5 s, so
 # 64 images need minutes: the default is generous). Slow clients are cut off by their own deadlines.

@@ -9,7 +9,8 @@ from conftest import post_clip
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from clipsvc.encoder.model import ClipEncoder, ModelLoadError
+from clipsvc.encoder.model import ClipEncoder
+from clipsvc.encoder.modeldir import ModelLoadError
 from clipsvc.encoder.standin import build_standin
 
 

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -13,52 +11,18 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
-from transformers.utils import logging as transformers_logging
 
 from .batching import Batcher
 from .cputhreads import ThreadBudget
 from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
-from .pixels import PixelRecipe
+from .loading import IMAGE_BATCH, EncoderInfo, load_model
+from .modeldir import ModelLoadError
+from .pixels import PixelRecipe, crop_rows, pixel_batch
 
-# Rows per forward pass without batching: bounds activation memory for a request with many images.
-IMAGE_BATCH = 8
+__all__ = ["ClipEncoder", "EncoderInfo", "ModelLoadError"]
+
+# Texts per forward pass: bounds activation memory for a request with many texts.
 TEXT_BATCH = 256
-
-
-class ModelLoadError(RuntimeError):
-    """The weights or their companions could not be loaded; the message names the path."""
-
-
-@dataclass(frozen=True)
-class EncoderInfo:
-    """What /meta and the start-up log report about the loaded model."""
-
-    model_path: str
-    model_name: str
-    embedding_dim: int
-    image_size: int
-    max_text_tokens: int
-    device: str
-    dtype: str
-    threads: int
-    load_seconds: float
-    logit_scale: float = 100.0
-    batching: bool = False
-    max_batch: int = IMAGE_BATCH
-    dynamic_threads: bool = False  # threads (the most) shrink while other workers compute too
-    packed_weights: bool = False  # oneDNN's packed linear weights (CPU)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def pick_device(requested: str) -> torch.device:
-    """`auto` takes the GPU when there is one; asking for CUDA without one is a start-up error."""
-    if requested == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"CLIP_DEVICE={requested} but no CUDA device is available")
-    return torch.device(requested)
 
 
 class ClipEncoder:
@@ -92,60 +56,15 @@ class ClipEncoder:
         which they use without repacking on every call; image passes are ~20% faster with 2 threads, but the copy
         is this process's own, not the weights file's pages that every worker shares.
         """
-        started = time.perf_counter()
-        transformers_logging.disable_progress_bar()  # a progress bar is not a JSON log line
-        if threads is not None:
-            torch.set_num_threads(threads)
-        target = pick_device(device)
-        # fp16 halves memory and doubles speed on GPUs; on CPUs fp32 is the fast (and exact) choice.
-        dtype = torch.float16 if target.type == "cuda" else torch.float32
-        try:
-            # weights_only: a pytorch_model.bin is unpickled without running arbitrary code.
-            model = CLIPModel.from_pretrained(model_dir, dtype=dtype, local_files_only=True, weights_only=True)
-            tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
-            processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
-            model.to(target).eval()  # inside the try: a GPU out of memory is a load failure too
-            packed_weights = packed_weights and target.type == "cpu" and torch.backends.mkldnn.is_available()
-            if packed_weights:
-                model = _packed(model)
-            # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
-            tokenizer(["warm up"], truncation=True, max_length=model.config.text_config.max_position_embeddings)
-        except Exception as exc:  # transformers raises many types for a broken directory
-            raise ModelLoadError(f"could not load the CLIP model from {model_dir}: {exc}") from exc
-        info = EncoderInfo(
-            model_path=str(model_dir),
-            model_name=Path(model_dir).name,
-            embedding_dim=model.config.projection_dim,
-            image_size=model.config.vision_config.image_size,
-            max_text_tokens=model.config.text_config.max_position_embeddings,
-            device=str(target),
-            dtype=str(dtype).removeprefix("torch."),
-            threads=torch.get_num_threads(),
-            packed_weights=packed_weights,
-            load_seconds=round(time.perf_counter() - started, 3),
-            logit_scale=round(model.logit_scale.detach().exp().item(), 4),
-        )
-        return cls(model, tokenizer, processor, info)
+        return cls(*load_model(model_dir, device, threads, packed_weights))
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """N×3×H×W float32 on the CPU, as the model's processor gives them (preprocessor_config.json)."""
-        return self._pixel_batch(self.image_rows(images), torch.device("cpu"), torch.float32)
+        return pixel_batch(self.image_rows(images), self.pixels, torch.device("cpu"), torch.float32)
 
     def image_rows(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
-        """What a request thread hands to the forward pass: uint8 crops, or the processor's float rows."""
-        if self.pixels is None:
-            return list(self.processor(images=list(images), return_tensors="pt")["pixel_values"])
-        return [self.pixels.resize_crop(image) for image in images]
-
-    def _pixel_batch(self, rows: list[torch.Tensor], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        """Rows from image_rows -> the model's input on `device`, normalised there when they are uint8."""
-        batch = torch.stack(rows)
-        if batch.dtype != torch.uint8:
-            return batch.to(device, dtype)
-        pixels = self.pixels.normalise(batch.to(device)).to(dtype)
-        # On a CPU the channels-last view slows every layer after the patch embedding (ViT-B/32: 89-95 against
-        # 85-86 ms a forward pass); one copy to the processor's own layout costs 0.1 ms.
-        return pixels if device.type == "cuda" else pixels.contiguous()
+        """What a request thread hands to the forward pass, from RGB pictures (clipsvc.encoder.pixels)."""
+        return crop_rows(images, self.pixels, self.processor)
 
     def start_inference_thread(self, max_batch: int = 64, max_wait_ms: float = 5, merge: bool = True,
                                timeout: float | None = None, budget: ThreadBudget | None = None) -> None:
@@ -217,12 +136,12 @@ class ClipEncoder:
         vectors: list[np.ndarray] = []
         with torch.inference_mode():
             for start in range(0, len(rows), self.chunk):
-                pixels = self._pixel_batch(rows[start:start + self.chunk], self.device, self.dtype)
-                self.on_forward("image", len(pixels))
+                batch = pixel_batch(rows[start:start + self.chunk], self.pixels, self.device, self.dtype)
+                self.on_forward("image", len(batch))
                 if self._image_graphs is not None:
-                    vectors.extend(_unit_rows(self._image_graphs(pixels)))
+                    vectors.extend(_unit_rows(self._image_graphs(batch)))
                 else:
-                    vectors.extend(_unit_rows(self.model.get_image_features(pixel_values=pixels)))
+                    vectors.extend(_unit_rows(self.model.get_image_features(pixel_values=batch)))
         return vectors
 
     def forward_texts(self, rows: list[list[int]]) -> list[np.ndarray]:
@@ -236,20 +155,6 @@ class ClipEncoder:
                                                       attention_mask=tokens["attention_mask"].to(self.device))
                 vectors.extend(_unit_rows(output))
         return vectors
-
-
-def _packed(model: CLIPModel) -> CLIPModel:
-    """The image tower with oneDNN linear layers (torch.utils.mkldnn), which hold their weights packed once.
-
-    Only the image tower: its inputs have few shapes (rows per pass), while texts come in every length, and
-    oneDNN keeps state per shape that made a worker's memory grow under varied texts.
-    """
-    with warnings.catch_warnings():  # the module is built on torch.jit.script_method, deprecated since torch 2.10
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torch.utils import mkldnn
-    model.vision_model = mkldnn.to_mkldnn(model.vision_model)
-    model.visual_projection = mkldnn.to_mkldnn(model.visual_projection)
-    return model
 
 
 def _ignore(kind: str, rows: int) -> None:

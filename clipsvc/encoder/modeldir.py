@@ -18,6 +18,13 @@ class ModelDirError(RuntimeError):
     """The model cannot be used; the message names the path and what is wrong."""
 
 
+class ModelLoadError(RuntimeError):
+    """The weights or their companions could not be loaded (in a worker); the message names the path.
+
+    Declared here, beside the other model error, so that gunicorn's master catches it without importing torch.
+    """
+
+
 def resolve_model_dir(path: Path, cache_dir: Path | None = None) -> Path:
     """The directory to load from; unzips `path` (or the one zip inside it) into `cache_dir`."""
     try:

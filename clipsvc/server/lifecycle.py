@@ -9,12 +9,15 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..encoder.cputhreads import ThreadBudget
-from ..encoder.model import ClipEncoder
 from ..encoder.modeldir import resolve_model_dir
 from ..settings import METRICS_DIR_ENV, Settings, cpu_count
 from .workertable import WorkerTable
+
+if TYPE_CHECKING:  # the master imports this module and never loads torch: workers import the encoder
+    from ..encoder.model import ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -96,10 +99,14 @@ def batch_plan(settings: Settings, device_type: str) -> tuple[bool, float]:
 
 
 def load_worker_encoder(settings: Settings) -> ClipEncoder:
-    """In a worker, after forking: torch and CUDA are initialised here, never in the master.
+    """In a worker, after forking: torch is imported and CUDA initialised here, never in the master.
 
-    Every forward pass runs in the encoder's one inference thread, batched as `batch_plan` says.
+    The device is resolved here too (CLIP_DEVICE=auto: torch.cuda.is_available() in the worker): nothing the
+    master decides depends on it. Every forward pass runs in the encoder's one inference thread, batched as
+    `batch_plan` says.
     """
+    from ..encoder.model import ClipEncoder  # torch and transformers: ~3 s of imports, in each worker
+
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
     encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker,

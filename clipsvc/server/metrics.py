@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import TYPE_CHECKING
 
 from flask import Blueprint, Flask, Response, current_app, g, request
 from prometheus_client import (
@@ -24,8 +25,10 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from ..encoder.model import ClipEncoder
 from ..settings import METRICS_DIR_ENV
+
+if TYPE_CHECKING:  # the gunicorn master imports this module and never loads torch
+    from ..encoder.model import ClipEncoder
 
 EXTENSION_KEY = "clipsvc.server.metrics"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
