@@ -19,7 +19,7 @@ import pytest
 from conftest import image_bytes
 from test_api import assert_error
 
-from clipsvc.parsing import fetch
+from clipsvc.parsing import fetch, pinned_http
 from clipsvc.web.app import create_app
 
 PNG = image_bytes("PNG", (40, 30))
@@ -160,7 +160,7 @@ def test_https_certificates_are_verified(tls_client, tls_origin):
 
 def test_https_with_a_trusted_certificate_checks_the_host_name(tls_client, tls_origin, monkeypatch):
     port, cert = tls_origin
-    monkeypatch.setattr(fetch, "tls_context", lambda: ssl.create_default_context(cafile=str(cert)))
+    monkeypatch.setattr(pinned_http, "tls_context", lambda: ssl.create_default_context(cafile=str(cert)))
     good = encode(tls_client, f"https://images.test:{port}/cat.png")
     assert good.status_code == 200, good.json
     assert good.json == tls_client.post("/encode", json=[{"img_blob": base64.b64encode(PNG).decode()}]).json

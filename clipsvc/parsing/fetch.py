@@ -11,13 +11,13 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import socket
-import ssl
 import time
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import SplitResult, urljoin, urlsplit
 
 from ..errors import ApiError, Code, Rejected
 from ..settings import Settings, env_var
+from . import pinned_http
 
 MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 4096
@@ -149,7 +149,7 @@ def _request(scheme: str, host: str, port: int, parts: SplitResult, settings: Se
              deadline: float) -> tuple[int, str | None, bytes]:
     """One GET to the checked address: (status, redirect location or None, body)."""
     address = resolve(host, port)[0]
-    connection = _connection(scheme, host, port, address, _remaining(deadline, host))
+    connection = pinned_http.connection(scheme, host, port, address, _remaining(deadline, host))
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     try:
         connection.request("GET", path, headers={"User-Agent": USER_AGENT, "Accept": "image/*"})
@@ -193,36 +193,3 @@ def _remaining(deadline: float, host: str) -> float:
     if left <= 0:
         raise FetchError(f"{host} did not send the image in time ({env_var('fetch_timeout_s')})")
     return left
-
-
-def tls_context() -> ssl.SSLContext:
-    """The system's certificate authorities, host names checked: a fetched image is only as good as its origin."""
-    return ssl.create_default_context()
-
-
-def _connection(scheme: str, host: str, port: int, address: str, timeout: float) -> http.client.HTTPConnection:
-    if scheme == "https":
-        return _PinnedHTTPS(host, port, address, timeout)
-    return _PinnedHTTP(host, port, address, timeout)
-
-
-class _PinnedHTTP(http.client.HTTPConnection):
-    """Connects to the address that was checked, while Host and TLS name stay the URL's host."""
-
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout)
-        self.address = address
-
-    def connect(self) -> None:
-        # Kept as `pinned` too: http.client lets go of `sock` once a response owns the connection.
-        self.sock = self.pinned = socket.create_connection((self.address, self.port), self.timeout)
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    def __init__(self, host: str, port: int, address: str, timeout: float):
-        super().__init__(host, port, timeout=timeout, context=tls_context())
-        self.address = address
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.address, self.port), self.timeout)
-        self.sock = self.pinned = self._context.wrap_socket(sock, server_hostname=self.host)

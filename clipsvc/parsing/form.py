@@ -29,7 +29,8 @@ def require_form(mimetype: str) -> None:
     """Multipart (images and texts) or urlencoded (texts only); anything else is a 415 naming both."""
     if mimetype not in FORM_TYPES:
         shown = mimetype or "none"
-        raise ApiError(Code.UNSUPPORTED_MEDIA_TYPE,
+        raise ApiError(
+            Code.UNSUPPORTED_MEDIA_TYPE,
             f"Content-Type is {shown}; send {MULTIPART} with image-<id> files and text-<id> fields "
             f"(curl -F image-1=@photo.jpg -F text-1='a caption'), or {URLENCODED} with text-<id> fields only "
             "(curl -d 'text-1=a caption')",

@@ -31,7 +31,7 @@ def parse_items(items: object, field: str, rules: ItemRules) -> list[Item]:
     """A non-empty JSON list of items; each item's id is its field path, e.g. `queries[0]`."""
     if not isinstance(items, list) or not items:
         raise ApiError(Code.INVALID_ITEMS, f"{field or 'The body'} must be a non-empty JSON list of items like "
-                           '{"text": "a dog"} or {"img_blob": "<base64>"}', field=field or None)
+                                           '{"text": "a dog"} or {"img_blob": "<base64>"}', field=field or None)
     check_item_count(len(items), rules)
     sources = [_source(item, f"{field}[{i}]") for i, item in enumerate(items)]
     # Every item's shape is checked before any URL is fetched; then the URLs are fetched together.
@@ -43,8 +43,8 @@ def parse_items(items: object, field: str, rules: ItemRules) -> list[Item]:
 def _source(item: object, field: str) -> tuple[str, str, str, str]:
     """(item id, key, field path, value) of a well-formed item."""
     if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in ITEM_KEYS:
-        raise ApiError(Code.INVALID_ITEM, f"{field} must be an object with exactly one of text, img_blob or img_uri",
-                           field=field)
+        raise ApiError(Code.INVALID_ITEM, f"{field} must be an object with exactly one of text, img_blob or "
+                                          "img_uri", field=field)
     (key, value), name = next(iter(item.items())), f"{field}.{next(iter(item))}"
     if not isinstance(value, str):
         raise ApiError(Code.INVALID_ITEM, f"{name} must be a string", field=name)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..encoder.model import ClipEncoder
-from ..parsing.form import ImageItem, ParsedRequest, TextItem
+from ..parsing.items import ImageItem, ParsedRequest, TextItem
 
 # CLIPScore (Hessel et al., 2021, arXiv:2104.08718): w * max(cos, 0) with w = 2.5, here on 0-100.
 CLIPSCORE_WEIGHT = 2.5

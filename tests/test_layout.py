@@ -1,0 +1,100 @@
+"""The package's shape: layers import downward only, the two services stay apart, modules stay readable."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "clipsvc"
+# Lower layers never import higher ones. parsing and the encoder share a layer and never import each other:
+# data meets the model only in web (scoring). The package's __init__ and the standin shim sit above all.
+LAYERS = {"settings": 0, "errors": 1, "parsing": 2, "encoder": 2, "server": 3, "web": 4}
+# Third-party packages a layer must not touch: parsing is pure, the encoder knows nothing of HTTP.
+FORBIDDEN = {"parsing": {"flask", "torch", "transformers"}, "encoder": {"flask", "werkzeug", "gunicorn"},
+             "settings": {"flask", "werkzeug", "torch"}, "errors": {"flask", "torch"}}
+MAX_LINES = 225  # "small enough to read in one sitting": about 200 lines
+
+
+def modules() -> dict[str, Path]:
+    """Dotted name under clipsvc (e.g. `parsing.form`) -> file; packages' __init__ as the package's name."""
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(name: str, path: Path) -> set[str]:
+    """Every module this one imports, as dotted names: clipsvc's without the prefix, others' top-level name."""
+    package = name.split(".")[:-1] if path.name != "__init__.py" else name.split(".")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.removeprefix("clipsvc.") if alias.name.startswith("clipsvc.")
+                      else alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else []))
+            elif (node.module or "").startswith("clipsvc"):
+                base = node.module.removeprefix("clipsvc").lstrip(".")
+            else:
+                found.add(node.module.split(".")[0])
+                continue
+            known = modules()
+            found |= {f"{base}.{alias.name}".lstrip(".") if f"{base}.{alias.name}".lstrip(".") in known else base
+                      for alias in node.names}
+    return found
+
+
+def layer(name: str) -> int | None:
+    """`` is the package itself, which holds only `__version__` for everyone."""
+    return -1 if name == "" else LAYERS.get(name.split(".")[0])
+
+
+INTERNAL = {name: {dep for dep in imports(name, path) if dep in modules() or dep == ""}
+            for name, path in modules().items()}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in INTERNAL if layer(n) is not None))
+def test_imports_run_downward(name):
+    upward = {dep for dep in INTERNAL[name] if dep.split(".")[0] != name.split(".")[0]
+              and (layer(dep) is None or layer(dep) >= layer(name))}
+    assert upward == set(), f"clipsvc.{name} imports a layer at or above its own"
+
+
+@pytest.mark.parametrize("top, banned", sorted(FORBIDDEN.items()))
+def test_layers_keep_off_libraries_they_must_not_know(top, banned):
+    for name, path in modules().items():
+        if name.split(".")[0] == top:
+            assert imports(name, path) & banned == set(), f"clipsvc.{name} imports {imports(name, path) & banned}"
+
+
+def test_there_are_no_import_cycles():
+    state: dict[str, str] = {}
+
+    def visit(name: str, trail: tuple[str, ...]) -> None:
+        if state.get(name) == "open":
+            raise AssertionError("import cycle: " + " -> ".join((*trail, name)))
+        if state.get(name) == "done":
+            return
+        state[name] = "open"
+        for dep in INTERNAL.get(name, ()):
+            if dep and dep != name:
+                visit(dep, (*trail, name))
+        state[name] = "done"
+
+    for name in INTERNAL:
+        if name:  # clipsvc/__init__ only names the packages
+            visit(name, ())
+
+
+@pytest.mark.parametrize("name", sorted(modules()))
+def test_modules_are_small_enough_to_read_in_one_sitting(name):
+    assert len(modules()[name].read_text().splitlines()) <= MAX_LINES
+
+
+def test_ls_shows_the_design_cards_parts():
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == \
+        {"parsing", "encoder", "server", "web"}
