@@ -9,6 +9,7 @@ import pytest
 from test_modeldir import zip_model
 
 from clipsvc.encoder.modeldir import resolve_model_dir
+from clipsvc.parsing.images import FORMATS
 from clipsvc.settings import ENV_VARS, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -150,3 +151,10 @@ MOUNT_TEXTS = ["README.md", "docs/deployment.md", "docker-compose.yml", "Dockerf
 @pytest.mark.parametrize("path", MOUNT_TEXTS)
 def test_no_zip_is_mounted_onto_the_model_directory(path):
     assert not re.search(r"\.zip:/model(?::ro)?(?![\w/.-])", (ROOT / path).read_text())
+
+
+def test_the_accepted_image_formats_are_the_decoders():
+    """The README's list is the parser's table (clipsvc.parsing.images.FORMATS), in the same order."""
+    sentence = README.split("Accepted formats:", 1)[1].split("(Radiance", 1)[0]
+    named = [name.strip() for name in re.split(r",|\band\b", re.sub(r"\([^)]*\)", "", sentence)) if name.strip()]
+    assert named == list(FORMATS)

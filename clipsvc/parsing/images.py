@@ -13,15 +13,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import Code, Rejected
 from ..settings import env_var
 
-# The formats of the table we promised (see README). Restricting Pillow to them keeps risky
-# decoders (EPS runs Ghostscript, for one) out of reach of uploads. MPO is how Pillow names
-# many camera JPEGs. Radiance HDR is in that table but Pillow has no decoder for it.
-ALLOWED_FORMATS = (
-    "JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "TIFF", "PPM", "ICO", "WEBP", "DDS", "TGA", "JPEG2000",
-)
+# The formats we accept, as users name them -> Pillow's names: the one list (README and the OpenAPI document
+# say it). Restricting Pillow to them keeps risky decoders (EPS runs Ghostscript, for one) out of reach of
+# uploads. MPO is how Pillow names many camera JPEGs. Radiance HDR has no Pillow decoder.
+FORMATS = {
+    "JPEG": ("JPEG", "MPO"), "PNG": ("PNG",), "GIF": ("GIF",), "BMP": ("BMP", "DIB"), "TIFF": ("TIFF",),
+    "WebP": ("WEBP",), "PPM/PGM/PBM": ("PPM",), "ICO": ("ICO",), "DDS": ("DDS",), "TGA": ("TGA",),
+    "JPEG 2000": ("JPEG2000",),
+}
 Image.init()  # register every plugin so `formats=` can name them (Pillow loads a few lazily)
-ALLOWED_FORMATS = tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
-SUPPORTED_LIST = "JPEG, PNG, GIF, BMP, TIFF, WebP, PPM/PGM/PBM, ICO, DDS, TGA, JPEG 2000"
+ALLOWED_FORMATS = tuple(name for names in FORMATS.values() for name in names if name in Image.OPEN)
+SUPPORTED_LIST = ", ".join(FORMATS)
 _WHITE = (255, 255, 255)
 
 

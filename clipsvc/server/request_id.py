@@ -43,4 +43,4 @@ def choose_request_id(headers: Mapping[str, str]) -> tuple[str, ApiError | None]
     if is_safe(sent):
         return sent, None
     return new_request_id(), ApiError(Code.INVALID_REQUEST_ID, f"The request_id header must be {RULE}; a new id "
-                                                               "was assigned to this response", field="request_id")
+                                                               "was assigned to this response", field=HEADER_NAMES[0])
