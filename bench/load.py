@@ -2,9 +2,10 @@
 
     python bench/load.py [--model-dir DIR] [--workers 2] [--clients 4] [--duration 20] [--json OUT]
 
-Starts `gunicorn -c gunicorn.conf.py wsgi:app` on a free 127.0.0.1 port (a tiny stand-in model when no
---model-dir is given), warms every worker up, then drives it from concurrent clients with a fixed mix of
-valid and invalid requests until the duration or the request cap runs out. Each response is checked
+Starts `gunicorn -c gunicorn.conf.py wsgi:app` on a free 127.0.0.1 port through testkit.server (a tiny
+stand-in model when no --model-dir is given), waits for every worker, warms them up, then drives the server
+from concurrent clients with a fixed mix of valid and invalid requests until the duration or the request cap
+runs out. Each response is checked
 against the request that caused it; worker RSS is compared between the end of the warm-up and the end.
 Exits 1 on any 5xx, lost, crossed or non-JSON response, unexpected status, or RSS growth of 10% or more.
 """
@@ -16,17 +17,13 @@ import io
 import json
 import math
 import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,16 +31,18 @@ import requests
 from PIL import Image, ImageDraw
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT))  # clipsvc and the harness that runs the server (testkit), from the repo root
 from clipsvc.settings import Settings  # noqa: E402
+from testkit import jsonlog, procs  # noqa: E402
+from testkit.server import serve  # noqa: E402
 
-HOST = "127.0.0.1"  # loopback only: the server is bound here and nowhere else
 CLIP_PATH = "/syte_test/clip"
 MAX_RSS_GROWTH_PCT = 10.0
 # oneDNN's packed image tower builds state for each batch shape it meets, and each request thread its allocator
 # arena: a worker's RSS settles ~50 MB up over its first ~100 requests, then stays flat. 30 left part of that
 # inside the measurement (6-12 % growth with 30, 2-3 % with 100, on the tiny stand-in).
 WARMUP_PER_WORKER = 100
+SERVER_START_S = 120  # every worker loading the model (a CPU ViT-L/14 takes a while)
 REQUEST_TIMEOUT_S = 120  # a CPU ViT-L/14 needs seconds for a three-pair request
 VECTOR_TOLERANCE = 1e-4  # the same input gives the same unit vector, whatever it was batched with
 CAPTIONS = (
@@ -319,84 +318,12 @@ def drive(url: str, checker: Checker, clients: int, duration: float, max_request
     return results, time.perf_counter() - start
 
 
-# --- The server and its workers ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port nobody listens on now, for this run's server."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def serve(model_dir: Path, workers: int, log_path: Path) -> Iterator[tuple[subprocess.Popen, str]]:
-    """Real gunicorn from the repo root, bound to loopback only (--bind overrides the config's 0.0.0.0)."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_") and k != "GUNICORN_CMD_ARGS"}
-    # CLIP_MAX_REQUESTS=0: a recycled worker would reset its memory and hide the growth measured here.
-    env.update(CLIP_MODEL_DIR=str(model_dir), WEB_CONCURRENCY=str(workers), CLIP_DEVICE="cpu", PORT=str(port),
-               CLIP_MAX_REQUESTS="0", CLIP_LOG_LEVEL="info", PYTHONUNBUFFERED="1")
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"{HOST}:{port}", "wsgi:app"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )
-    url = f"http://{HOST}:{port}"
-    try:
-        _wait_ready(process, url, log_path)
-        yield process, url
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _wait_ready(process: subprocess.Popen, url: str, log_path: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    with requests.Session() as session:
-        session.trust_env = False
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"gunicorn exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
-            try:
-                if session.get(url + "/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.1)
-    raise TimeoutError(f"gunicorn not ready after {timeout}s:\n{log_path.read_text()[-4000:]}")
-
-
-def worker_pids(master: int) -> list[int]:
-    """The gunicorn master's children, from /proc (task/*/children where the kernel has it, else every stat)."""
-    children = list(Path(f"/proc/{master}/task").glob("*/children"))
-    if children:
-        return sorted(int(pid) for path in children for pid in path.read_text().split())
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # the process ended while we looked
-        if int(fields[1]) == master:
-            pids.append(int(stat.parent.name))
-    return sorted(pids)
+# --- The workers' memory ------------------------------------------------------------------------------
 
 
 def rss_kib(pid: int) -> int | None:
     """VmRSS of a process in KiB, or None once it is gone."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    return procs.status_kib(pid, "VmRSS")
 
 
 class RssSampler:
@@ -422,22 +349,15 @@ class RssSampler:
 
 
 def request_log_counts(log_path: Path) -> tuple[Counter, dict[str, int], int]:
-    """How often each request_id has a per-request line in the server log, its logged status, bad lines."""
+    """How often each request_id has a per-request line in the server log, its logged status, non-JSON lines."""
+    lines = jsonlog.read_lines(log_path)
+    records = jsonlog.parse(lines)
     counts: Counter = Counter()
     statuses: dict[str, int] = {}
-    non_json = 0
-    for line in log_path.read_text().splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            non_json += 1
-            continue
-        if record.get("logger") == "clipsvc.request":
-            counts[record.get("request_id")] += 1
-            statuses[record.get("request_id")] = record.get("status")
-    return counts, statuses, non_json
+    for record in jsonlog.request_lines(records):
+        counts[record.get("request_id")] += 1
+        statuses[record.get("request_id")] = record.get("status")
+    return counts, statuses, len(lines) - len(records)
 
 
 # --- Summary -----------------------------------------------------------------------------------------
@@ -488,7 +408,10 @@ def run_load(model_dir: Path, workers: int = 2, clients: int = 4, duration: floa
     tag = f"{os.getpid()}-{int(time.time())}"
     with tempfile.TemporaryDirectory(prefix="clipsvc-load-") as tmp:
         log_path = log_path or Path(tmp) / "server.log"
-        with serve(Path(model_dir), workers, log_path) as (process, url):
+        # CLIP_MAX_REQUESTS=0: a recycled worker would reset its memory and hide the growth measured here.
+        settings = {"WEB_CONCURRENCY": str(workers), "CLIP_MAX_REQUESTS": "0", "CLIP_LOG_LEVEL": "info"}
+        with serve(Path(model_dir), log_path, settings, timeout=SERVER_START_S) as server:
+            url = server.url
             with requests.Session() as session:
                 session.trust_env = False
                 meta = session.get(url + "/meta", timeout=10).json()
@@ -498,13 +421,13 @@ def run_load(model_dir: Path, workers: int = 2, clients: int = 4, duration: floa
             # allocator arena, which is not a leak but would read as one if first seen during the measurement.
             warm_clients = max(clients, workers * Settings().request_threads)
             warm, _ = drive(url, checker, warm_clients, 600, warmup_per_worker * workers, 0, tag, words)
-            pids = worker_pids(process.pid)
+            pids = sorted(server.worker_pids())
             rss_start = {pid: rss_kib(pid) for pid in pids}
             with RssSampler(pids) as sampler:
                 results, elapsed = drive(url, checker, clients, duration, max_requests, len(warm), tag, words)
             rss_end = {pid: rss_kib(pid) for pid in pids}
-            pids_end = worker_pids(process.pid)
-        exit_code = process.returncode
+            pids_end = sorted(server.worker_pids())
+        exit_code = server.process.returncode
         counts, statuses, log_non_json = request_log_counts(log_path)
     check_log(warm + results, counts, statuses)
 

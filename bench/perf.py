@@ -47,18 +47,21 @@ import transformers
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]  # clipsvc and testkit from the repo root; the other benches
 import perf_direct as direct  # noqa: E402
 import perf_served as served_side  # noqa: E402
-from perf_served import Payload, children, smaps_rollup  # noqa: E402
+from perf_served import Payload  # noqa: E402
 
 from clipsvc.encoder.standin import ARCHS, build_standin  # noqa: E402
 from clipsvc.settings import Settings  # noqa: E402
+from testkit import jsonlog, procs  # noqa: E402
+from testkit.server import serve  # noqa: E402
 
 MODELS_ROOT = ROOT / "models"  # git-ignored; stand-ins are built here once and reused
 CAPTION = "Man staring at the moon, moon is made of mechanical parts"  # the user's seed example
 IMAGE_SIZE = (640, 480)
-MIB = served_side.MIB
+MIB = procs.MIB
+SERVER_START_S = 600  # every worker loading a big model on CPU
 
 
 # --- inputs and model -------------------------------------------------------------------------------
@@ -180,8 +183,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     direct_timings: list[tuple[list[float], float]] = []
     served_timings: dict[int, list[tuple[list[float], float]]] = {c: [] for c in args.clients}
     with tempfile.TemporaryDirectory(prefix="clipsvc-perf-") as log_dir, \
-            served_side.serve(model_dir, Path(log_dir) / "gunicorn.log", server_settings(args)) as server:
-        loaded = served_side.wait_all_loaded(server, args.workers)
+            serve(model_dir, Path(log_dir) / "gunicorn.log", server_settings(args), timeout=SERVER_START_S) as server:
+        loaded = {pid: line.get("threads") for pid, line in server.wait_loaded().items()}
         served_side.warm_workers(server, payload, args.workers, max(args.clients), args.warmup)
         direct_vector = direct_round(model, processor, work, args, max(1, args.warmup), direct_threads).vector
         before = len(server.log_lines())
@@ -198,12 +201,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
             extra = {"batch_rows": args.max_batch,
                      "forward_only": direct.forward_only(model, processor, work, args.max_batch),
                      "gpu_peak_allocated_mib": round(torch.cuda.max_memory_allocated() / MIB, 1)}
-        direct_memory = smaps_rollup("self")
+        direct_memory = procs.smaps_rollup("self")
         del model, processor
         gc.collect()  # the workers' PSS is read without this process sharing the weights' pages
         if args.device == "cuda":
             torch.cuda.empty_cache()
-        records = served_side.log_records(server.log_lines()[before:])
+        records = jsonlog.parse(server.log_lines()[before:])
         memory = served_memory(server, args.device)
     direct_stats = {"torch_threads": direct_threads, "load_s": round(load_s, 2), **joined(direct_timings, work),
                     **extra, "process_memory": direct_memory}
@@ -247,7 +250,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 
 def served_run(clients: int, stats: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
     """One client count's figures, with the in-worker time and the spread over workers from the request log."""
-    measured = [r for r in served_side.request_records(records) if r["request_id"].startswith(f"perf-{clients}-")]
+    measured = [r for r in jsonlog.request_lines(records, served_side.ENDPOINT)
+                if r["request_id"].startswith(f"perf-{clients}-")]
     in_worker = [record["duration_ms"] for record in measured if "duration_ms" in record]
     return {
         "clients": clients, **stats,
@@ -258,15 +262,15 @@ def served_run(clients: int, stats: dict[str, Any], records: list[dict[str, Any]
 
 def served_memory(server: Any, device: str) -> dict[str, Any]:
     """Each worker's and the master's RSS/PSS after the run (and GPU memory per worker from nvidia-smi)."""
-    pids = children(server.process.pid)
-    memory = {pid: smaps_rollup(pid) for pid in pids}
+    pids = sorted(server.worker_pids())
+    memory = {pid: procs.smaps_rollup(pid) for pid in pids}
     on_gpu = served_side.gpu_memory() if device == "cuda" else {}
     report = {
         "workers": [{"pid": pid, **memory[pid], **({"gpu_mib": on_gpu[pid]} if pid in on_gpu else {})}
                     for pid in pids],
         "total_worker_pss_mib": round(sum(m["pss_mib"] for m in memory.values()), 1),
         "total_worker_rss_mib": round(sum(m["rss_mib"] for m in memory.values()), 1),
-        "master": {"pid": server.process.pid, **smaps_rollup(server.process.pid)},
+        "master": {"pid": server.process.pid, **procs.smaps_rollup(server.process.pid)},
     }
     if on_gpu:
         report["total_worker_gpu_mib"] = round(sum(on_gpu.get(pid, 0) for pid in pids), 1)

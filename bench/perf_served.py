@@ -1,4 +1,4 @@
-"""bench/perf.py's served side: real gunicorn on a loopback port, driven over HTTP, and what its processes hold."""
+"""bench/perf.py's served side: real gunicorn (testkit.server) driven over HTTP, and its batches and GPU memory."""
 
 from __future__ import annotations
 
@@ -9,48 +9,20 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from gunicorn_server import Server, free_port, gunicorn_command, gunicorn_env
 from perf_direct import Work
 from urllib3 import encode_multipart_formdata
 
-ROOT = Path(__file__).resolve().parent.parent
+from testkit import jsonlog
+from testkit.server import Server
+
 ENDPOINT = "/syte_test/clip"
-MIB = 1024 * 1024
 
 
-# --- memory -----------------------------------------------------------------------------------------
-
-
-def smaps_rollup(pid: int | str) -> dict[str, float]:
-    """RSS and PSS (with PSS's anonymous and file parts) in MiB: PSS splits shared pages fairly among workers."""
-    fields = {"Rss": "rss_mib", "Pss": "pss_mib", "Pss_Anon": "pss_anon_mib", "Pss_File": "pss_file_mib"}
-    memory = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in fields:
-            memory[fields[name]] = round(int(rest.split()[0]) * 1024 / MIB, 1)
-    return memory
-
-
-def children(pid: int) -> list[int]:
-    """Processes whose parent is `pid` (gunicorn's workers), from /proc, without psutil."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:  # exited meanwhile
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
+# --- GPU memory -------------------------------------------------------------------------------------
 
 
 def gpu_memory() -> dict[int, float]:
@@ -156,37 +128,7 @@ def check_responses(responses: list[tuple[int, bytes]], payload: Payload) -> np.
     return first
 
 
-# --- the server -------------------------------------------------------------------------------------
-
-
-def log_records(lines: list[str]) -> list[dict[str, Any]]:
-    """The server's JSON log lines as dicts (gunicorn may print the odd plain line)."""
-    records = []
-    for line in lines:
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            continue
-    return records
-
-
-def request_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The service's per-request log lines for the endpoint (worker pid, in-worker duration)."""
-    return [record for record in records if record.get("message") == "request" and record.get("path") == ENDPOINT]
-
-
-def wait_all_loaded(server: Server, workers: int, timeout: float = 600) -> dict[int, int]:
-    """Wait for every worker's model_loaded log line (/readyz: any one worker); returns {pid: torch threads}."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {server.process.returncode}:\n{server.log_path.read_text()}")
-        loaded = {record["pid"]: record.get("threads") for record in log_records(server.log_lines())
-                  if record.get("event") == "model_loaded"}
-        if len(loaded) >= workers:
-            return loaded
-        time.sleep(0.2)
-    raise TimeoutError(f"only some of {workers} workers loaded the model in {timeout}s:\n{server.log_path.read_text()}")
+# --- the server ------------------------------------------------------------------------------------
 
 
 def warm_workers(server: Server, payload: Payload, workers: int, clients: int, warmup: int) -> None:
@@ -194,36 +136,13 @@ def warm_workers(server: Server, payload: Payload, workers: int, clients: int, w
     if warmup < 1:
         return
     for _ in range(10 * max(1, warmup)):
-        served = Counter(record["worker_pid"] for record in request_records(log_records(server.log_lines())))
+        served = Counter(record["worker_pid"] for record in jsonlog.request_lines(server.log_records(), ENDPOINT))
         if len(served) >= workers and min(served.values()) >= warmup:
             return
         concurrency = max(workers, clients)  # batching workers also warm up at the batch sizes they will run
         _, responses, _ = load_clients(server.port, payload, concurrency, concurrency, "warmup")
         check_responses(responses, payload)
     print(f"note: not every worker served {warmup} warm-up requests; the first measured ones may be slower")
-
-
-@contextmanager
-def serve(model_dir: Path, log_path: Path, settings: dict[str, str]) -> Iterator[Server]:
-    """`gunicorn -c gunicorn.conf.py wsgi:app` from the repo root on a free loopback port; SIGTERM (then kill)
-    afterwards.
-
-    Unlike tests/gunicorn_server.gunicorn() it does not poll /readyz with a 1 s timeout: a big model's
-    workers take longer than that to load, so readiness is read from their model_loaded log lines.
-    """
-    port = free_port()
-    env = gunicorn_env(model_dir, port, **settings)
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(gunicorn_command(port), cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    server = Server(process, port, log_path)
-    try:
-        yield server
-    finally:
-        try:
-            server.stop(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def batch_summary(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,17 +1,20 @@
-"""Shared fixtures: one tiny stand-in model per test session, the app and its client."""
+"""Shared fixtures: one tiny stand-in model per test session, the app and its client, and one real gunicorn
+server with the default settings that every test file may share (`served`)."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from clipsvc.encoder.model import ClipEncoder
 from clipsvc.encoder.standin import build_standin
 from clipsvc.settings import Settings
 from clipsvc.web.app import create_app
+from testkit.images import image_bytes  # noqa: F401  (test modules import it from here)
+from testkit.server import Server, gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,6 +40,14 @@ def app(settings: Settings, encoder: ClipEncoder):
     return create_app(settings, encoder)
 
 
+@pytest.fixture(scope="session")
+def served(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Real gunicorn with the tests' settings (two workers, both loaded), started once for every test that only
+    sends it requests. A test that signals, kills or reconfigures a server starts its own (testkit.server)."""
+    with gunicorn(model_dir, tmp_path_factory.mktemp("served") / "server.log") as server:
+        yield server
+
+
 def load_bench(name: str):
     """Yield bench/<name>.py loaded by path (bench/ is not a package), as `python bench/<name>.py` runs it."""
     import importlib.util
@@ -48,14 +59,6 @@ def load_bench(name: str):
     spec.loader.exec_module(module)
     yield module
     sys.modules.pop(spec.name, None)
-
-
-def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (64, 48), mode: str = "RGB",
-                color: object = (200, 40, 40), **save: object) -> bytes:
-    """An encoded image made with Pillow, for any format and mode the tests need."""
-    buffer = io.BytesIO()
-    Image.new(mode, size, color).save(buffer, format=fmt, **save)
-    return buffer.getvalue()
 
 
 def post_clip(client, fields: dict, headers: dict | None = None):

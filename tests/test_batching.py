@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import requests
 from conftest import image_bytes
-from gunicorn_server import gunicorn
 from PIL import Image
 
 from clipsvc.encoder.batching import Batcher, BatchTimeout, WorkerAborted
 from clipsvc.encoder.model import ClipEncoder
 from clipsvc.server.lifecycle import batch_plan
 from clipsvc.settings import Settings
+from testkit.server import gunicorn
 
 
 def double(rows):

@@ -2,7 +2,7 @@
 
 Needs Debian's chromium and chromium-driver (`.ci/run` installs them). Without them the tests skip, unless
 CLIPSVC_REQUIRE_BROWSER=1 (set by CI) makes that a failure. CLIPSVC_UPDATE_SCREENSHOT=1 also writes the
-screenshot to docs/demo.png, for the README.
+screenshot to docs/demo.png, for the README. The server is the session's shared one (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import requests
-from gunicorn_server import gunicorn
 from PIL import Image, ImageDraw
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
@@ -28,9 +27,10 @@ CAPTIONS = ["a red circle in a blue sky", "a photo of a dog", "a bowl of tomato 
 WAIT_S = 30
 
 
-@pytest.fixture(scope="module", autouse=True)
+@pytest.fixture(scope="session", autouse=True)
 def browser_installed() -> None:
-    """Checked before the server starts, so a machine without a browser skips at no cost."""
+    """Checked before the shared server starts (session-scoped, so pytest sets it up first), so a machine without
+    a browser skips at no cost."""
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         reason = f"{' and '.join(missing)} missing (apt-get install chromium chromium-driver)"
@@ -40,9 +40,9 @@ def browser_installed() -> None:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    with gunicorn(model_dir, tmp_path_factory.mktemp("demo-server") / "gunicorn.log") as server:
-        yield server
+def server(served):
+    """The session's shared gunicorn (tests/conftest.py)."""
+    return served
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,7 @@
-"""The real server: gunicorn preforks two workers, each loads the model; logs are JSON lines only."""
+"""The real server: gunicorn preforks two workers, each loads the model; logs are JSON lines only.
+
+Most tests use the session's shared server (`served`, tests/conftest.py); those that stop it or need other
+limits start their own."""
 
 import json
 import time
@@ -7,17 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from conftest import image_bytes
-from gunicorn_server import gunicorn
-from test_metrics import scrape_until, series, value
+
+from testkit.metrics import scrape_until, series, value
+from testkit.server import gunicorn
 
 SEED_TEXT = "Man staring at the moon, moon is made of mechanical parts"
-
-
-@pytest.fixture(scope="module")
-def served(model_dir, tmp_path_factory):
-    log_path = tmp_path_factory.mktemp("gunicorn") / "server.log"
-    with gunicorn(model_dir, log_path) as server:
-        yield server
 
 
 def post(server, files, headers=None):

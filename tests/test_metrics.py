@@ -5,27 +5,13 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import time
 
 import pytest
 import requests
 from conftest import image_bytes, post_clip
-from gunicorn_server import gunicorn
-from prometheus_client.parser import text_string_to_metric_families
 
-
-def samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """(sample name, labels) -> value, from the Prometheus text format."""
-    return {(s.name, frozenset(s.labels.items())): s.value
-            for family in text_string_to_metric_families(text) for s in family.samples}
-
-
-def value(scraped: dict, name: str, **labels: str) -> float:
-    return scraped.get((name, frozenset(labels.items())), 0.0)
-
-
-def series(scraped: dict, name: str) -> dict[frozenset, float]:
-    return {labels: v for (sample, labels), v in scraped.items() if sample == name}
+from testkit.metrics import samples, scrape, scrape_until, series, value
+from testkit.server import gunicorn
 
 
 def send_known_traffic(post, get) -> None:
@@ -77,7 +63,7 @@ def test_metrics_are_per_app_without_gunicorn(app, client, settings, encoder):
 
 
 @pytest.fixture(scope="module")
-def served(model_dir, tmp_path_factory):
+def dir_server(model_dir, tmp_path_factory):
     """Two workers writing to an operator-chosen directory that holds a stale file from an earlier run."""
     metrics_dir = tmp_path_factory.mktemp("metrics")
     (metrics_dir / "counter_1.db").write_bytes(b"stale junk from a previous server")
@@ -86,46 +72,32 @@ def served(model_dir, tmp_path_factory):
         yield server
 
 
-def scrape(server) -> dict:
-    response = requests.get(server.url + "/metrics", timeout=10)
-    assert response.status_code == 200, response.text
-    return samples(response.text)
-
-
-def scrape_until(server, done, timeout: float = 60) -> dict:
-    """Scrape until `done(scraped)`: the server is ready once one worker is, the other may still be loading."""
-    deadline = time.monotonic() + timeout
-    while not done(scraped := scrape(server)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return scraped
-
-
-def test_counts_are_summed_over_gunicorn_workers(served):
+def test_counts_are_summed_over_gunicorn_workers(dir_server):
     def post(path, files=None, json=None):
         if json is not None:
-            return requests.post(served.url + path, json=json, timeout=30).status_code
-        return requests.post(served.url + path, files={k: (k, v) for k, v in files.items()}, timeout=30).status_code
+            return requests.post(dir_server.url + path, json=json, timeout=30).status_code
+        return requests.post(dir_server.url + path, files={k: (k, v) for k, v in files.items()}, timeout=30).status_code
 
-    send_known_traffic(post, lambda path: requests.get(served.url + path, timeout=10).status_code)
-    scraped = scrape_until(served, lambda got: len(series(got, "clipsvc_model_load_seconds")) == 2)
+    send_known_traffic(post, lambda path: requests.get(dir_server.url + path, timeout=10).status_code)
+    scraped = scrape_until(dir_server, lambda got: len(series(got, "clipsvc_model_load_seconds")) == 2)
     check_counts(scraped)
     loads = series(scraped, "clipsvc_model_load_seconds")
     assert len(loads) == 2 and all(v > 0 for v in loads.values()), loads  # one series per live worker
     assert value(scraped, "clipsvc_worker_restarts_total") == 0
     for _ in range(5):  # whichever worker answers the scrape, it reports the same sums
-        again = scrape(served)
+        again = scrape(dir_server)
         assert value(again, "clipsvc_items_encoded_total", kind="image") == 4
 
 
-def test_a_killed_worker_is_counted_and_its_live_series_removed(served):
-    before = scrape(served)
+def test_a_killed_worker_is_counted_and_its_live_series_removed(dir_server):
+    before = scrape(dir_server)
     pids = [int(dict(labels)["pid"]) for labels in series(before, "clipsvc_model_load_seconds")]
     images_before = value(before, "clipsvc_items_encoded_total", kind="image")
     os.kill(pids[0], signal.SIGKILL)
     def live(scraped: dict) -> set[int]:
         return {int(dict(labels)["pid"]) for labels in series(scraped, "clipsvc_model_load_seconds")}
 
-    after = scrape_until(served, lambda got: pids[0] not in live(got) and len(live(got)) == 2)
+    after = scrape_until(dir_server, lambda got: pids[0] not in live(got) and len(live(got)) == 2)
     assert pids[0] not in live(after) and len(live(after)) == 2, "the killed worker's series stayed, or no replacement"
     assert value(after, "clipsvc_worker_restarts_total") == 1
     # The dead worker's counts are history, not lost.
@@ -133,7 +105,7 @@ def test_a_killed_worker_is_counted_and_its_live_series_removed(served):
 
 
 def test_the_master_makes_and_removes_its_own_metrics_directory(monkeypatch):
-    from clipsvc import lifecycle
+    from clipsvc.server import lifecycle
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     monkeypatch.setattr(lifecycle, "_own_metrics_dir", None)
@@ -146,7 +118,7 @@ def test_the_master_makes_and_removes_its_own_metrics_directory(monkeypatch):
 
 
 def test_an_operators_metrics_directory_is_emptied_of_stale_files_and_kept(monkeypatch, tmp_path):
-    from clipsvc import lifecycle
+    from clipsvc.server import lifecycle
 
     (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "notes.txt").write_text("not ours")

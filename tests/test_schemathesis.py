@@ -6,11 +6,8 @@ parametrised test that drives schemathesis' own case strategies with Hypothesis.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import schemathesis
-from gunicorn_server import gunicorn
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
@@ -40,9 +37,9 @@ def operations() -> list:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    with gunicorn(model_dir, tmp_path_factory.mktemp("schemathesis") / "gunicorn.log") as server:
-        yield server
+def server(served):
+    """The session's shared gunicorn (tests/conftest.py)."""
+    return served
 
 
 @pytest.fixture(scope="module")

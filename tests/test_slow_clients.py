@@ -21,15 +21,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 import requests
-from gunicorn_server import ROOT, gunicorn
 from PIL import Image
-from test_faults import multipart_head, parse_reply, read_to_close, records, report, wait_all_loaded, worker_pids
 from urllib3 import encode_multipart_formdata
 
 from clipsvc.settings import Settings
+from testkit import ROOT, procs
+from testkit.faults import report
+from testkit.rawhttp import multipart_head, parse_reply, read_reply, read_to_close, server_closed
+from testkit.server import TEST_WORKERS, gunicorn
 
 DEFAULTS = Settings()
-THREADS = 2 * DEFAULTS.request_threads  # gunicorn_server's two workers
+THREADS = TEST_WORKERS * DEFAULTS.request_threads
 BODY_DEADLINE = DEFAULTS.client_timeout_s
 
 
@@ -38,7 +40,6 @@ def server(model_dir, tmp_path_factory):
     """Every setting at its default (the harness pins CLIP_TORCH_THREADS=1; here it is unset again)."""
     log_path = tmp_path_factory.mktemp("slow-clients") / "server.log"
     with gunicorn(model_dir, log_path, CLIP_TORCH_THREADS="") as server:
-        wait_all_loaded(server)
         yield server
 
 
@@ -102,21 +103,8 @@ def steady_upload(server, payload: bytes, rate: int) -> tuple[int, float]:
         for offset in range(0, len(body), piece):
             sock.sendall(body[offset:offset + piece])
             time.sleep(max(0.0, started + (offset + piece) / rate - time.monotonic()))
-        raw = _read_reply(sock)
+        raw = read_reply(sock)
     return parse_reply(raw)[0], time.monotonic() - started
-
-
-def _read_reply(sock: socket.socket) -> bytes:
-    """One kept-alive reply: headers, then Content-Length bytes."""
-    sock.settimeout(30)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(parse_reply(head + b"\r\n\r\n")[1]["content-length"])
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
 
 
 def noise_jpeg(size: tuple[int, int], seed: int = 0) -> bytes:
@@ -168,32 +156,16 @@ def test_idle_and_trickling_clients_do_not_stall_normal_requests(server, record_
     cut_after = sorted(round(t.closed_after, 1) for t in answered)
     assert BODY_DEADLINE - 1 <= cut_after[0] and cut_after[len(tricklers) - 1] <= BODY_DEADLINE + 3
 
-    request_lines = [r for r in records(server) if r.get("message") == "request"]
+    request_lines = [r for r in server.log_records() if r.get("message") == "request"]
     assert request_lines and not [r for r in request_lines if r["status"] >= 500]
-    assert not [r for r in records(server) if r.get("level") in ("error", "critical")]
+    assert not [r for r in server.log_records() if r.get("level") in ("error", "critical")]
     report(record_property, "slow clients", first_normal_answer_s=round(first_answer, 3),
            normal_answer_during_flood_s=round(answered_after, 2), tricklers_cut_after_s=cut_after,
            steady_upload_s=round(upload_seconds, 1), idle_closed=closed)
 
 
-def server_closed(sock: socket.socket) -> bool:
-    """Whether the server has closed this connection (EOF or reset); the client side is closed either way."""
-    sock.settimeout(0.5)
-    try:
-        return sock.recv(1) == b""
-    except ConnectionResetError:
-        return True
-    except TimeoutError:
-        return False
-    finally:
-        sock.close()
-
-
 def peak_rss_mib(pid: int) -> float:
-    for line in open(f"/proc/{pid}/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmHWM for {pid}")
+    return procs.status_kib(pid, "VmHWM") / 1024
 
 
 RSS_BOUND_MIB = 400  # docs/reliability.md: 16 concurrent 20 MB uploads, peak RSS growth per worker
@@ -203,7 +175,7 @@ def test_concurrent_large_uploads_keep_worker_memory_bounded(server, record_prop
     """16 uploads of a 19 MB JPEG at once: each worker's peak RSS grows by less than the documented bound."""
     photo = noise_jpeg((4800, 3600))
     assert 18 * 2**20 < len(photo) <= DEFAULTS.max_image_bytes
-    pids = worker_pids(server)
+    pids = server.worker_pids()
     for _ in range(4):  # warm both workers' allocators on one large image first
         requests.post(server.url + "/syte_test/clip", files={"image-1": ("p.jpg", photo)}, timeout=60)
     before = {pid: peak_rss_mib(pid) for pid in pids}
