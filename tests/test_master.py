@@ -71,3 +71,28 @@ def test_auto_takes_the_cpu_without_a_gpu():
         assert pick_device("auto").type == "cuda"
     else:
         assert pick_device("auto") == torch.device("cpu")
+
+
+# A worker configures logging (gunicorn applies logconfig_dict) before post_fork imports the encoder.
+WORKER_IMPORT = """
+import logging, logging.config, json
+from clipsvc.server import lifecycle
+from clipsvc.server.logs import logging_config
+
+logging.config.dictConfig(logging_config("info"))
+library = logging.getLogger("transformers")
+before = [repr(h) for h in library.handlers], library.level, library.propagate
+lifecycle._import_encoder()
+print(json.dumps([before, ([repr(h) for h in library.handlers], library.level, library.propagate)]))
+"""
+
+
+@pytest.mark.parametrize("ci", ["", "1"])
+def test_importing_the_encoder_in_the_worker_keeps_the_json_logging(ci):
+    """transformers adds a plain-text handler to its logger when imported (and propagation where CI is set)."""
+    env = {**os.environ, "CI": ci}
+    done = subprocess.run([sys.executable, "-c", WORKER_IMPORT], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    before, after = json.loads(done.stdout.splitlines()[-1])
+    assert after == before and before[2] is False

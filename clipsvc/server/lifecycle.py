@@ -105,12 +105,10 @@ def load_worker_encoder(settings: Settings) -> ClipEncoder:
     master decides depends on it. Every forward pass runs in the encoder's one inference thread, batched as
     `batch_plan` says.
     """
-    from ..encoder.model import ClipEncoder  # torch and transformers: ~3 s of imports, in each worker
-
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
-    encoder = ClipEncoder.load(model_dir, device=settings.device, threads=settings.threads_per_worker,
-                               packed_weights=settings.cpu_packed_weights)
+    encoder = _import_encoder().load(model_dir, device=settings.device, threads=settings.threads_per_worker,
+                                     packed_weights=settings.cpu_packed_weights)
     budget = ThreadBudget(cpu_count(), _workers, fixed=settings.torch_threads)
     # A backstop for requests queued behind a stuck forward pass: gunicorn replaces the worker first.
     wait = settings.worker_timeout + 2 * HEARTBEAT_GRACE + 5
@@ -118,6 +116,23 @@ def load_worker_encoder(settings: Settings) -> ClipEncoder:
     encoder.start_inference_thread(settings.max_batch, wait_ms, merge=merge, timeout=wait, budget=budget)
     _encoder = encoder
     return encoder
+
+
+def _import_encoder() -> type[ClipEncoder]:
+    """The encoder's class, imported in the worker (torch and transformers: ~3 s), keeping the JSON logging.
+
+    gunicorn applied our logging config before this import, and importing transformers gives its logger its own
+    plain-text handler (and, where CI is set, propagation to the root's JSON handler: every line twice). When the
+    master imported it first, the config replaced both; now the logger's state is put back after the import.
+    """
+    library = logging.getLogger("transformers")
+    handlers, level, propagate = list(library.handlers), library.level, library.propagate
+    from ..encoder.model import ClipEncoder
+
+    library.handlers[:] = handlers
+    library.setLevel(level)
+    library.propagate = propagate
+    return ClipEncoder
 
 
 def worker_table() -> WorkerTable | None:
