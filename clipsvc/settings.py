@@ -139,7 +139,7 @@ class Settings:
     graceful_timeout: int = _setting(60, "CLIP_GRACEFUL_TIMEOUT", _whole_number, _at_least(0), "seconds, 0 or more")
     max_requests: int = _setting(10_000, "CLIP_MAX_REQUESTS", _whole_number, _at_least(0),
                                  "0 (never recycle) or more")
-    # auto: merge rows already waiting; on GPUs also wait batch_wait_ms for more (lifecycle.batch_plan).
+    # auto: merge rows already waiting; on GPUs also wait batch_wait_ms for more (encoder.batching.batch_plan).
     batching: str = _setting("auto", "CLIP_BATCHING", _lower, _one_of(BATCHING_CHOICES), ", ".join(BATCHING_CHOICES))
     max_batch: int = _setting(64, "CLIP_MAX_BATCH", _whole_number, _at_least(1), "at least 1")
     batch_wait_ms: float = _setting(5, "CLIP_BATCH_WAIT_MS", _number, _between(0, 1000), "0-1000 milliseconds")

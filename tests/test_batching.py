@@ -10,9 +10,8 @@ import requests
 from conftest import image_bytes
 from PIL import Image
 
-from clipsvc.encoder.batching import Batcher, BatchTimeout, WorkerAborted
+from clipsvc.encoder.batching import Batcher, BatchTimeout, WorkerAborted, batch_plan
 from clipsvc.encoder.model import ClipEncoder
-from clipsvc.server.lifecycle import batch_plan
 from clipsvc.settings import Settings
 from testkit.server import gunicorn
 

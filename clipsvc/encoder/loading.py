@@ -12,6 +12,7 @@ import torch
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
+from ..settings import env_var
 from .modeldir import ModelLoadError
 
 # Rows per forward pass without batching: bounds activation memory for a request with many images.
@@ -49,7 +50,7 @@ def pick_device(requested: str) -> torch.device:
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ModelLoadError(f"CLIP_DEVICE={requested} but no CUDA device is available")
+        raise ModelLoadError(f"{env_var('device')}={requested} but no CUDA device is available")
     return torch.device(requested)
 
 

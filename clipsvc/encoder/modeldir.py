@@ -9,6 +9,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from ..settings import env_var
+
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 TOKENIZER_FILES = (("vocab.json", "merges.txt"), ("tokenizer.json",))
 MAX_UNZIPPED_BYTES = 16 * 1024**3  # the real model unzips to ~1.7 GB; refuse zip bombs
@@ -37,7 +39,7 @@ def _resolve(path: Path, cache_dir: Path | None) -> Path:
     if not path.exists():
         raise ModelDirError(
             f"model path {path} does not exist; mount the model there "
-            "(docker run -v /path/to/host/model:/model ...) or set CLIP_MODEL_DIR"
+            f"(docker run -v /path/to/host/model:/model ...) or set {env_var('model_dir')}"
         )
     if path.is_file():
         if not zipfile.is_zipfile(path):
@@ -53,7 +55,8 @@ def _resolve(path: Path, cache_dir: Path | None) -> Path:
         return candidates[0]
     if len(candidates) > 1:
         names = ", ".join(p.name for p in candidates)
-        raise ModelDirError(f"model path {path} holds several model directories ({names}); point CLIP_MODEL_DIR at one")
+        raise ModelDirError(f"model path {path} holds several model directories ({names}); point "
+                             f"{env_var('model_dir')} at one")
     if len(zips) == 1:
         return _resolve(zips[0], cache_dir)
     listing = ", ".join(sorted(p.name for p in path.iterdir())[:10]) or "nothing"
@@ -154,7 +157,8 @@ def _unzip(archive: Path, cache_dir: Path | None) -> Path:
         if staging is not None:  # a half-finished extraction (disk full...) must not pile up
             shutil.rmtree(staging, ignore_errors=True)
         raise ModelDirError(
-            f"could not unzip {archive} into {root} ({exc}); set CLIP_MODEL_CACHE_DIR to a writable directory"
+            f"could not unzip {archive} into {root} ({exc}); set {env_var('model_cache_dir')} to a "
+            "writable directory"
         ) from None
     return target
 

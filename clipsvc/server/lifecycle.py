@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..encoder import batching
 from ..encoder.cputhreads import ThreadBudget
 from ..encoder.modeldir import resolve_model_dir
 from ..settings import METRICS_DIR_ENV, Settings, cpu_count
@@ -83,27 +84,12 @@ def remove_metrics_dir() -> None:
         shutil.rmtree(_own_metrics_dir, ignore_errors=True)
 
 
-def batch_plan(settings: Settings, device_type: str) -> tuple[bool, float]:
-    """Whether the inference thread merges concurrent requests' rows, and how long it waits for more (ms).
-
-    `auto` merges rows that are already waiting on every device: one forward pass over them reads the weights
-    once, which on a CPU serves several clients ~30% faster than passes one by one. Only on a GPU does it also
-    wait CLIP_BATCH_WAIT_MS for more rows, where a bigger batch costs almost nothing; a CPU never holds a
-    request back. `on` waits on any device, `off` runs each request's rows alone.
-    """
-    if settings.batching == "off":
-        return False, 0.0
-    if settings.batching == "on" or device_type == "cuda":
-        return True, settings.batch_wait_ms
-    return True, 0.0
-
-
 def load_worker_encoder(settings: Settings) -> ClipEncoder:
     """In a worker, after forking: torch is imported and CUDA initialised here, never in the master.
 
     The device is resolved here too (CLIP_DEVICE=auto: torch.cuda.is_available() in the worker): nothing the
     master decides depends on it. Every forward pass runs in the encoder's one inference thread, batched as
-    `batch_plan` says.
+    `batching.batch_plan` says.
     """
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
@@ -112,7 +98,7 @@ def load_worker_encoder(settings: Settings) -> ClipEncoder:
     budget = ThreadBudget(cpu_count(), _workers, fixed=settings.torch_threads)
     # A backstop for requests queued behind a stuck forward pass: gunicorn replaces the worker first.
     wait = settings.worker_timeout + 2 * HEARTBEAT_GRACE + 5
-    merge, wait_ms = batch_plan(settings, encoder.device.type)
+    merge, wait_ms = batching.batch_plan(settings, encoder.device.type)
     encoder.start_inference_thread(settings.max_batch, wait_ms, merge=merge, timeout=wait, budget=budget)
     _encoder = encoder
     return encoder

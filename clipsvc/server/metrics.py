@@ -25,7 +25,7 @@ from prometheus_client import (
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-from ..settings import METRICS_DIR_ENV
+from ..settings import METRICS_DIR_ENV, env_var
 
 if TYPE_CHECKING:  # the gunicorn master imports this module and never loads torch
     from ..encoder.model import ClipEncoder
@@ -118,4 +118,4 @@ def worker_restarts() -> Counter:
     """Made in the master only (a worker making it would write a zero of its own). Its value lives in the
     master's file, so each new object adds to the same count."""
     return Counter("clipsvc_worker_restarts", "Workers that exited (crash, timeout, recycling after "
-                   "CLIP_MAX_REQUESTS) and were replaced.", registry=None)
+                   f"{env_var('max_requests')}) and were replaced.", registry=None)
