@@ -31,7 +31,7 @@ class Code(Enum):
     TEXT_TOO_LONG = 400, (f"more words than {env_var('max_text_words')} (or a text file part over "
                           f"{MAX_TEXT_FILE_BYTES // 1024} KiB)")
     INVALID_REQUEST_ID = 400, "a request_id / X-Request-ID header that is not a short token (see RequestId)"
-    INVALID_ENCODING = 400, "?encoding= other than float or base64"
+    INVALID_ENCODING = 400, "?encoding= (/v1/embeddings: encoding_format) other than float or base64"
     INVALID_JSON = 400, "JSON endpoints: the body is not valid JSON"
     INVALID_ITEMS = 400, "JSON endpoints: not a non-empty list of items (/rank: not an object with two lists)"
     INVALID_ITEM = 400, "JSON endpoints: an item without exactly one of text, img_blob, img_uri, or not a string"
@@ -42,9 +42,15 @@ class Code(Enum):
     URL_ADDRESS_FORBIDDEN = 400, "img_uri's host resolves to a private, loopback or otherwise forbidden address"
     URL_REDIRECT_REFUSED = 400, "img_uri redirected to another host, from https to http, or more than 3 times"
     URL_FETCH_FAILED = 400, "fetching img_uri failed (connection, timeout, or a non-200 status)"
+    INVALID_INPUT = 400, ("/v1/embeddings: the body is not an object, or `input` is missing, empty or not a string / "
+                          "a list of strings and {text} / {image} objects (also `model` or `user` not a string)")
+    UNKNOWN_PARAMETER = 400, "/v1/embeddings: a body key other than model, input, encoding_format, dimensions, user"
+    TOKEN_IDS_UNSUPPORTED = 400, "/v1/embeddings: `input` is token ids (CLIP reads its own tokens; send the texts)"
+    INVALID_DIMENSIONS = 400, "/v1/embeddings: `dimensions` other than the model's size (CLIP vectors cannot be cut)"
     BAD_REQUEST = 400, "gunicorn could not parse the HTTP request itself (malformed request line or headers)"
     FORBIDDEN = 403, "gunicorn: a PROXY-protocol or TLS request it refuses"
     NOT_FOUND = 404, "unknown path"
+    MODEL_NOT_FOUND = 404, "/v1: `model` names a model this server does not serve (GET /v1/models lists it)"
     METHOD_NOT_ALLOWED = 405, "a method the path does not serve, e.g. GET /syte_test/clip (see the Allow header)"
     REQUEST_TIMEOUT = 408, (f"the request line and headers ({env_var('header_timeout_s')}) or the body "
                             f"({env_var('client_timeout_s')}, then {env_var('client_min_rate')} bytes a second) "
@@ -94,6 +100,9 @@ URL_CODES = (Code.URL_FETCH_DISABLED, Code.URL_HOST_NOT_ALLOWED, Code.URL_ADDRES
 RANK_CODES = (Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, Code.INVALID_BASE64, Code.INVALID_URI,
               *URL_CODES, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
 ENCODE_CODES = (Code.INVALID_ENCODING, *RANK_CODES)
+V1_EMBEDDINGS_CODES = (Code.INVALID_JSON, Code.INVALID_INPUT, Code.UNKNOWN_PARAMETER, Code.TOKEN_IDS_UNSUPPORTED,
+                       Code.INVALID_DIMENSIONS, Code.INVALID_ENCODING, Code.MODEL_NOT_FOUND, Code.INVALID_BASE64,
+                       Code.INVALID_URI, *URL_CODES, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
 
 WORKER_TIMEOUT_MESSAGE = (f"A forward pass in this worker ran longer than {env_var('worker_timeout')}; the worker is "
                           "being replaced. Send the request again, with fewer items if it was large.")

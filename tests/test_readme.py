@@ -42,18 +42,18 @@ def test_documented_defaults_equal_the_code(field, spec):
 def test_the_module_map_lists_every_module_and_no_other():
     """The README's "How it is built" is a newcomer's map: a module added or removed without it is a defect."""
     block = README.split("## How it is built", 1)[1].split("```")[1]
-    tree = block.split("clipsvc/", 1)[1].split("tests/", 1)[0]
-    listed, package = set(), ""
+    tree = block.split("clipsvc/\n", 1)[1].split("tests/", 1)[0]
+    listed, packages = set(), {}  # packages: indentation -> the package opened at that depth
     for line in tree.splitlines():
-        if match := re.match(r"^  ([a-z_]+)/ ", line):
-            package = match[1] + "/"
-        elif line.startswith("  ") and not line.startswith("   "):
-            package = ""
-        if line.startswith(("  ", "    ")):
-            names = re.match(r"^ +([a-z_]+\.py(?:, [a-z_]+\.py)*)", line)
-            listed |= {package + name for name in names[1].split(", ")} if names else set()
+        depth = len(line) - len(line.lstrip())
+        packages = {d: name for d, name in packages.items() if d < depth}
+        prefix = "".join(packages[d] for d in sorted(packages))
+        if match := re.match(r"^ +([a-z_]+)/ ", line):
+            packages[depth] = match[1] + "/"
+        elif names := re.match(r"^ +([a-z_]+\.py(?:, [a-z_]+\.py)*)", line):
+            listed |= {prefix + name for name in names[1].split(", ")}
     modules = {p.relative_to(ROOT / "clipsvc").as_posix() for p in (ROOT / "clipsvc").rglob("*.py")}
-    assert listed == modules - {"__init__.py"} - {p for p in modules if p.endswith("/__init__.py")}
+    assert listed == {m for m in modules if not m.endswith("__init__.py")}
 
 
 def test_docker_run_line_uses_the_default_port_and_model_path():

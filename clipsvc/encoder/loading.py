@@ -28,6 +28,8 @@ class EncoderInfo:
     embedding_dim: int
     image_size: int
     max_text_tokens: int
+    image_tokens: int  # what one image is to the vision tower: its patches and the class token
+    model_created: int  # the model's config.json's modification time (Unix seconds), the same in every worker
     device: str
     dtype: str
     threads: int
@@ -83,6 +85,8 @@ def load_model(model_dir: Path, device: str = "auto", threads: int | None = None
         embedding_dim=model.config.projection_dim,
         image_size=model.config.vision_config.image_size,
         max_text_tokens=model.config.text_config.max_position_embeddings,
+        image_tokens=(model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2 + 1,
+        model_created=int((Path(model_dir) / "config.json").stat().st_mtime),
         device=str(target),
         dtype=str(dtype).removeprefix("torch."),
         threads=torch.get_num_threads(),

@@ -114,6 +114,10 @@ class ClipEncoder:
         """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated."""
         return self.encode([], texts)[1]
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """CLIP tokens per text, start and end tokens included and truncation applied: what the model reads."""
+        return [len(tokens) for tokens in self._tokens(texts)]
+
     def _tokens(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
             return []

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from dataclasses import dataclass
 
 from ..errors import ApiError, Code
 from .fetch import fetch_all
@@ -27,41 +28,59 @@ def parse_rank(body: object, rules: ItemRules) -> tuple[list[Item], list[Item]]:
     return parse_items(lists[0], "queries", rules), parse_items(lists[1], "candidates", rules)
 
 
+@dataclass(frozen=True)
+class Source:
+    """One well-formed JSON item before decoding: its id, its kind (`text`, `img_blob` or `img_uri`), the field
+    path that error messages name, and the string it carries."""
+
+    id: str
+    kind: str
+    field: str
+    value: str
+
+
 def parse_items(items: object, field: str, rules: ItemRules) -> list[Item]:
     """A non-empty JSON list of items; each item's id is its field path, e.g. `queries[0]`."""
     if not isinstance(items, list) or not items:
         raise ApiError(Code.INVALID_ITEMS, f"{field or 'The body'} must be a non-empty JSON list of items like "
                                            '{"text": "a dog"} or {"img_blob": "<base64>"}', field=field or None)
     check_item_count(len(items), rules)
-    sources = [_source(item, f"{field}[{i}]") for i, item in enumerate(items)]
-    # Every item's shape is checked before any URL is fetched; then the URLs are fetched together.
-    urls = {name: value for _, key, name, value in sources if key == "img_uri" and _is_url(value)}
+    return decode_sources([_source(item, f"{field}[{i}]") for i, item in enumerate(items)], rules)
+
+
+def decode_sources(sources: list[Source], rules: ItemRules) -> list[Item]:
+    """Every item's shape was checked before any URL is fetched; then the URLs are fetched together."""
+    urls = {s.field: s.value for s in sources if s.kind == "img_uri" and _is_url(s.value)}
     fetched = fetch_all(urls, rules.settings) if urls else {}
     return [_item(source, fetched, rules) for source in sources]
 
 
-def _source(item: object, field: str) -> tuple[str, str, str, str]:
-    """(item id, key, field path, value) of a well-formed item."""
+def image_source(item_id: str, field: str, value: str) -> Source:
+    """An image given as one string: a data: URI or an http(s) URL (`img_uri`), else base64 (`img_blob`)."""
+    uri = value[:8].lower().startswith(("data:", "http://", "https://"))
+    return Source(item_id, "img_uri" if uri else "img_blob", field, value)
+
+
+def _source(item: object, field: str) -> Source:
     if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in ITEM_KEYS:
         raise ApiError(Code.INVALID_ITEM, f"{field} must be an object with exactly one of text, img_blob or "
                                           "img_uri", field=field)
     (key, value), name = next(iter(item.items())), f"{field}.{next(iter(item))}"
     if not isinstance(value, str):
         raise ApiError(Code.INVALID_ITEM, f"{name} must be a string", field=name)
-    return field, key, name, value
+    return Source(field, key, name, value)
 
 
-def _item(source: tuple[str, str, str, str], fetched: dict[str, bytes], rules: ItemRules) -> Item:
-    field, key, name, value = source
-    if key == "text":
-        return TextItem(field, text_item(name, value, rules))
-    if name in fetched:
-        data = fetched[name]
-    elif key == "img_blob":
-        data = _base64(name, value, rules)
+def _item(source: Source, fetched: dict[str, bytes], rules: ItemRules) -> Item:
+    if source.kind == "text":
+        return TextItem(source.id, text_item(source.field, source.value, rules))
+    if source.field in fetched:
+        data = fetched[source.field]
+    elif source.kind == "img_blob":
+        data = _base64(source.field, source.value, rules)
     else:
-        data = _data_uri(name, value, rules)
-    return ImageItem(field, image_item(name, data, rules))
+        data = _data_uri(source.field, source.value, rules)
+    return ImageItem(source.id, image_item(source.field, data, rules))
 
 
 def _is_url(value: str) -> bool:

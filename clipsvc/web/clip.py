@@ -8,10 +8,11 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..errors import ApiError, Code
 from ..parsing.form import URLENCODED, parse_form, require_form
 from ..parsing.items import ItemRules, ParsedRequest
+from ..parsing.options import vector_encoding
 from ..server.logs import note_items
 from .extensions import get_encoder, get_settings
 from .scoring import embed
-from .serialize import embeddings_body, vector_encoding
+from .serialize import embeddings_body
 
 bp = Blueprint("clip", __name__)
 

@@ -10,6 +10,8 @@ from werkzeug.exceptions import HTTPException
 from ..encoder.batching import BatchTimeout, WorkerAborted
 from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
 from ..settings import env_var
+from .openai import PREFIX as OPENAI_PREFIX
+from .serialize import openai_error_body
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +47,14 @@ def _json_response(exc: HTTPException) -> Response:
     else:
         (code, message), field = _describe(exc), None
     response = exc.get_response()  # keeps status and headers such as Allow
-    response.data = json.dumps(error_body(exc.code, code, message, field))
+    shape = openai_error_body if _under(OPENAI_PREFIX, request.path) else error_body
+    response.data = json.dumps(shape(exc.code, code, message, field))
     response.content_type = "application/json"
     return response
+
+
+def _under(prefix: str, path: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
 
 
 def _unexpected(exc: Exception) -> Response:

@@ -7,10 +7,11 @@ from flask import Blueprint, request
 from ..errors import ApiError, Code
 from ..parsing.items import ItemRules, count_kinds
 from ..parsing.json_items import parse_items, parse_rank
+from ..parsing.options import vector_encoding
 from ..server.logs import note_items
 from .extensions import get_encoder, get_settings
 from .scoring import embed_items, rank
-from .serialize import rank_body, vector_encoding, vectors_body
+from .serialize import rank_body, vectors_body
 
 bp = Blueprint("json_api", __name__)
 

@@ -7,21 +7,7 @@ import base64
 import numpy as np
 from flask import Response, jsonify
 
-from ..errors import ApiError, Code
-from ..parsing.form import FIELD_ECHO
 from .scoring import Embeddings
-
-ENCODINGS = ("float", "base64")  # ?encoding=: JSON numbers (the default) or base64 of float32 bytes
-
-
-def vector_encoding(value: str | None) -> str:
-    """The `?encoding=` query parameter: float (default) or base64."""
-    if value is None:
-        return ENCODINGS[0]
-    if value in ENCODINGS:
-        return value
-    raise ApiError(Code.INVALID_ENCODING, f"encoding={value[:FIELD_ECHO]!r} is not supported; use "
-                                          f"{' or '.join(ENCODINGS)}", field="encoding")
 
 
 def vector_json(vector: np.ndarray, encoding: str = "float") -> list[float] | str:
@@ -70,3 +56,24 @@ def vectors_body(rows: np.ndarray, encoding: str = "float") -> Response:
 def rank_body(probabilities: np.ndarray, cosines: np.ndarray) -> dict:
     """/rank: one row per query, one column per candidate."""
     return {"probabilities": probabilities.tolist(), "cosine_similarities": cosines.tolist()}
+
+
+def openai_embeddings_body(rows: np.ndarray, encoding: str, model: str, tokens: int) -> dict:
+    """OpenAI's embeddings list, exactly: its SDKs read `data[i].embedding` and decode base64 themselves."""
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": vector_json(row, encoding)}
+                 for i, row in enumerate(rows)],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def openai_model_body(model: str, created: int) -> dict:
+    return {"id": model, "object": "model", "created": created, "owned_by": "clipsvc"}
+
+
+def openai_error_body(status: int, code: str, message: str, field: str | None) -> dict:
+    """OpenAI's error shape, which its SDKs parse into their exceptions; `code` is ours, `param` the field."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    return {"error": {"message": message, "type": kind, "param": field, "code": code}}

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import math
 
-from ..errors import Code
-from ..parsing.form import ID_PATTERN as ID
-from ..server.request_id import HEADER_NAMES
-from ..server.request_id import PATTERN as REQUEST_ID_PATTERN
-from ..settings import LIMIT_TYPES, Settings, env_var
-from .serialize import ENCODINGS
-
-
-def ref(name: str, kind: str = "schemas") -> dict:
-    return {"$ref": f"#/components/{kind}/{name}"}
+from ...errors import Code
+from ...parsing.form import ID_PATTERN as ID
+from ...parsing.options import ENCODINGS
+from ...server.request_id import HEADER_NAMES
+from ...server.request_id import PATTERN as REQUEST_ID_PATTERN
+from ...settings import LIMIT_TYPES, Settings, env_var
+from .parts import ref
 
 
 def components(settings: Settings) -> dict:

@@ -1,110 +1,16 @@
-"""The OpenAPI 3.1 document of this service, built per app from its Settings so the limits are the real ones.
-
-Plain Python data: small helpers build the repeated shapes (error responses, vectors, items). The error
-codes, their statuses and which endpoints answer them come from `clipsvc.errors`; the limits from the settings.
-"""
+"""The service's own operations: the multipart endpoint, the BentoML JSON API, probes, docs and pages."""
 
 from __future__ import annotations
 
-from .. import __version__
-from ..errors import COMMON, ENCODE_CODES, MULTIPART_CODES, RANK_CODES, Code
-from ..parsing.form import ID_PATTERN as ID
-from ..parsing.form import ID_RULE, MULTIPART, URLENCODED
-from ..parsing.images import SUPPORTED_LIST
-from ..server.request_id import HEADER_NAMES
-from ..settings import MAX_FORM_MEMORY_BYTES, Settings
-from .openapi_schemas import components, ref
-from .pages import TYPES
-
-JSON = "application/json"
-# What the demo's files and Swagger UI's (docs.ASSETS: a stylesheet, a script, an icon) are served as.
-DEMO_TYPES = tuple(TYPES.values())
-SWAGGER_TYPES = tuple(TYPES[suffix] for suffix in (".css", ".js", ".png"))
-# An 8x8 red PNG: small enough for an example, a real image for the service.
-EXAMPLE_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mM8oaHBgA0wMeAAg1MCAOA4ASjhBhuDAAAAAElFTkSuQmCC"
-
-def json_content(schema: dict, example: object = None) -> dict:
-    media = {"schema": schema}
-    if example is not None:
-        media["example"] = example
-    return {JSON: media}
+from ...errors import ENCODE_CODES, MULTIPART_CODES, RANK_CODES, Code
+from ...parsing.form import ID_PATTERN as ID
+from ...parsing.form import ID_RULE, MULTIPART, URLENCODED
+from ...parsing.images import SUPPORTED_LIST
+from ...settings import MAX_FORM_MEMORY_BYTES, Settings
+from .parts import DEMO_TYPES, EXAMPLE_PNG, SWAGGER_TYPES, error_responses, json_content, ok, operation, page, ref
 
 
-def ok(description: str, content: dict) -> dict:
-    return {"description": description, "headers": response_headers(), "content": content}
-
-
-def response_headers() -> dict:
-    return {name: ref(name, "headers") for name in HEADER_NAMES}
-
-
-def error_responses(codes: tuple[Code, ...]) -> dict:
-    """One response per status among `codes` (plus COMMON), each listing exactly its codes."""
-    by_status: dict[int, list[Code]] = {}
-    for code in dict.fromkeys(codes + COMMON):
-        by_status.setdefault(code.status, []).append(code)
-    return {str(status): error_response(status, found) for status, found in sorted(by_status.items())}
-
-
-def error_response(status: int, codes: list[Code]) -> dict:
-    ids = [code.id for code in codes]
-    narrowed = {"properties": {"error": {"properties": {"status": {"const": status}, "code": {"enum": ids}}}}}
-    example = {"error": {"status": status, "code": ids[0], "message": codes[0].meaning, "field": None}}
-    return ok("; ".join(f"`{code.id}`: {code.meaning}" for code in codes),
-              json_content({"allOf": [ref("Error"), narrowed]}, example))
-
-
-def operation(tag: str, summary: str, description: str, responses: dict, query: tuple[str, ...] = (),
-              **extra: object) -> dict:
-    """Every operation takes the request-id headers; `query` names more shared parameters."""
-    parameters = [ref(name, "parameters") for name in (*query, *HEADER_NAMES)]
-    return {"tags": [tag], "summary": summary, "description": description, "parameters": parameters,
-            "responses": responses, **extra}
-
-
-def page(tag: str, summary: str, media_types: tuple[str, ...], path_parameter: str | None = None) -> dict:
-    """A GET that answers a document that is not JSON (HTML, scripts, metrics text); with a path parameter, a file."""
-    body = {media_type: {"schema": {"type": "string"}} for media_type in media_types}
-    item = {"get": operation(tag, summary, summary, {"200": ok(summary, body), **error_responses(
-        (Code.NOT_FOUND,) if path_parameter else ())})}
-    if path_parameter:
-        item["parameters"] = [{"name": path_parameter, "in": "path", "required": True, "schema": {"type": "string"}}]
-    return item
-
-
-def build_spec(settings: Settings) -> dict:
-    """The whole document for an app running with `settings`."""
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "clipsvc", "version": __version__, "description": _overview(settings)},
-        "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
-        "paths": {**_embedding_paths(settings), **_service_paths()},
-        "components": components(settings),
-    }
-
-
-TAGS = {
-    "embeddings": "CLIP embeddings and similarity: the multipart endpoint and the BentoML-compatible JSON API",
-    "health": "Probes and metadata",
-    "docs": "This document, its interactive page, and the demo page",
-    "operations": "Prometheus metrics",
-}
-
-
-def _overview(settings: Settings) -> str:
-    rows = "\n".join(f"| {code.status} | `{code.id}` | {code.meaning} |" for code in
-                     sorted(Code, key=lambda code: code.status))
-    return (
-        "CLIP image and text embeddings and image-text similarity over HTTP.\n\n"
-        f"Limits of this server: at most **{settings.max_items} items** (images + texts) per request, "
-        f"**{settings.max_text_words} words** per text, **{settings.max_image_mb:g} MB** per image, "
-        f"**{settings.max_image_pixels} pixels** per image and **{settings.max_request_mb:g} MB** per request body.\n\n"
-        "Every error, from bad input to an unknown path, has the same JSON body (`Error`) and the `request_id` "
-        "header.\n\n| status | code | when |\n| --- | --- | --- |\n" + rows
-    )
-
-
-def _embedding_paths(settings: Settings) -> dict:
+def embedding_paths(settings: Settings) -> dict:
     return {
         "/syte_test/clip": {"post": operation(
             "embeddings", "Embed images and texts sent as form parts; score image-text pairs",
@@ -179,7 +85,7 @@ def _form_body(settings: Settings) -> dict:
     }}
 
 
-def _service_paths() -> dict:
+def service_paths() -> dict:
     status = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     return {
         "/livez": {"get": operation("health", "Liveness: the process runs (no model needed)", "Always 200.", {

@@ -1,0 +1,48 @@
+"""POST /v1/embeddings and GET /v1/models: OpenAI's embeddings API, for its SDKs and everything built on them
+(LangChain, LlamaIndex, vector databases' "OpenAI-compatible" embedders). Errors on these paths come in
+OpenAI's shape (web.errors)."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from ..parsing.items import ItemRules, TextItem, count_kinds
+from ..parsing.openai_input import check_model, parse_embeddings_request
+from ..server.logs import note_items
+from .extensions import get_encoder, get_settings
+from .json_api import json_body
+from .scoring import embed_items
+from .serialize import openai_embeddings_body, openai_model_body
+
+PREFIX = "/v1"
+bp = Blueprint("openai", __name__, url_prefix=PREFIX)
+
+
+@bp.post("/embeddings")
+def embeddings() -> dict:
+    """Texts count their CLIP tokens in `usage`; an image counts what the vision tower reads (patches + 1)."""
+    encoder = get_encoder()
+    info = encoder.info
+    asked = parse_embeddings_request(json_body(), ItemRules(get_settings(), info.image_size), info.model_name,
+                                     info.embedding_dim)
+    images, texts = count_kinds(asked.items)
+    note_items(images, texts)
+    rows = embed_items(encoder, asked.items)
+    tokens = sum(encoder.token_counts([i.text for i in asked.items if isinstance(i, TextItem)]))
+    return openai_embeddings_body(rows, asked.encoding_format, info.model_name, tokens + images * info.image_tokens)
+
+
+@bp.get("/models")
+def models() -> dict:
+    return {"object": "list", "data": [_model_card()]}
+
+
+@bp.get("/models/<path:model>")
+def model(model: str) -> dict:
+    check_model(model, get_encoder().info.model_name)
+    return _model_card()
+
+
+def _model_card() -> dict:
+    info = get_encoder().info
+    return openai_model_body(info.model_name, info.model_created)
