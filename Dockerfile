@@ -4,24 +4,39 @@
 #   docker run -v /path/to/host/model:/model -p 8081:8081 clipsvc
 #
 # Give `docker stop` at least CLIP_GRACEFUL_TIMEOUT (e.g. `docker stop -t 70`): its default is 10 s.
+# Behind a mirror or without a network, the build arguments below change where the build looks, not what it
+# builds: docs/deployment.md has the `docker build --build-arg ...` lines.
+
+# Both stages' base; a registry mirror's copy of it: --build-arg BASE_IMAGE=mirror.example.com/python:3.11-slim-bookworm
+ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 # ---- builder: resolve and install the pinned dependencies into a self-contained venv.
-FROM python:3.11-slim-bookworm AS builder
+FROM ${BASE_IMAGE} AS builder
 
-# torch==2.13.0 is matched by the CPU wheel (2.13.0+cpu) from this index; without it PyPI's
-# build pulls several GB of CUDA libraries. The check after the install fails the build on a CUDA torch.
-# pip precompiles the venv's .pyc files here, so the runtime's PYTHONDONTWRITEBYTECODE costs nothing.
-ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
+# Where pip looks. PIP_INDEX_URL: PyPI or its mirror. TORCH_INDEX_URL: the index of torch's CPU wheels
+# (torch==2.13.0 is matched by 2.13.0+cpu); without it PyPI's build pulls several GB of CUDA libraries; empty
+# when wheels/ holds the torch wheel. wheels/ (empty in the repo) is searched too (--find-links), and
+# PIP_NO_INDEX=1 makes it the only source, for an air-gapped build. The check after the install fails the build
+# on a CUDA torch. pip precompiles the venv's .pyc files here, so the runtime's PYTHONDONTWRITEBYTECODE costs
+# nothing. None of this reaches the final stage.
+ARG PIP_INDEX_URL=https://pypi.org/simple
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG PIP_NO_INDEX=0
+ENV PIP_INDEX_URL=${PIP_INDEX_URL} \
+    PIP_EXTRA_INDEX_URL=${TORCH_INDEX_URL} \
+    PIP_NO_INDEX=${PIP_NO_INDEX} \
+    PIP_FIND_LINKS=/wheels \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /build
+COPY wheels/ /wheels/
 COPY requirements.txt .
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-cache-dir -r requirements.txt \
     && /opt/venv/bin/python -c "import torch, sys; sys.exit(torch.version.cuda is not None)"
 
-# ---- runtime: the venv and the app only; no compilers, no pip caches, no tests.
-FROM python:3.11-slim-bookworm
+# ---- runtime: the venv and the app only; no compilers, no pip caches, no wheels, no tests.
+FROM ${BASE_IMAGE}
 
 # Every setting with its default from clipsvc/settings.py, so `docker inspect` shows them all.
 # CLIP_TORCH_THREADS is left unset on purpose: by default each forward pass takes cores ÷ busy workers.

@@ -64,14 +64,49 @@ def parse_dockerfile(text: str) -> list[Instruction]:
 
 
 def stages(instructions: list[Instruction]) -> list[list[Instruction]]:
-    """The build stages, each starting with its FROM."""
+    """The build stages, each starting with its FROM; the global ARGs before the first FROM belong to none."""
     result: list[list[Instruction]] = []
     for instruction in instructions:
         if instruction.name == "FROM":
             result.append([])
+        if not result and instruction.name == "ARG":
+            continue
         assert result, f"line {instruction.line}: {instruction.name} before the first FROM"
         result[-1].append(instruction)
     return result
+
+
+def arg_defaults(instructions: list[Instruction]) -> dict[str, str]:
+    """`ARG NAME=default` values, in order (a stage's, or the global ones before the first FROM); bare `ARG NAME`
+    is the empty string, as Docker expands it when no --build-arg gives it."""
+    defaults: dict[str, str] = {}
+    for instruction in of(instructions, "ARG"):
+        name, _, value = instruction.args.partition("=")
+        defaults[name.strip()] = shlex.split(value)[0] if value.strip() else ""
+    return defaults
+
+
+def global_args(instructions: list[Instruction]) -> dict[str, str]:
+    """The ARGs before the first FROM: the only ones a FROM line can use."""
+    first_from = next(i for i, instruction in enumerate(instructions) if instruction.name == "FROM")
+    return arg_defaults(instructions[:first_from])
+
+
+def expand(text: str, args: dict[str, str], build_args: dict[str, str] | None = None) -> str:
+    """`$NAME` and `${NAME}` replaced as Docker does: a --build-arg first, else the ARG's default."""
+    values = {**args, **(build_args or {})}
+
+    def value(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        assert name in values, f"${name} is not an ARG"
+        return values[name]
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", value, text)
+
+
+def base_images(instructions: list[Instruction], build_args: dict[str, str] | None = None) -> list[str]:
+    """Each stage's base image, its global ARGs expanded (defaults unless `build_args` overrides them)."""
+    args = global_args(instructions)
+    return [expand(stage[0].args.split()[0], args, build_args) for stage in stages(instructions)]
 
 
 def env_of(stage: list[Instruction]) -> dict[str, str]:

@@ -18,6 +18,7 @@ from testkit.dockerfile import (
     GUNICORN_CMD,
     NOT_DEFAULTED,
     assert_hadolint_clean,
+    base_images,
     dockerfile,
     env_of,
     exec_form,
@@ -46,8 +47,13 @@ def test_hadolint_finds_nothing():
 def test_the_build_has_a_builder_stage_and_a_slim_final_stage():
     froms = [stage[0].args.split() for stage in stages(dockerfile())]
     assert len(froms) >= 2, "expected a multi-stage build"
-    assert all(f[0] == BASE_IMAGE for f in froms), froms
+    assert base_images(dockerfile()) == [BASE_IMAGE] * len(froms), "by default, both stages on the slim image"
     assert froms[0][1:] == ["AS", "builder"] or froms[0][1:] == ["as", "builder"], froms[0]
+
+
+def test_a_mirrors_base_image_is_one_build_arg_for_every_stage():
+    mirrored = "mirror.example.com/library/python:3.11-slim-bookworm"
+    assert set(base_images(dockerfile(), {"BASE_IMAGE": mirrored})) == {mirrored}
 
 
 @pytest.mark.parametrize("forbidden", ["pip install", "apt-get", "apk add", "gcc", "build-essential"])

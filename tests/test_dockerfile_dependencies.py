@@ -1,5 +1,6 @@
 """The Dockerfile's dependency step (`pytest -k dependency_step`): pinned requirements, installed without a
-cache from the CPU torch index, that provide every import of the app and resolve in a fresh virtualenv."""
+cache from the CPU torch index, that provide every import of the app and resolve in a fresh virtualenv; where
+pip looks is a build argument (a mirror, local wheels in wheels/, no index at all), never an edit."""
 
 from __future__ import annotations
 
@@ -13,7 +14,11 @@ from importlib import metadata
 import pytest
 
 from testkit import ROOT
-from testkit.dockerfile import builder, env_of, final, of, requirement_lines
+from testkit.dockerfile import arg_defaults, builder, env_of, expand, final, of, requirement_lines
+from testkit.dockerignore import dockerignored
+
+CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+WHEELS = ROOT / "wheels"
 
 
 def test_dependency_step_installs_the_pinned_requirements_without_a_cache():
@@ -26,9 +31,59 @@ def test_dependency_step_installs_the_pinned_requirements_without_a_cache():
     assert "python -m venv /opt/venv" in installs[0]
 
 
+def pip_env(build_args: dict[str, str] | None = None) -> dict[str, str]:
+    """The builder's PIP_* environment, its ARGs expanded as `docker build --build-arg` would."""
+    args = arg_defaults(builder())
+    return {name: expand(value, args, build_args) for name, value in env_of(builder()).items()
+            if name.startswith("PIP_")}
+
+
 def test_dependency_step_uses_the_cpu_torch_index():
-    assert env_of(builder()).get("PIP_EXTRA_INDEX_URL") == "https://download.pytorch.org/whl/cpu"
-    assert "PIP_EXTRA_INDEX_URL" not in env_of(final())
+    assert arg_defaults(builder())["TORCH_INDEX_URL"] == CPU_INDEX
+    assert pip_env()["PIP_EXTRA_INDEX_URL"] == CPU_INDEX
+    assert not [name for name in env_of(final()) if name.startswith("PIP_")], "pip's settings stay in the builder"
+
+
+def test_dependency_step_by_default_reads_pypi_and_the_cpu_index_and_no_local_wheel():
+    assert pip_env() == {"PIP_INDEX_URL": "https://pypi.org/simple", "PIP_EXTRA_INDEX_URL": CPU_INDEX,
+                         "PIP_NO_INDEX": "0", "PIP_FIND_LINKS": "/wheels", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+    tracked = subprocess.run(["git", "ls-files", "wheels"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert sorted(tracked.stdout.split()) == ["wheels/.gitignore", "wheels/README.md"], "the repo ships no wheel"
+
+
+@pytest.mark.parametrize("build_args, expected", [
+    ({"PIP_INDEX_URL": "https://mirror.example.com/pypi/simple",
+      "TORCH_INDEX_URL": "https://mirror.example.com/pytorch/whl/cpu"},
+     {"PIP_INDEX_URL": "https://mirror.example.com/pypi/simple",
+      "PIP_EXTRA_INDEX_URL": "https://mirror.example.com/pytorch/whl/cpu"}),
+    ({"TORCH_INDEX_URL": ""}, {"PIP_EXTRA_INDEX_URL": ""}),
+    ({"PIP_NO_INDEX": "1"}, {"PIP_NO_INDEX": "1"}),
+], ids=["mirror", "local-torch-wheel", "air-gapped"])
+def test_dependency_step_takes_where_pip_looks_as_build_args(build_args, expected):
+    env = pip_env(build_args)
+    assert {name: env[name] for name in expected} == expected
+    assert env["PIP_FIND_LINKS"] == "/wheels"
+
+
+def test_dependency_step_offers_the_wheels_directory_to_pip():
+    copies = [i.flags()[1].split() for i in of(builder(), "COPY")]
+    assert ["wheels/", "/wheels/"] in copies
+    assert WHEELS.is_dir() and not dockerignored("wheels") and not dockerignored("wheels/torch-2.13.0+cpu.whl")
+    assert not [i for i in of(final(), "COPY") if "wheels" in i.args], "wheels never reach the final stage"
+
+
+def test_pip_accepts_the_default_and_the_air_gapped_settings(tmp_path):
+    """pip itself reads PIP_NO_INDEX=0 as off and 1 as on, and an empty PIP_EXTRA_INDEX_URL as none."""
+    for no_index, indexes in (("0", ["http://127.0.0.1:9/simple"]), ("1", [])):
+        env = {"PATH": "/usr/bin:/bin", "PIP_CONFIG_FILE": "/dev/null", "PIP_NO_INDEX": no_index,
+               "PIP_EXTRA_INDEX_URL": "", "PIP_FIND_LINKS": str(tmp_path), "PIP_INDEX_URL": "http://127.0.0.1:9/simple",
+               "PIP_RETRIES": "0", "PIP_TIMEOUT": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(tmp_path / "out"),
+                                 "clipsvc-no-such-package==1"], capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 1 and "No matching distribution" in result.stderr, result.stderr
+        looked = re.findall(r"^Looking in indexes: (.*)$", result.stdout, flags=re.MULTILINE)
+        assert [url for line in looked for url in line.split(", ")] == indexes, result.stdout
+        assert f"Looking in links: {tmp_path}" in result.stdout
 
 
 def test_dependency_step_pins_torch_exactly():

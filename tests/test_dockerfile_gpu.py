@@ -15,10 +15,12 @@ from testkit.dockerfile import (
     NOT_DEFAULTED,
     REQUIREMENTS,
     assert_hadolint_clean,
+    base_images,
     env_of,
     exec_form,
     final,
     of,
+    parse_dockerfile,
     requirement_lines,
 )
 from testkit.dockerignore import dockerignored
@@ -35,11 +37,21 @@ def test_gpu_hadolint_finds_nothing():
     assert_hadolint_clean(GPU_DOCKERFILE)
 
 
+def gpu_base_image(build_args: dict[str, str] | None = None) -> str:
+    (base,) = base_images(parse_dockerfile(GPU_DOCKERFILE.read_text()), build_args)
+    return base
+
+
 def test_gpu_base_image_ships_the_pinned_torch_with_cuda_12():
-    base = gpu_stage()[0].args
+    base = gpu_base_image()
     match = re.fullmatch(r"pytorch/pytorch:(?P<torch>[\d.]+)-cuda12\.\d+-cudnn9-runtime", base)
     assert match, f"{base}: expected pytorch/pytorch:<torch>-cuda12.x-cudnn9-runtime"
     assert match["torch"] == torch_pin(), "the base image's torch must be requirements.txt's"
+
+
+def test_gpu_base_image_is_a_build_arg():
+    newer = f"pytorch/pytorch:{torch_pin()}-cuda12.8-cudnn9-runtime"
+    assert gpu_base_image({"BASE_IMAGE": newer}) == newer
 
 
 def test_gpu_installs_every_requirement_but_torch_without_a_cache():
