@@ -12,8 +12,11 @@ STANDIN_ARCH ?= vit-l-14
 BENCH_ARGS ?= --clients 1,4 --requests 40 --rounds 4
 IMAGE ?= clipsvc
 GPU_IMAGE ?= clipsvc-gpu
+# Options for scripts/docker-check: --build-arg NAME=VALUE (the Dockerfile's), --wheels DIR, --network host, ...
+# e.g. DOCKER_CHECK_ARGS="--wheels /opt/wheels --network host" where the PyTorch index is out of reach.
+DOCKER_CHECK_ARGS ?=
 
-.PHONY: venv run test bench standin lint docker docker-gpu
+.PHONY: venv run test bench standin lint docker docker-gpu docker-check
 
 # A virtualenv with the runtime and test dependencies (requirements-dev.txt includes requirements.txt).
 venv:
@@ -44,3 +47,7 @@ docker:
 
 docker-gpu:
 	docker build -f Dockerfile.gpu -t $(GPU_IMAGE) .
+
+# Build the CPU image, run it as the README says on a tiny stand-in model, and check it (scripts/docker-check --help).
+docker-check:
+	. $(BIN)/activate && scripts/docker-check --image $(IMAGE) $(DOCKER_CHECK_ARGS)
