@@ -74,12 +74,14 @@ def post_fork(server, worker):
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
         signal.signal(sig, signal.SIG_DFL)
     gunicorn_errors.install()  # malformed-HTTP replies as JSON, like every other error
-    worker.configure(ClientLimits.from_settings(settings), lifecycle.worker_alive, lifecycle.worker_table())
     try:
         encoder = lifecycle.load_worker_encoder(settings)
     except ModelLoadError as exc:
         worker.log.error("model failed to load: %s", exc, extra={"event": "model_error"})
         sys.exit(lifecycle.boot_failure_exit_code(server.WORKER_BOOT_ERROR))
+    # Only now does the worker join the table the others balance on: entered before its model had loaded, an
+    # idle newcomer would be left every new connection while it could not yet accept one.
+    worker.configure(ClientLimits.from_settings(settings), lifecycle.worker_alive, lifecycle.worker_table())
     worker.log.info("model loaded", extra={"event": "model_loaded", "workers": settings.workers,
                                           **encoder.info.as_dict()})
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from pathlib import Path
 
 from clipsvc.server.workertable import WorkerTable
 
@@ -85,3 +86,29 @@ def test_requests_are_counted_on_and_off_from_any_thread():
     assert table.busy() == 1 and table.should_accept(2)
     table.add_request(1, -1), table.add_request(1, -1)  # never below zero
     assert table.busy() == 0 and table.should_accept(1)
+
+
+def test_a_worker_joins_the_table_only_once_its_model_has_loaded(model_dir, monkeypatch):
+    """A booting worker in the table would be the least loaded one: the others would leave it every new
+    connection for the seconds its model takes to load (gunicorn.conf.py's post_fork)."""
+    import runpy
+    import signal
+    from types import SimpleNamespace
+
+    from clipsvc.server import lifecycle
+
+    monkeypatch.setenv("CLIP_MODEL_DIR", str(model_dir))
+    config = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
+    order = []
+    loaded = SimpleNamespace(info=SimpleNamespace(as_dict=dict))
+    monkeypatch.setattr(lifecycle, "load_worker_encoder", lambda settings: order.append("model loaded") or loaded)
+    monkeypatch.setattr(config["gunicorn_errors"], "install", lambda: None)
+    worker = SimpleNamespace(configure=lambda *args: order.append("joined the table"),
+                             log=SimpleNamespace(info=lambda *args, **kwargs: None))
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)}
+    try:
+        config["post_fork"](SimpleNamespace(), worker)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert order == ["model loaded", "joined the table"]
