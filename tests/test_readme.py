@@ -9,6 +9,7 @@ import pytest
 from test_modeldir import zip_model
 
 from clipsvc.encoder.modeldir import resolve_model_dir
+from clipsvc.errors import Code
 from clipsvc.parsing.images import FORMATS
 from clipsvc.settings import ENV_VARS, Settings
 
@@ -158,3 +159,12 @@ def test_the_accepted_image_formats_are_the_decoders():
     sentence = README.split("Accepted formats:", 1)[1].split("(Radiance", 1)[0]
     named = [name.strip() for name in re.split(r",|\band\b", re.sub(r"\([^)]*\)", "", sentence)) if name.strip()]
     assert named == list(FORMATS)
+
+
+def test_the_error_table_agrees_with_the_code_table():
+    """The README lists the common errors; each one it names has the status clipsvc.errors.Code gives it."""
+    table = README.split("### Errors", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| (\d{3}) \| (.+?) \|", table, flags=re.MULTILINE)
+    named = {code: int(status) for status, codes in rows for code in re.findall(r"`([a-z_]+)`", codes)}
+    assert len(named) >= 20
+    assert {code: Code.named(code).status if Code.named(code) else None for code in named} == named
