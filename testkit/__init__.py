@@ -5,7 +5,9 @@
 - jsonlog: the server's JSON-lines log, read tolerantly (a line still being written waits for the next read)
 - rawhttp: HTTP/1.1 by hand on a socket, for clients that misbehave on purpose
 - faults: bounded waits, client load threads and reported figures for the fault tests
-- images: encoded test pictures
+- images: encoded test pictures (and a PNG header that claims a huge size)
+- responses: the checks on our error shape many test files make
+- models: model directories in the shapes operators mount them (zipped)
 - dockerfile, dockerignore: small readers of the Dockerfile and .dockerignore
 - kustomize, deploy: a small kustomize and the repo's deployment files read through it
 """

@@ -4,16 +4,9 @@ import numpy as np
 import pytest
 from conftest import image_bytes, post_clip
 
+from testkit.responses import assert_error
+
 SEED_TEXT = "Man staring at the moon, moon is made of mechanical parts"
-
-
-def assert_error(response, status: int, code: str, field: str | None = None):
-    assert response.status_code == status
-    assert response.is_json
-    assert response.json == {"error": {"status": status, "code": code, "message": response.json["error"]["message"],
-                                       "field": field}}
-    assert response.json["error"]["message"]
-    assert response.headers["request_id"]
 
 
 def test_seed_request(client, encoder):

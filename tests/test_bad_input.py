@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from conftest import image_bytes, post_clip
 from PIL import Image
-from test_imaging import png_header_only
+
+from testkit.images import png_header_only
 
 
 def animated_gif() -> bytes:

@@ -17,10 +17,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import image_bytes
-from test_api import assert_error
 
 from clipsvc.parsing import fetch, pinned_http
 from clipsvc.web.app import create_app
+from testkit.responses import assert_error
 
 PNG = image_bytes("PNG", (40, 30))
 

@@ -1,6 +1,4 @@
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -8,6 +6,7 @@ from conftest import image_bytes
 from PIL import Image
 
 from clipsvc.parsing.images import ImageRejected, decode_image
+from testkit.images import png_header_only
 
 LIMIT = 40_000_000
 
@@ -84,14 +83,6 @@ def test_exif_orientation_is_applied():
     decoded = decode_image(buffer.getvalue(), LIMIT)
     assert decoded.size == (40, 20)
     assert decoded.getpixel((2, 10))[0] > 200 and decoded.getpixel((2, 10))[1] < 60
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims a huge size: a decompression bomb must be refused unread."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
 
 
 @pytest.mark.parametrize("data, code", [

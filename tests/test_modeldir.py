@@ -7,13 +7,7 @@ from pathlib import Path
 import pytest
 
 from clipsvc.encoder.modeldir import ModelDirError, resolve_model_dir
-
-
-def zip_model(model_dir: Path, archive: Path, inner: str = "clip-vit-large-patch14") -> Path:
-    with zipfile.ZipFile(archive, "w") as zf:
-        for file in model_dir.iterdir():
-            zf.write(file, f"{inner}/{file.name}")
-    return archive
+from testkit.models import zip_model
 
 
 def test_a_model_directory_is_used_as_is(model_dir):

@@ -6,12 +6,12 @@ import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
-from test_modeldir import zip_model
 
 from clipsvc.encoder.modeldir import resolve_model_dir
 from clipsvc.errors import Code
 from clipsvc.parsing.images import FORMATS
 from clipsvc.settings import ENV_VARS, Settings
+from testkit.models import zip_model
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
