@@ -40,6 +40,9 @@ FROM ${BASE_IMAGE}
 
 # Every setting with its default from clipsvc/settings.py, so `docker inspect` shows them all.
 # CLIP_TORCH_THREADS is left unset on purpose: by default each forward pass takes cores ÷ busy workers.
+# CLIP_API_KEYS and CLIP_API_KEYS_FILE are empty, as by default (no key needed): give keys at run time, best as a
+# mounted secret file (SECURITY.md), so that no key is in the image or in `docker inspect`.
+# hadolint ignore=DL3064
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -69,7 +72,9 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_CLIENT_MIN_RATE=500 \
     CLIP_FETCH_ALLOW_HOSTS="" \
     CLIP_FETCH_TIMEOUT_S=5 \
-    CLIP_LOG_LEVEL=info
+    CLIP_LOG_LEVEL=info \
+    CLIP_API_KEYS="" \
+    CLIP_API_KEYS_FILE=""
 
 RUN groupadd --system --gid 10001 clipsvc \
     && useradd --system --uid 10001 --gid clipsvc --create-home --home-dir /home/clipsvc \

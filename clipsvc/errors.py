@@ -48,6 +48,8 @@ class Code(Enum):
     TOKEN_IDS_UNSUPPORTED = 400, "/v1/embeddings: `input` is token ids (CLIP reads its own tokens; send the texts)"
     INVALID_DIMENSIONS = 400, "/v1/embeddings: `dimensions` other than the model's size (CLIP vectors cannot be cut)"
     BAD_REQUEST = 400, "gunicorn could not parse the HTTP request itself (malformed request line or headers)"
+    UNAUTHORIZED = 401, (f"{env_var('api_keys')} or {env_var('api_keys_from_file')} is set and the request has no "
+                         "`Authorization: Bearer <key>` with one of its keys (see the WWW-Authenticate header)")
     FORBIDDEN = 403, "gunicorn: a PROXY-protocol or TLS request it refuses"
     NOT_FOUND = 404, "unknown path"
     MODEL_NOT_FOUND = 404, "/v1: `model` names a model this server does not serve (GET /v1/models lists it)"

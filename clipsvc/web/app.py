@@ -11,6 +11,7 @@ from ..server.logs import RequestLog
 from ..server.metrics import Metrics
 from ..settings import MAX_FORM_MEMORY_BYTES, Settings
 from . import clip, demo, docs, extensions, health, json_api, openai
+from .auth import ApiKeys
 from .errors import register_error_handlers
 
 
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     extensions.init_app(app, settings, encoder)
     RequestLog(app)
     Metrics().init_app(app, encoder)
+    ApiKeys(settings).init_app(app)
     register_error_handlers(app)
     app.register_blueprint(clip.bp)
     app.register_blueprint(json_api.bp)

@@ -7,23 +7,55 @@ the limits from the settings.
 
 from __future__ import annotations
 
+import re
+
 from ... import __version__
 from ...errors import Code
 from ...settings import Settings
-from .openai import openai_components, openai_paths
+from ..auth import OPEN_RULES, SCHEME, keys_required
+from ..openai import PREFIX
+from .openai import openai_components, openai_paths, v1_errors
+from .parts import error_responses
 from .paths import embedding_paths, service_paths
 from .schemas import components
 
 
 def build_spec(settings: Settings) -> dict:
     """The whole document for an app running with `settings`."""
+    paths = {**embedding_paths(settings), **openai_paths(settings), **service_paths()}
+    parts = merge(components(settings), openai_components())
+    if keys_required(settings):
+        paths, parts = _secured(paths), parts | {"securitySchemes": SECURITY_SCHEMES}
     return {
         "openapi": "3.1.0",
         "info": {"title": "clipsvc", "version": __version__, "description": _overview(settings)},
         "tags": [{"name": name, "description": text} for name, text in TAGS.items()],
-        "paths": {**embedding_paths(settings), **openai_paths(settings), **service_paths()},
-        "components": merge(components(settings), openai_components()),
+        "paths": paths,
+        "components": parts,
     }
+
+
+# Declared only when keys are on: Swagger UI (/docs) then shows its Authorize button.
+SECURITY_SCHEMES = {"apiKey": {"type": "http", "scheme": SCHEME, "description": "One of the server's API keys "
+                               "(CLIP_API_KEYS, CLIP_API_KEYS_FILE), sent as `Authorization: Bearer <key>`"}}
+
+
+def openapi_path(rule: str) -> str:
+    """werkzeug's `/demo/<path:name>` is OpenAPI's `/demo/{name}`."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+
+
+def _secured(paths: dict) -> dict:
+    """Every operation auth.OPEN_RULES leaves closed needs the key and may answer 401 (/v1: in OpenAI's shape)."""
+    open_paths = {openapi_path(rule) for rule in OPEN_RULES}
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if path in open_paths or method == "parameters":
+                continue
+            unauthorized = v1_errors if path.startswith(PREFIX + "/") else error_responses
+            responses = operation["responses"] | {"401": unauthorized((Code.UNAUTHORIZED,))["401"]}
+            operation.update(security=[{"apiKey": []}], responses=dict(sorted(responses.items())))
+    return paths
 
 
 TAGS = {
@@ -45,8 +77,14 @@ def _overview(settings: Settings) -> str:
         f"**{settings.max_text_words} words** per text, **{settings.max_image_mb:g} MB** per image, "
         f"**{settings.max_image_pixels} pixels** per image and **{settings.max_request_mb:g} MB** per request body.\n\n"
         "Every error, from bad input to an unknown path, has the same JSON body (`Error`) and the `request_id` "
-        "header.\n\n| status | code | when |\n| --- | --- | --- |\n" + rows
+        "header.\n\n" + (_KEYS_ON if keys_required(settings) else "") +
+        "| status | code | when |\n| --- | --- | --- |\n" + rows
     )
+
+
+_KEYS_ON = ("**This server needs an API key** on every endpoint but the probes, `/metrics` and the pages: send "
+            "`Authorization: Bearer <key>` (here: the Authorize button); without one the answer is 401 "
+            "`unauthorized`.\n\n")
 
 
 def merge(first: dict, second: dict) -> dict:
