@@ -15,7 +15,7 @@ from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
 from clipsvc.errors import Code
 from clipsvc.settings import Settings
-from clipsvc.web import docs
+from clipsvc.web import auth, docs
 from clipsvc.web.app import create_app
 from clipsvc.web.openapi import build_spec
 
@@ -202,3 +202,29 @@ def test_docs_initializer_points_at_the_document_and_nowhere_else(client):
 def test_files_outside_the_list_are_not_served(client):
     for name in ("index.html", "..%2F__init__.py", "swagger-ui.js.map"):
         assert client.get(f"/docs/assets/{name}").status_code == 404
+
+
+def test_with_api_keys_the_document_declares_bearer_and_the_401s(settings, encoder, spec):
+    keyed = create_app(Settings(**{**vars(settings), "api_keys": ("a-key-of-sixteen+",)}), encoder)
+    secured = keyed.test_client().get("/openapi.json").get_json()
+    validate(secured, cls=OpenAPIV31SpecValidator)
+    assert secured["components"]["securitySchemes"] == {"apiKey": {
+        "type": "http", "scheme": "bearer", "description": secured["components"]["securitySchemes"]["apiKey"][
+            "description"]}}
+    assert "securitySchemes" not in spec["components"]  # keys off: no Authorize button, no 401
+    open_paths = {openapi_path(rule) for rule in auth.OPEN_RULES}
+    for path, item in secured["paths"].items():
+        for method, operation in item.items():
+            if method == "parameters":
+                continue
+            assert ("401" in operation["responses"]) is (path not in open_paths), (path, method)
+            assert operation.get("security") == (None if path in open_paths else [{"apiKey": []}]), (path, method)
+            unsecured = spec["paths"][path][method]
+            assert "401" not in unsecured["responses"] and "security" not in unsecured
+    assert {"/syte_test/clip", "/encode", "/rank", "/meta", "/v1/embeddings", "/v1/models"} <= \
+        {path for path, item in secured["paths"].items() if "security" in next(iter(item.values()))}
+    v1 = secured["paths"]["/v1/embeddings"]["post"]["responses"]["401"]["content"]["application/json"]
+    assert v1["example"]["error"]["code"] == "unauthorized" and "type" in v1["example"]["error"]
+    assert "needs an API key" in secured["info"]["description"]
+    test_each_error_response_lists_exactly_codes_of_its_status(secured)
+    test_examples_are_valid_against_their_schemas(secured)

@@ -52,6 +52,12 @@ def test_threads_default_to_cores_divided_by_workers(monkeypatch):
     ({"CLIP_FETCH_ALLOW_HOSTS": "*"}, "CLIP_FETCH_ALLOW_HOSTS"),
     ({"CLIP_FETCH_TIMEOUT_S": "0"}, "CLIP_FETCH_TIMEOUT_S"),
     ({"CLIP_FETCH_TIMEOUT_S": "600"}, "CLIP_FETCH_TIMEOUT_S"),
+    ({"CLIP_API_KEYS": "fifteen-chars-x"}, "CLIP_API_KEYS"),
+    ({"CLIP_API_KEYS": "k" * 513}, "CLIP_API_KEYS"),
+    ({"CLIP_API_KEYS": "sixteen-chars-ok,with space-0123456"}, "CLIP_API_KEYS"),
+    ({"CLIP_API_KEYS": "sixteen-chars-\u00e9k"}, "CLIP_API_KEYS"),
+    ({"CLIP_API_KEYS": ",,"}, "CLIP_API_KEYS"),
+    ({"CLIP_API_KEYS_FILE": "/nonexistent/clipsvc-keys"}, "CLIP_API_KEYS_FILE"),
 ])
 def test_bad_values_are_refused_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
@@ -66,3 +72,45 @@ def test_fetch_allow_list_is_split_and_normalised():
 
 def test_blank_values_mean_default():
     assert Settings.from_env({"PORT": " ", "CLIP_DEVICE": ""}) == Settings()
+
+
+KEY_A, KEY_B = "a-key-of-sixteen+", "b_key/with=signs~0123"
+
+
+def test_api_keys_are_trimmed_deduplicated_and_off_by_default():
+    assert Settings().api_keys == Settings().api_keys_from_file == ()
+    assert Settings.from_env({"CLIP_API_KEYS": f" {KEY_A} , {KEY_B},{KEY_A}, "}).api_keys == (KEY_A, KEY_B)
+    assert Settings.from_env({"CLIP_API_KEYS": "  "}).api_keys == ()  # blank: the default, off
+
+
+def test_the_key_file_has_one_key_a_line_with_comments(tmp_path):
+    path = tmp_path / "keys"
+    path.write_text(f"# rotated 2026-01\n\n{KEY_A}\n   # old one, until the clients move:\n  {KEY_B}  \r\n\n")
+    assert Settings.from_env({"CLIP_API_KEYS_FILE": str(path)}).api_keys_from_file == (KEY_A, KEY_B)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "holds no key"),
+    (b"# only a comment\n\n", "holds no key"),
+    (b"\xff\xfe-not-utf-8-0123456789\n", "not UTF-8"),
+    (b"short\n", "out of range"),
+])
+def test_a_bad_key_file_is_refused_at_start_up_without_its_content(tmp_path, content, message):
+    path = tmp_path / "keys"
+    path.write_bytes(content)
+    with pytest.raises(SettingsError, match=message) as caught:
+        Settings.from_env({"CLIP_API_KEYS_FILE": str(path)})
+    assert str(caught.value).startswith("CLIP_API_KEYS_FILE") and "short" not in str(caught.value)
+
+
+def test_an_unreadable_key_file_is_refused(tmp_path):
+    with pytest.raises(SettingsError, match="CLIP_API_KEYS_FILE is invalid: cannot read it: Is a directory"):
+        Settings.from_env({"CLIP_API_KEYS_FILE": str(tmp_path)})
+
+
+def test_keys_are_never_shown(tmp_path):
+    with pytest.raises(SettingsError) as caught:
+        Settings(api_keys=(KEY_A, "tiny"))
+    assert "tiny" not in str(caught.value) and KEY_A not in str(caught.value)
+    settings = Settings(api_keys=(KEY_A,), api_keys_from_file=(KEY_B,))
+    assert KEY_A not in repr(settings) and KEY_B not in repr(settings)
