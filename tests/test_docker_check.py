@@ -14,15 +14,17 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
+from urllib.parse import urlparse
 
 import pytest
 from PIL import Image
 from werkzeug.formparser import parse_form_data
 
 from testkit import ROOT
-from testkit.dockerfile import base_images, dockerfile
+from testkit.dockerfile import arg_defaults, base_images, builder, dockerfile
 
 SCRIPT = ROOT / "scripts" / "docker_check.py"
 _spec = importlib.util.spec_from_file_location("docker_check", SCRIPT)
@@ -174,6 +176,14 @@ def why_not_docker() -> str | None:
     if local.returncode != 0 and not os.environ.get("CLIPSVC_DOCKER_CHECK_PULL"):
         return (f"the base image {base} is not in the local engine, and pulling it is not allowed here "
                 "(set CLIPSVC_DOCKER_CHECK_PULL=1 to let the build pull it)")
+    extra = os.environ.get("CLIPSVC_DOCKER_CHECK_ARGS", "")
+    if "--wheels" not in extra and "TORCH_INDEX_URL=" not in extra:
+        host = urlparse(arg_defaults(builder())["TORCH_INDEX_URL"]).hostname
+        try:
+            socket.getaddrinfo(host, 443)
+        except OSError:  # pip would fall back to PyPI's CUDA torch: GBs, then the build's CUDA check fails
+            return (f"the PyTorch index ({host}) does not resolve here and CLIPSVC_DOCKER_CHECK_ARGS gives no "
+                    "--wheels (e.g. CLIPSVC_DOCKER_CHECK_ARGS='--wheels /opt/wheels --network host')")
     return None
 
 
