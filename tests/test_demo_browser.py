@@ -1,8 +1,11 @@
-"""The demo page in headless Chromium against real gunicorn: its bars show exactly what POST /rank answers.
+"""The demo page in headless Chromium against real gunicorn: its bars show exactly what POST /rank answers, its
+scores what POST /syte_test/clip answers; with API keys on, a key typed into the page (or into /docs' Authorize
+dialog) is what lets requests through.
 
 Needs Debian's chromium and chromium-driver (`.ci/run` installs them). Without them the tests skip, unless
 CLIPSVC_REQUIRE_BROWSER=1 (set by CI) makes that a failure. CLIPSVC_UPDATE_SCREENSHOT=1 also writes the
-screenshot to docs/demo.png, for the README. The server is the session's shared one (tests/conftest.py).
+screenshot to docs/demo.png, for the README. The server is the session's shared one (tests/conftest.py); the key
+tests start one with keys (testkit.server).
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+
+from clipsvc.web.scoring import clip_score
+from testkit.server import gunicorn
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -96,9 +102,16 @@ def wait_for_error(driver) -> str:
     return WebDriverWait(driver, WAIT_S).until(lambda d: d.find_element(By.ID, "error").text)
 
 
-def rank_directly(server, image: bytes, captions: list[str]) -> requests.Response:
+def rank_directly(server, image: bytes, captions: list[str], headers: dict | None = None) -> requests.Response:
     body = {"queries": [{"img_blob": base64.b64encode(image).decode()}], "candidates": [{"text": c} for c in captions]}
-    return requests.post(server.url + "/rank", json=body, timeout=WAIT_S)
+    return requests.post(server.url + "/rank", json=body, headers=headers, timeout=WAIT_S)
+
+
+def score_directly(server, image: bytes, caption: str) -> tuple[int, float]:
+    """What POST /syte_test/clip answers for the pair: its CLIPScore and cosine."""
+    answer = requests.post(server.url + "/syte_test/clip", files={"image-1": ("picture.png", image)},
+                           data={"text-1": caption}, timeout=WAIT_S).json()
+    return answer["image_vector_1_similarity_score"], answer["image_vector_1_cosine_similarity"]
 
 
 def fill_ratio(row, kind: str) -> float:
@@ -127,6 +140,13 @@ def test_the_bars_show_what_rank_answers(driver, server, picture, tmp_path):
         assert fill_ratio(row, "probability") == pytest.approx(probability, abs=0.01)
         assert fill_ratio(row, "cosine") == pytest.approx(min(max(cosine, 0), 1), abs=0.01)
         assert f"{100 * probability:.1f} %" in row.text and f"{cosine:.4f}" in row.text
+        score = int(row.get_attribute("data-score"))
+        assert (score, cosine) == pytest.approx(score_directly(server, picture.read_bytes(), caption), abs=1e-5)
+        assert row.find_element(By.CSS_SELECTOR, ".bar.score .value").text == str(score)
+        assert fill_ratio(row, "score") == pytest.approx(score / 100, abs=0.01)
+    legend = driver.find_elements(By.CSS_SELECTOR, ".legend div")  # one line of explanation per number
+    assert [line.find_element(By.TAG_NAME, "dt").text for line in legend] == ["probability", "cosine", "score"]
+    assert all(line.find_element(By.TAG_NAME, "dd").text for line in legend)
     assert driver.find_element(By.ID, "error").text == ""
     assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE"] == []  # no CSP violation, no 404
 
@@ -173,3 +193,81 @@ def test_an_unreachable_service_is_explained(driver, server, picture):
         assert "Could not reach the service" in wait_for_error(driver)
     finally:
         driver.delete_network_conditions()
+
+
+# Cosines around every kind of edge: clamped below and above, exact halves (Python rounds them to even, JavaScript's
+# Math.round up), float noise next to them, and /rank's float32 values.
+COSINES = [-1.0, -0.3, -1e-9, 0.0, 0.002, 0.006, 0.01, 0.03, 0.042, 0.1, 0.15, 0.202, 0.25, 0.2998, 0.3, 0.30000001,
+           0.31, 0.326, 0.33, 0.35, 0.37, 0.39, 0.398, 0.39999, 0.4, 0.41, 0.9, 1.0,
+           *(n / 1000 + 0.0002 for n in range(0, 400, 7)), *(k / 250 for k in range(0, 101)),
+           0.2298000067472458, 0.16869999468326569]
+
+
+def test_the_pages_score_formula_is_the_services(driver, server):
+    """The page computes CLIPScore from /rank's cosine: for a table of cosines it must equal scoring.clip_score, the
+    one formula /syte_test/clip uses."""
+    open_page(driver, server)
+    page = driver.execute_script("return arguments[0].map(clipScore);", COSINES)
+    assert dict(zip(COSINES, page, strict=True)) == {cosine: clip_score(cosine) for cosine in COSINES}
+    assert clip_score(0.002) == 0 and clip_score(0.006) == 2  # halves to even: the table holds real ties
+
+
+# --- With API keys --------------------------------------------------------------------------------------------------
+
+KEY = "demo-key-0123456789abcdef"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    with gunicorn(model_dir, tmp_path_factory.mktemp("keyed-demo") / "server.log", WEB_CONCURRENCY="1",
+                  CLIP_API_KEYS=KEY) as server:
+        yield server
+
+
+def test_without_a_key_the_page_says_to_enter_one_and_with_it_ranks(driver, keyed_server, picture):
+    open_page(driver, keyed_server)
+    driver.execute_script("sessionStorage.clear();")
+    open_page(driver, keyed_server)
+    submit(driver, picture, CAPTIONS)
+    message = wait_for_error(driver)
+    assert "API key field" in message
+    box = driver.find_element(By.ID, "error")
+    assert (box.get_attribute("data-code"), box.get_attribute("data-status")) == ("unauthorized", "401")
+
+    driver.find_element(By.ID, "api-key").send_keys(KEY)
+    driver.find_element(By.ID, "rank-button").click()
+    rows = wait_for_rows(driver)
+    answer = rank_directly(keyed_server, picture.read_bytes(), CAPTIONS, {"Authorization": f"Bearer {KEY}"}).json()
+    assert sorted(float(r.get_attribute("data-cosine")) for r in rows) == \
+        pytest.approx(sorted(answer["cosine_similarities"][0]), rel=1e-6)
+
+    open_page(driver, keyed_server)  # kept for this tab, in sessionStorage, not in a cookie or localStorage
+    assert driver.find_element(By.ID, "api-key").get_attribute("value") == KEY
+    assert driver.execute_script("return localStorage.length + document.cookie.length") == 0
+    assert [e for e in driver.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]] == []
+
+
+def test_the_docs_authorize_button_sends_the_key(driver, keyed_server):
+    driver.get(keyed_server.url + "/docs")
+    wait = WebDriverWait(driver, WAIT_S)
+
+    def try_meta(expected: str) -> str:
+        """Expand GET /meta, Try it out, Execute, and wait for the status Swagger UI shows to be `expected`."""
+        summary = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '.opblock-summary-path[data-path="/meta"]'))
+        block = summary.find_element(By.XPATH, "ancestor::div[contains(@class, 'opblock ')]")
+        if not block.find_elements(By.CSS_SELECTOR, "button.execute, button.try-out__btn"):
+            summary.click()
+        try_out = wait.until(lambda d: block.find_elements(By.CSS_SELECTOR, "button.try-out__btn"))[0]
+        if "cancel" not in try_out.get_attribute("class"):
+            try_out.click()
+        wait.until(lambda d: block.find_element(By.CSS_SELECTOR, "button.execute")).click()
+        cell = ".live-responses-table tbody .response-col_status"
+        return wait.until(lambda d: [c.text for c in block.find_elements(By.CSS_SELECTOR, cell)
+                                     if c.text.startswith(expected)])[0]
+
+    assert try_meta("401").startswith("401")
+    driver.find_element(By.CSS_SELECTOR, "button.authorize").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, 'input[aria-label="auth-bearer-value"]')).send_keys(KEY)
+    driver.find_element(By.CSS_SELECTOR, ".auth-btn-wrapper button.authorize").click()
+    driver.find_element(By.CSS_SELECTOR, "button.btn-done").click()
+    assert try_meta("200").startswith("200")  # the same request, now with the key Swagger UI holds

@@ -3,6 +3,15 @@
 
 const $ = (id) => document.getElementById(id);
 let chosenFile = null;  // from the file input or a drop
+const KEY_STORAGE = "clipsvc.apiKey";  // sessionStorage: this tab only, gone when it closes
+
+// CLIPScore as POST /syte_test/clip answers it (clipsvc/web/scoring.py clip_score): round(100 * clamp(2.5 * cos,
+// 0, 1)), halves rounded to even as Python's round() does. tests/test_demo_browser.py checks it against the service.
+function clipScore(cosine) {
+  const scaled = 100 * Math.min(Math.max(2.5 * cosine, 0), 1);
+  const rounded = Math.round(scaled);  // halves up
+  return rounded - scaled === 0.5 && rounded % 2 === 1 ? rounded - 1 : rounded;
+}
 
 function showError(message, details = {}) {
   const box = $("error");
@@ -59,13 +68,12 @@ function readBase64(file) {
 // Resolves to {probabilities, cosines} for our one query; throws an Error carrying the service's details.
 async function rank(imageBase64, captions) {
   const body = {queries: [{img_blob: imageBase64}], candidates: captions.map((text) => ({text}))};
+  const headers = {"Content-Type": "application/json", "Accept": "application/json"};
+  const key = $("api-key").value.trim();
+  if (key) headers.Authorization = `Bearer ${key}`;
   let response;
   try {
-    response = await fetch("rank", {
-      method: "POST",
-      headers: {"Content-Type": "application/json", "Accept": "application/json"},
-      body: JSON.stringify(body),
-    });
+    response = await fetch("rank", {method: "POST", headers, body: JSON.stringify(body)});
   } catch (network) {
     throw Object.assign(new Error(`Could not reach the service (${network.message}). Is it running?`), {details: {}});
   }
@@ -73,7 +81,8 @@ async function rank(imageBase64, captions) {
   const data = await response.json().catch(() => null);
   if (!response.ok) {
     const error = (data && data.error) || {};
-    const message = error.message || `The service answered ${response.status} ${response.statusText} without details.`;
+    let message = error.message || `The service answered ${response.status} ${response.statusText} without details.`;
+    if (response.status === 401) message += " Enter one of the server's API keys in the API key field.";
     throw Object.assign(new Error(message), {details: {...error, status: response.status, requestId}});
   }
   if (!data || !Array.isArray(data.probabilities) || !Array.isArray(data.cosine_similarities)) {
@@ -86,14 +95,16 @@ function barRow(row, place) {
   const item = document.createElement("li");
   item.className = "bar-row";
   Object.assign(item.dataset, {
-    caption: row.caption, probability: String(row.probability), cosine: String(row.cosine), rank: String(place),
+    caption: row.caption, probability: String(row.probability), cosine: String(row.cosine), score: String(row.score),
+    rank: String(place),
   });
   const caption = document.createElement("span");
   caption.className = "caption";
   caption.textContent = row.caption;
   item.append(caption);
   const percent = `${(100 * row.probability).toFixed(1)} %`;
-  item.append(bar("probability", row.probability, percent), bar("cosine", row.cosine, row.cosine.toFixed(4)));
+  item.append(bar("probability", row.probability, percent), bar("cosine", row.cosine, row.cosine.toFixed(4)),
+              bar("score", row.score / 100, String(row.score)));
   return item;
 }
 
@@ -119,7 +130,9 @@ function bar(kind, value, text) {
 }
 
 function showRanking(captions, result) {
-  const rows = captions.map((caption, i) => ({caption, probability: result.probabilities[i], cosine: result.cosines[i]}));
+  const rows = captions.map((caption, i) => ({
+    caption, probability: result.probabilities[i], cosine: result.cosines[i], score: clipScore(result.cosines[i]),
+  }));
   rows.sort((a, b) => b.probability - a.probability);
   $("ranking").replaceChildren(...rows.map((row, i) => barRow(row, i + 1)));
   $("results-empty").hidden = rows.length > 0;
@@ -150,6 +163,12 @@ async function onSubmit(event) {
 }
 
 function setUp() {
+  const keyInput = $("api-key");
+  keyInput.value = sessionStorage.getItem(KEY_STORAGE) || "";
+  keyInput.addEventListener("input", () => {
+    if (keyInput.value.trim()) sessionStorage.setItem(KEY_STORAGE, keyInput.value.trim());
+    else sessionStorage.removeItem(KEY_STORAGE);
+  });
   $("image-input").addEventListener("change", (event) => chooseFile(event.target.files[0]));
   const zone = $("drop-zone");
   zone.addEventListener("dragover", (event) => {
