@@ -33,9 +33,11 @@ class Code(Enum):
     INVALID_REQUEST_ID = 400, "a request_id / X-Request-ID header that is not a short token (see RequestId)"
     INVALID_ENCODING = 400, "?encoding= (/v1/embeddings: encoding_format) other than float or base64"
     INVALID_JSON = 400, "JSON endpoints: the body is not valid JSON"
-    INVALID_ITEMS = 400, "JSON endpoints: not a non-empty list of items (/rank: not an object with two lists)"
+    INVALID_ITEMS = 400, ("JSON endpoints: not a non-empty list of items (/rank: not an object with two lists; "
+                          "Truss predict: no unique `labels` list, or not exactly one of `image`, `image_url`)")
     INVALID_ITEM = 400, "JSON endpoints: an item without exactly one of text, img_blob, img_uri, or not a string"
     INVALID_BASE64 = 400, "JSON endpoints: img_blob (or a data: URI's payload) is not valid base64"
+    INVALID_PIXELS = 400, "Truss predict: `image` is not an H x W x 3 list of numbers from 0 to 255"
     INVALID_URI = 400, "JSON endpoints: img_uri is neither a data: URI nor an http(s) URL"
     URL_FETCH_DISABLED = 400, f"img_uri is an http(s) URL and {env_var('fetch_allow_hosts')} is not set"
     URL_HOST_NOT_ALLOWED = 400, f"img_uri's host is not in {env_var('fetch_allow_hosts')}"

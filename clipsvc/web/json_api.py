@@ -16,12 +16,14 @@ from .serialize import rank_body, vectors_body
 bp = Blueprint("json_api", __name__)
 
 
-def json_body() -> object:
-    if not request.is_json:
+def json_body(any_type: bool = False) -> object:
+    """The body as JSON; with `any_type`, whatever its Content-Type says (clients of APIs that never checked it,
+    like `curl -d`, send form types)."""
+    if not any_type and not request.is_json:
         raise ApiError(Code.UNSUPPORTED_MEDIA_TYPE, f"Content-Type is {request.mimetype or 'none'}; send "
                                                     "application/json", field="Content-Type")
     try:
-        body = request.get_json(silent=True)
+        body = request.get_json(force=any_type, silent=True)
     except RecursionError:  # deeply nested arrays: the stdlib parser gives up, and so do we
         body = None
     if body is None:

@@ -77,3 +77,13 @@ def openai_error_body(status: int, code: str, message: str, field: str | None) -
     """OpenAI's error shape, which its SDKs parse into their exceptions; `code` is ours, `param` the field."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": field, "code": code}}
+
+
+def vector_body(vector: np.ndarray) -> dict:
+    """BentoML's image vectorizer: `{"vector": [...]}`, here the unit vector every endpoint returns."""
+    return {"vector": vector_json(vector)}
+
+
+def labels_body(labels: list[str], probabilities: np.ndarray) -> dict:
+    """The CLIP Truss's answer: each label, in the order sent, with its zero-shot probability."""
+    return {label: float(p) for label, p in zip(labels, probabilities, strict=True)}

@@ -7,23 +7,22 @@ the limits from the settings.
 
 from __future__ import annotations
 
-import re
-
 from ... import __version__
 from ...errors import Code
 from ...settings import Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
 from ..openai import PREFIX
+from .compat import compat_components, compat_paths
 from .openai import openai_components, openai_paths, v1_errors
-from .parts import error_responses
+from .parts import error_responses, openapi_path
 from .paths import embedding_paths, service_paths
 from .schemas import components
 
 
 def build_spec(settings: Settings) -> dict:
     """The whole document for an app running with `settings`."""
-    paths = {**embedding_paths(settings), **openai_paths(settings), **service_paths()}
-    parts = merge(components(settings), openai_components())
+    paths = {**embedding_paths(settings), **openai_paths(settings), **compat_paths(settings), **service_paths()}
+    parts = merge(merge(components(settings), openai_components()), compat_components())
     if keys_required(settings):
         paths, parts = _secured(paths), parts | {"securitySchemes": SECURITY_SCHEMES}
     return {
@@ -38,11 +37,6 @@ def build_spec(settings: Settings) -> dict:
 # Declared only when keys are on: Swagger UI (/docs) then shows its Authorize button.
 SECURITY_SCHEMES = {"apiKey": {"type": "http", "scheme": SCHEME, "description": "One of the server's API keys "
                                "(CLIP_API_KEYS, CLIP_API_KEYS_FILE), sent as `Authorization: Bearer <key>`"}}
-
-
-def openapi_path(rule: str) -> str:
-    """werkzeug's `/demo/<path:name>` is OpenAPI's `/demo/{name}`."""
-    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
 
 
 def _secured(paths: dict) -> dict:
@@ -62,6 +56,7 @@ TAGS = {
     "embeddings": "CLIP embeddings and similarity: the multipart endpoint and the BentoML-compatible JSON API",
     "openai": "OpenAI's embeddings API (`/v1`), for the openai SDKs and what is built on them; errors in OpenAI's "
               "shape",
+    "compat": "Other CLIP servers' APIs, for their clients: BentoML's image vectorizer and the CLIP Truss",
     "health": "Probes and metadata",
     "docs": "This document, its interactive page, and the demo page",
     "operations": "Prometheus metrics",

@@ -3,6 +3,8 @@ error responses that list exactly their codes, operations and plain pages."""
 
 from __future__ import annotations
 
+import re
+
 from ...errors import COMMON, Code
 from ...server.request_id import HEADER_NAMES
 from ..pages import TYPES
@@ -74,3 +76,6 @@ def page(tag: str, summary: str, media_types: tuple[str, ...], path_parameter: s
     return item
 
 
+def openapi_path(rule: str) -> str:
+    """werkzeug's `/demo/<path:name>` is OpenAPI's `/demo/{name}`."""
+    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
