@@ -14,11 +14,11 @@ import pytest
 
 from clipsvc import __version__
 from clipsvc.encoder.modeldir import resolve_model_dir
-from clipsvc.settings import ENV_VARS, Settings
+from clipsvc.settings import ENV_VARS, Settings, SettingsError
 from clipsvc.web.app import create_app
-from testkit.deploy import MODEL_ZIP, VARIANTS, app_container, container_env, pod_spec, quantity, resource
+from testkit.deploy import K8S, MODEL_ZIP, VARIANTS, app_container, container_env, pod_spec, quantity, resource
 from testkit.dockerfile import env_of, final, of
-from testkit.kustomize import identity
+from testkit.kustomize import build, identity
 
 SETTINGS = Settings()
 KNOWN_VARS = {var for var, _ in ENV_VARS.values()}
@@ -230,3 +230,56 @@ def test_the_init_container_unzips_a_model_the_server_can_use(model_dir, tmp_pat
     subprocess.run(argv, check=True, timeout=120)
     assert resolve_model_dir(host[str(SETTINGS.model_dir)]) == host[str(SETTINGS.model_dir)] / "clip-vit-large-patch14"
 
+
+
+# --- The api-keys overlay: keys from a Secret mounted as the file CLIP_API_KEYS_FILE names --------------------------
+
+API_KEYS = K8S / "api-keys"
+
+
+def _api_keys_build() -> dict[str, dict]:
+    return {resource["kind"]: resource for resource in build(API_KEYS)}
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_variants_need_no_key(variant):
+    env = container_env(app_container(variant))
+    assert not {"CLIP_API_KEYS", "CLIP_API_KEYS_FILE"} & set(env)
+    assert Settings.from_env(env).api_keys_from_file == ()
+
+
+def test_the_api_keys_overlay_mounts_the_secret_where_the_variable_points():
+    built = _api_keys_build()
+    assert set(built) == {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Secret"}
+    spec = built["Deployment"]["spec"]["template"]["spec"]
+    (container,) = [c for c in spec["containers"] if c["name"] == "clipsvc"]
+    key_file = Path(container_env(container)["CLIP_API_KEYS_FILE"])
+    (mount,) = [m for m in container["volumeMounts"] if key_file.is_relative_to(m["mountPath"])]
+    assert mount["readOnly"] is True and "subPath" not in mount  # a directory mount: the kubelet refreshes it
+    (volume,) = [v for v in spec["volumes"] if v["name"] == mount["name"]]
+    secret = built["Secret"]
+    assert volume["secret"]["secretName"] == secret["metadata"]["name"]
+    assert volume["secret"]["defaultMode"] == 0o440 and spec["securityContext"]["fsGroup"] == 10001
+    assert key_file.relative_to(mount["mountPath"]).as_posix() in secret["stringData"]
+
+
+def test_the_api_keys_overlay_changes_only_the_key_file():
+    cpu, keyed = resource("cpu", "Deployment"), copy.deepcopy(_api_keys_build()["Deployment"])
+    spec = keyed["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    container["env"] = [e for e in container["env"] if e["name"] != "CLIP_API_KEYS_FILE"]
+    container["volumeMounts"] = [m for m in container["volumeMounts"] if m["name"] != "api-keys"]
+    spec["volumes"] = [v for v in spec["volumes"] if v["name"] != "api-keys"]
+    assert keyed == cpu
+
+
+def test_the_shipped_secret_holds_no_key_so_the_pods_refuse_to_start(tmp_path):
+    """As shipped the Secret's file is comments only: the service stops at start-up instead of running with a key
+    everyone could read here; with a real key in it, that key is the one accepted."""
+    (content,) = _api_keys_build()["Secret"]["stringData"].values()
+    path = tmp_path / "api-keys"
+    path.write_text(content)
+    with pytest.raises(SettingsError, match="CLIP_API_KEYS_FILE is invalid: it holds no key"):
+        Settings.from_env({"CLIP_API_KEYS_FILE": str(path)})
+    path.write_text(content + "an-operators-key-0123456789\n")
+    assert Settings.from_env({"CLIP_API_KEYS_FILE": str(path)}).api_keys_from_file == ("an-operators-key-0123456789",)
