@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import math
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -131,3 +133,23 @@ def test_the_new_routes_are_counted_by_route(client):
     client.post("/model_versions/v1/predict", json={"image_url": data_uri(JPEG), "labels": ["a"]})
     text = client.get("/metrics").get_data(as_text=True)
     assert 'endpoint="/vectorize"' in text and 'endpoint="/model_versions/<version>/predict"' in text
+
+
+# --- The README's examples, run as written against real gunicorn -----------------------------------------------
+
+def readme_block(heading: str) -> str:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
+    return section.split("```bash\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.mark.parametrize("heading, keys", [
+    ("### BentoML's image vectorizer", ["vector"]),
+    ("### The CLIP Truss", LABELS),
+])
+def test_the_readmes_examples_run(served, tmp_path, heading, keys):
+    for name in ("image.jpg", "cat.jpg"):
+        (tmp_path / name).write_bytes(JPEG)
+    code = readme_block(heading).replace("http://127.0.0.1:8081", served.url)
+    done = subprocess.run(["bash", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert list(json.loads(done.stdout)) == keys, done.stdout[:300]

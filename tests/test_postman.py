@@ -44,10 +44,11 @@ def readme_command() -> list[str]:
 
 
 def image_files(folder: Path) -> list[str]:
-    """Write each file the multipart requests name (`src`) into `folder`: real image bytes, PNG for a .png name
+    """Write each file the requests name (`src`: multipart parts, raw file bodies) into `folder`: real image bytes, PNG for a .png name
     and JPEG otherwise; return the names."""
-    names = sorted({part["src"] for item in ITEMS for part in item["request"].get("body", {}).get("formdata", [])
-                    if part["type"] == "file"})
+    bodies = [item["request"].get("body", {}) for item in ITEMS]
+    names = sorted({part["src"] for body in bodies for part in body.get("formdata", []) if part["type"] == "file"}
+                   | {body["file"]["src"] for body in bodies if body.get("mode") == "file"})
     for name in names:
         (folder / name).write_bytes(image_bytes("PNG" if name.lower().endswith(".png") else "JPEG"))
     return names
