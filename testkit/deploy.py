@@ -31,6 +31,7 @@ MAKE_TARGETS = {
     "lint": ["ruff check . && hadolint Dockerfile Dockerfile.gpu"],
     "docker": ["docker build -t clipsvc ."],
     "docker-gpu": ["docker build -f Dockerfile.gpu -t clipsvc-gpu ."],
+    "docker-check": ["scripts/docker-check --image clipsvc"],
 }
 
 
