@@ -39,6 +39,11 @@ class Code(Enum):
     INVALID_BASE64 = 400, "JSON endpoints: img_blob (or a data: URI's payload) is not valid base64"
     INVALID_PIXELS = 400, "Truss predict: `image` is not an H x W x 3 list of numbers from 0 to 255"
     INVALID_URI = 400, "JSON endpoints: img_uri is neither a data: URI nor an http(s) URL"
+    INVALID_DOCUMENTS = 400, ("clip-as-service (POST /post, or its envelope on /encode, /rank): `data` is not a "
+                              "non-empty list of documents, exec_endpoint is not /, /encode or /rank, or parameters "
+                              "is not an object")
+    INVALID_DOCUMENT = 400, ("clip-as-service: a document with no text, blob or uri (or one that is not a string), "
+                             "or, for /rank, without a non-empty list of matches")
     URL_FETCH_DISABLED = 400, f"img_uri is an http(s) URL and {env_var('fetch_allow_hosts')} is not set"
     URL_HOST_NOT_ALLOWED = 400, f"img_uri's host is not in {env_var('fetch_allow_hosts')}"
     URL_ADDRESS_FORBIDDEN = 400, "img_uri's host resolves to a private, loopback or otherwise forbidden address"
@@ -104,6 +109,8 @@ URL_CODES = (Code.URL_FETCH_DISABLED, Code.URL_HOST_NOT_ALLOWED, Code.URL_ADDRES
 RANK_CODES = (Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, Code.INVALID_BASE64, Code.INVALID_URI,
               *URL_CODES, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
 ENCODE_CODES = (Code.INVALID_ENCODING, *RANK_CODES)
+CLIP_AS_SERVICE_CODES = (Code.INVALID_JSON, Code.INVALID_DOCUMENTS, Code.INVALID_DOCUMENT, Code.INVALID_BASE64,
+                         Code.INVALID_URI, *URL_CODES, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
 V1_EMBEDDINGS_CODES = (Code.INVALID_JSON, Code.INVALID_INPUT, Code.UNKNOWN_PARAMETER, Code.TOKEN_IDS_UNSUPPORTED,
                        Code.INVALID_DIMENSIONS, Code.INVALID_ENCODING, Code.MODEL_NOT_FOUND, Code.INVALID_BASE64,
                        Code.INVALID_URI, *URL_CODES, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)

@@ -1,4 +1,9 @@
-"""POST /encode and POST /rank: the JSON API of BentoML's CLIP service, so its clients work unchanged."""
+"""POST /encode and POST /rank: the JSON API of BentoML's CLIP service, so its clients work unchanged.
+
+clip-as-service's client posts its envelope to the same paths; the body's shape tells them apart: an object
+with `data` is that envelope (answered by web/jina.py), anything else BentoML's body (a list of items for
+/encode, `{"queries", "candidates"}` for /rank), so BentoML's errors stay as they were.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ from flask import Blueprint, request
 
 from ..errors import ApiError, Code
 from ..parsing.items import ItemRules, count_kinds
+from ..parsing.jina_docs import is_envelope
 from ..parsing.json_items import parse_items, parse_rank
 from ..parsing.options import vector_encoding
 from ..server.logs import note_items
+from . import jina  # the module: it imports json_body from here
 from .extensions import get_encoder, get_settings
 from .scoring import embed_items, rank
 from .serialize import rank_body, vectors_body
@@ -34,8 +41,11 @@ def json_body(any_type: bool = False) -> object:
 @bp.post("/encode")
 def encode():
     """`[{"text": ...} | {"img_blob": ...} | {"img_uri": ...}, ...]` -> one embedding per item, in order."""
+    body = json_body()
+    if is_envelope(body):
+        return jina.answer(body, "/encode")
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
-    items = parse_items(json_body(), "", ItemRules(get_settings(), encoder.info.image_size))
+    items = parse_items(body, "", ItemRules(get_settings(), encoder.info.image_size))
     note_items(*count_kinds(items))
     return vectors_body(embed_items(encoder, items), encoding)
 
@@ -43,8 +53,11 @@ def encode():
 @bp.post("/rank")
 def rank_candidates() -> dict:
     """`{"queries": [...], "candidates": [...]}` -> per query, probabilities and cosines over the candidates."""
+    body = json_body()
+    if is_envelope(body):
+        return jina.answer(body, "/rank")
     encoder = get_encoder()
-    queries, candidates = parse_rank(json_body(), ItemRules(get_settings(), encoder.info.image_size))
+    queries, candidates = parse_rank(body, ItemRules(get_settings(), encoder.info.image_size))
     note_items(*count_kinds(queries + candidates))
     rows = embed_items(encoder, queries + candidates)
     return rank_body(*rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale))

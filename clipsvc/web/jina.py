@@ -1,0 +1,56 @@
+"""clip-as-service over HTTP (jina's gateway API), so its `clip_client.Client("http://...")` works unchanged.
+
+POST /post takes the envelope `{"data": [documents], "exec_endpoint": "/" | "/encode" | "/rank", "parameters"}`;
+the same envelope posted to /encode or /rank (what the client does once /openapi.json lists those paths) is
+answered by `answer` too, through json_api's dispatch on the body's shape. /encode and / give every document
+its `embedding`; /rank gives every match `scores.clip_score` (the softmax over the document's matches of
+logit_scale x cosine, as /rank) and `scores.clip_score_cosine`, matches sorted best first. A thin adapter:
+the same parsing, encoder, scoring and serialisation as every other endpoint.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, g
+
+from ..parsing.items import ItemRules, count_kinds
+from ..parsing.jina_docs import Envelope, parse_envelope
+from ..server.logs import note_items
+from . import json_api  # the module, not its names: json_api dispatches envelopes here, so they import each other
+from .extensions import get_encoder, get_settings
+from .scoring import embed_items, rank
+from .serialize import jina_body, jina_document, jina_scores
+
+bp = Blueprint("jina", __name__)
+
+
+@bp.post("/post")
+def post() -> dict:
+    """The body is read as JSON whatever its Content-Type says (`curl -d` sends a form type)."""
+    return answer(json_api.json_body(any_type=True))
+
+
+def answer(body: object, endpoint: str | None = None) -> dict:
+    """The envelope's documents embedded (and, for /rank, their matches ranked), in jina's response."""
+    encoder = get_encoder()
+    envelope = parse_envelope(body, ItemRules(get_settings(), encoder.info.image_size), endpoint)
+    note_items(*count_kinds(envelope.items))
+    rows = embed_items(encoder, envelope.items)
+    drop = envelope.parameters.get("drop_image_content") is True
+    docs = _ranked(envelope, rows, encoder.info.logit_scale, drop) if envelope.endpoint == "/rank" else [
+        jina_document(doc, row, drop) for doc, row in zip(envelope.docs, rows, strict=True)]
+    return jina_body(g.get("request_id", ""), envelope.endpoint, envelope.parameters, docs)
+
+
+def _ranked(envelope: Envelope, rows, logit_scale: float, drop: bool) -> list[dict]:
+    """Rows are each document followed by its matches; each document's matches are ranked on their own."""
+    docs, start = [], 0
+    for doc in envelope.docs:
+        end = start + 1 + len(doc["matches"])
+        probabilities, cosines = rank(rows[start:start + 1], rows[start + 1:end], logit_scale)
+        matches = [jina_document(match, row, drop) | {"scores": jina_scores(float(p), float(c))}
+                   for match, row, p, c in zip(doc["matches"], rows[start + 1:end], probabilities[0], cosines[0],
+                                               strict=True)]
+        matches.sort(key=lambda match: -match["scores"]["clip_score"]["value"])
+        docs.append(jina_document(doc, rows[start], drop, matches))
+        start = end
+    return docs
