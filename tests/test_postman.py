@@ -44,8 +44,8 @@ def readme_command() -> list[str]:
 
 
 def image_files(folder: Path) -> list[str]:
-    """Write each file the requests name (`src`: multipart parts, raw file bodies) into `folder`: real image bytes, PNG for a .png name
-    and JPEG otherwise; return the names."""
+    """Write each file the requests name (`src`: multipart parts, raw file bodies) into `folder`: real image
+    bytes, PNG for a .png name and JPEG otherwise; return the names."""
     bodies = [item["request"].get("body", {}) for item in ITEMS]
     names = sorted({part["src"] for body in bodies for part in body.get("formdata", []) if part["type"] == "file"}
                    | {body["file"]["src"] for body in bodies if body.get("mode") == "file"})
