@@ -42,8 +42,8 @@ class Code(Enum):
     INVALID_DOCUMENTS = 400, ("clip-as-service (POST /post, or its envelope on /encode, /rank): `data` is not a "
                               "non-empty list of documents, exec_endpoint is not /, /encode or /rank, or parameters "
                               "is not an object")
-    INVALID_DOCUMENT = 400, ("clip-as-service: a document with no text, blob or uri (or one that is not a string), "
-                             "or, for /rank, without a non-empty list of matches")
+    INVALID_DOCUMENT = 400, ("clip-as-service: a document with no text, blob or uri (or one, or its id, that is not "
+                             "a string), or, for /rank, without a non-empty list of matches")
     URL_FETCH_DISABLED = 400, f"img_uri is an http(s) URL and {env_var('fetch_allow_hosts')} is not set"
     URL_HOST_NOT_ALLOWED = 400, f"img_uri's host is not in {env_var('fetch_allow_hosts')}"
     URL_ADDRESS_FORBIDDEN = 400, "img_uri's host resolves to a private, loopback or otherwise forbidden address"

@@ -71,16 +71,17 @@ def _with_matches(doc: dict, field: str) -> dict:
 
 def _source(doc: dict, field: str) -> Source:
     """The blob first, then the uri (as clip-as-service reads them), then the text."""
-    doc.setdefault("id", None)
-    if doc["id"] is None:
+    if doc.get("id") is None:
         doc["id"] = uuid.uuid4().hex  # docarray gives every document an id; the client matches answers by it
+    elif not isinstance(doc["id"], str):
+        raise ApiError(Code.INVALID_DOCUMENT, f"{field}.id must be a string", field=f"{field}.id")
     for key, kind in (("blob", "img_blob"), ("uri", "img_uri"), ("text", "text")):
         value = doc.get(key)
         if value is None or value == "":
             continue
         if not isinstance(value, str):
             raise ApiError(Code.INVALID_DOCUMENT, f"{field}.{key} must be a string", field=f"{field}.{key}")
-        return Source(str(doc["id"]), kind, f"{field}.{key}", value)
+        return Source(doc["id"], kind, f"{field}.{key}", value)
     raise ApiError(Code.INVALID_DOCUMENT, f"{field} must have a text, a blob (base64 of an image) or a uri (an "
                                           "http(s) URL or a data: URI); tensors are not accepted", field=field)
 

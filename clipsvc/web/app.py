@@ -10,7 +10,7 @@ from ..server import lifecycle
 from ..server.logs import RequestLog
 from ..server.metrics import Metrics
 from ..settings import MAX_FORM_MEMORY_BYTES, Settings
-from . import clip, compat, demo, docs, extensions, health, jina, json_api, openai
+from . import clip, compat, demo, docs, extensions, health, json_api, openai
 from .auth import ApiKeys
 from .errors import register_error_handlers
 
@@ -45,7 +45,6 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     app.register_blueprint(json_api.bp)
     app.register_blueprint(openai.bp)
     app.register_blueprint(compat.bp)
-    app.register_blueprint(jina.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(demo.bp)
     app.register_blueprint(docs.bp)

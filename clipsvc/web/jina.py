@@ -1,32 +1,23 @@
 """clip-as-service over HTTP (jina's gateway API), so its `clip_client.Client("http://...")` works unchanged.
 
-POST /post takes the envelope `{"data": [documents], "exec_endpoint": "/" | "/encode" | "/rank", "parameters"}`;
-the same envelope posted to /encode or /rank (what the client does once /openapi.json lists those paths) is
-answered by `answer` too, through json_api's dispatch on the body's shape. /encode and / give every document
-its `embedding`; /rank gives every match `scores.clip_score` (the softmax over the document's matches of
-logit_scale x cosine, as /rank) and `scores.clip_score_cosine`, matches sorted best first. A thin adapter:
-the same parsing, encoder, scoring and serialisation as every other endpoint.
+json_api routes here POST /post's envelope, `{"data": [documents], "exec_endpoint": "/" | "/encode" | "/rank",
+"parameters": {...}}`, and the same envelope posted to /encode or /rank (what the client does once
+/openapi.json lists those paths; json_api tells it from BentoML's bodies by shape). /encode and / give every
+document its `embedding`; /rank gives every match `scores.clip_score` (the softmax over the document's matches
+of logit_scale x cosine, as /rank) and `scores.clip_score_cosine`, best first. A thin adapter: the same
+parsing, encoder, scoring and serialisation as every other endpoint.
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, g
+from flask import g
 
 from ..parsing.items import ItemRules, count_kinds
 from ..parsing.jina_docs import Envelope, parse_envelope
 from ..server.logs import note_items
-from . import json_api  # the module, not its names: json_api dispatches envelopes here, so they import each other
 from .extensions import get_encoder, get_settings
 from .scoring import embed_items, rank
 from .serialize import jina_body, jina_document, jina_scores
-
-bp = Blueprint("jina", __name__)
-
-
-@bp.post("/post")
-def post() -> dict:
-    """The body is read as JSON whatever its Content-Type says (`curl -d` sends a form type)."""
-    return answer(json_api.json_body(any_type=True))
 
 
 def answer(body: object, endpoint: str | None = None) -> dict:

@@ -1,4 +1,5 @@
-"""POST /encode and POST /rank: the JSON API of BentoML's CLIP service, so its clients work unchanged.
+"""POST /encode and POST /rank: the JSON API of BentoML's CLIP service, so its clients work unchanged; and
+POST /post, clip-as-service's (jina's) HTTP gateway route, answered by web/jina.py.
 
 clip-as-service's client posts its envelope to the same paths; the body's shape tells them apart: an object
 with `data` is that envelope (answered by web/jina.py), anything else BentoML's body (a list of items for
@@ -15,7 +16,7 @@ from ..parsing.jina_docs import is_envelope
 from ..parsing.json_items import parse_items, parse_rank
 from ..parsing.options import vector_encoding
 from ..server.logs import note_items
-from . import jina  # the module: it imports json_body from here
+from . import jina
 from .extensions import get_encoder, get_settings
 from .scoring import embed_items, rank
 from .serialize import rank_body, vectors_body
@@ -36,6 +37,12 @@ def json_body(any_type: bool = False) -> object:
     if body is None:
         raise ApiError(Code.INVALID_JSON, "The body is not valid JSON")
     return body
+
+
+@bp.post("/post")
+def post() -> dict:
+    """clip-as-service's envelope; read as JSON whatever its Content-Type says (`curl -d` sends a form type)."""
+    return jina.answer(json_body(any_type=True))
 
 
 @bp.post("/encode")

@@ -91,7 +91,8 @@ def labels_body(labels: list[str], probabilities: np.ndarray) -> dict:
 
 # docarray's document JSON (its pydantic model, as jina's HTTP gateway answers): every field, unset ones null.
 DOCUMENT_FIELDS = ("id", "parent_id", "granularity", "adjacency", "blob", "tensor", "mime_type", "text", "weight",
-                   "uri", "tags", "offset", "location", "embedding", "modality", "evaluations", "scores", "chunks", "matches")
+                   "uri", "tags", "offset", "location", "embedding", "modality", "evaluations", "scores", "chunks",
+                   "matches")
 
 
 def jina_document(doc: dict, vector: np.ndarray, drop_blob: bool, matches: list[dict] | None = None) -> dict:

@@ -13,6 +13,7 @@ from ...settings import Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
 from ..openai import PREFIX
 from .compat import compat_components, compat_paths
+from .jina import jina_components, jina_paths
 from .openai import openai_components, openai_paths, v1_errors
 from .parts import error_responses, openapi_path
 from .paths import embedding_paths, service_paths
@@ -22,7 +23,9 @@ from .schemas import components
 def build_spec(settings: Settings) -> dict:
     """The whole document for an app running with `settings`."""
     paths = {**embedding_paths(settings), **openai_paths(settings), **compat_paths(settings), **service_paths()}
+    paths |= jina_paths(settings)
     parts = merge(merge(components(settings), openai_components()), compat_components())
+    parts = merge(parts, jina_components(settings))
     if keys_required(settings):
         paths, parts = _secured(paths), parts | {"securitySchemes": SECURITY_SCHEMES}
     return {
@@ -56,7 +59,8 @@ TAGS = {
     "embeddings": "CLIP embeddings and similarity: the multipart endpoint and the BentoML-compatible JSON API",
     "openai": "OpenAI's embeddings API (`/v1`), for the openai SDKs and what is built on them; errors in OpenAI's "
               "shape",
-    "compat": "Other CLIP servers' APIs, for their clients: BentoML's image vectorizer and the CLIP Truss",
+    "compat": "Other CLIP servers' APIs, for their clients: BentoML's image vectorizer, the CLIP Truss and "
+              "clip-as-service (POST /post; its envelope on /encode and /rank)",
     "health": "Probes and metadata",
     "docs": "This document, its interactive page, and the demo page",
     "operations": "Prometheus metrics",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ...errors import ENCODE_CODES, MULTIPART_CODES, RANK_CODES, Code
+from ...errors import CLIP_AS_SERVICE_CODES, ENCODE_CODES, MULTIPART_CODES, RANK_CODES, Code
 from ...parsing.form import ID_PATTERN as ID
 from ...parsing.form import ID_RULE, MULTIPART, URLENCODED
 from ...parsing.images import SUPPORTED_LIST
 from ...settings import MAX_FORM_MEMORY_BYTES, Settings
+from .jina import envelope_body, envelope_ok
 from .parts import DEMO_TYPES, EXAMPLE_PNG, SWAGGER_TYPES, error_responses, json_content, ok, operation, page, ref
 
 
@@ -25,24 +26,23 @@ def embedding_paths(settings: Settings) -> dict:
         )},
         "/encode": {"post": operation(
             "embeddings", "Embed a list of items (BentoML's /encode)",
-            "One unit vector per item, in order.",
-            {"200": ok("One vector per item", json_content({"type": "array", "items": ref("Vector")},
-                                                           [[0.0213, -0.0071, 0.0342], [0.0105, 0.0342, -0.0118]])),
-             **error_responses(ENCODE_CODES)},
-            query=("encoding",), requestBody={"required": True, "content": json_content(ref("Items"), ENCODE_EXAMPLE)},
+            "One unit vector per item, in order. (clip-as-service's envelope: as POST /post with /encode.)",
+            {"200": envelope_ok(ok("One vector per item", json_content(
+                {"type": "array", "items": ref("Vector")}, [[0.0213, -0.0071, 0.0342], [0.0105, 0.0342, -0.0118]]))),
+             **error_responses((*ENCODE_CODES, *CLIP_AS_SERVICE_CODES))},
+            query=("encoding",), requestBody=envelope_body({"required": True, "content": json_content(
+                ref("Items"), ENCODE_EXAMPLE)}, ENCODE_EXAMPLE),
         )},
         "/rank": {"post": operation(
             "embeddings", "Rank candidates against each query (BentoML's /rank)",
             "Per query, the softmax over the candidates of the cosines times the model's logit_scale "
             f"(CLIP's zero-shot rule), and the cosines. Queries and candidates count together against "
-            f"the limit of {settings.max_items} items.",
-            {"200": ok("Probabilities and cosines, one row per query, one column per candidate",
-                       json_content(ref("RankResponse"), {"probabilities": [[0.996, 0.004]],
-                                                          "cosine_similarities": [[0.2298, 0.1687]]})),
-             **error_responses(RANK_CODES)},
-            requestBody={"required": True, "content": json_content(ref("RankRequest"), {
-                "queries": [{"img_blob": EXAMPLE_PNG}],
-                "candidates": [{"text": "picture of a dog"}, {"text": "picture of a cat"}]})},
+            f"the limit of {settings.max_items} items. (clip-as-service's envelope: as POST /post with /rank.)",
+            {"200": envelope_ok(ok("Probabilities and cosines, one row per query, one column per candidate",
+                                   json_content(ref("RankResponse"), {"probabilities": [[0.996, 0.004]],
+                                                                      "cosine_similarities": [[0.2298, 0.1687]]}))),
+             **error_responses((*RANK_CODES, *CLIP_AS_SERVICE_CODES))},
+            requestBody=envelope_body({"required": True, "content": json_content(ref("RankRequest"))}, RANK_EXAMPLE),
         )},
     }
 
@@ -115,5 +115,7 @@ CLIP_RESPONSE_EXAMPLE = {
     "image_vector_1_similarity_score": 85,
     "image_vector_1_cosine_similarity": 0.3412,
 }
+RANK_EXAMPLE = {"queries": [{"img_blob": EXAMPLE_PNG}],
+                "candidates": [{"text": "picture of a dog"}, {"text": "picture of a cat"}]}
 ENCODE_EXAMPLE = [{"text": "picture of a dog"}, {"img_blob": EXAMPLE_PNG},
                   {"img_uri": f"data:image/png;base64,{EXAMPLE_PNG}"}]
