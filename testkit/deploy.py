@@ -95,11 +95,14 @@ def compose() -> dict:
 
 
 def interpolate(value: str, environ: dict[str, str]) -> str:
-    """Compose's `${VAR}` / `${VAR:-default}` substitution (the forms docker-compose.yml uses)."""
+    """Compose's `${VAR}`, `${VAR:-default}` (unset or empty) and `${VAR-default}` (unset only) substitution."""
     def substitute(match: re.Match[str]) -> str:
-        return environ.get(match.group(1)) or (match.group(2) or "")
+        name, form, default = match.group(1), match.group(2), match.group(3) or ""
+        if form == "-":
+            return environ.get(name, default)
+        return environ.get(name) or default
 
-    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}", substitute, value)
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}", substitute, value)
 
 
 @cache

@@ -7,7 +7,7 @@ import pytest
 from clipsvc.settings import ENV_VARS, Settings
 from testkit import ROOT
 from testkit.deploy import compose, interpolate
-from testkit.dockerfile import exec_form, final, of, seconds
+from testkit.dockerfile import arg_defaults, exec_form, final, of, parse_dockerfile, seconds
 
 SETTINGS = Settings()
 KNOWN_VARS = {var for var, _ in ENV_VARS.values()}
@@ -28,7 +28,8 @@ def test_compose_has_the_cpu_and_gpu_services():
                          [(name, *spec) for name, spec in COMPOSE_SERVICES.items()])
 def test_compose_service_builds_and_publishes_the_image(name, dockerfile, image, host_port, profiles):
     service = compose()["services"][name]
-    assert service["build"] == {"context": ".", "dockerfile": dockerfile}
+    assert (service["build"]["context"], service["build"]["dockerfile"]) == (".", dockerfile)
+    assert set(service["build"]) == {"context", "dockerfile", "args"}
     assert (ROOT / dockerfile).is_file()
     assert service["image"] == image
     assert service.get("profiles") == profiles
@@ -77,3 +78,22 @@ def test_compose_gpu_service_reserves_one_nvidia_gpu():
     assert device == {"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}
     assert "deploy" not in compose()["services"]["clipsvc"]
 
+
+
+MIRROR = {"BASE_IMAGE": "registry.example.com/python:3.11-slim-bookworm", "GPU_BASE_IMAGE": "registry.example.com/pt",
+          "PIP_INDEX_URL": "https://pypi.example.com/simple", "TORCH_INDEX_URL": "", "PIP_NO_INDEX": "1"}
+
+
+@pytest.mark.parametrize("name", COMPOSE_SERVICES)
+def test_compose_passes_every_build_argument_with_the_dockerfiles_defaults(name):
+    """`docker compose build` behind a mirror needs no edit: each ARG comes from the host's environment, else
+    the Dockerfile's own default (TORCH_INDEX_URL set but empty stays empty: no torch index)."""
+    dockerfile = COMPOSE_SERVICES[name][0]
+    defaults = arg_defaults(parse_dockerfile((ROOT / dockerfile).read_text()))
+    args = compose()["services"][name]["build"]["args"]
+    assert set(args) == set(defaults)
+    assert {arg: interpolate(value, {}) for arg, value in args.items()} == defaults
+    mirrored = {arg: interpolate(value, MIRROR) for arg, value in args.items()}
+    assert mirrored["PIP_INDEX_URL"] == MIRROR["PIP_INDEX_URL"] and mirrored["BASE_IMAGE"].startswith("registry.")
+    if "TORCH_INDEX_URL" in args:
+        assert (mirrored["TORCH_INDEX_URL"], mirrored["PIP_NO_INDEX"]) == ("", "1")
