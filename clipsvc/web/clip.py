@@ -10,7 +10,7 @@ from ..parsing.form import URLENCODED, parse_form, require_form
 from ..parsing.items import ItemRules, ParsedRequest
 from ..parsing.options import vector_encoding
 from ..server.logs import note_items
-from .extensions import get_encoder, get_settings
+from .extensions import get_encoder, item_rules
 from .scoring import embed
 from .serialize import embeddings_body
 
@@ -20,7 +20,7 @@ bp = Blueprint("clip", __name__)
 @bp.post("/syte_test/clip")
 def clip() -> dict:
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
-    parsed = parse_request(ItemRules(get_settings(), encoder.info.image_size))
+    parsed = parse_request(item_rules(encoder))
     note_items(len(parsed.images), len(parsed.texts))
     return embeddings_body(embed(encoder, parsed), encoding)
 

@@ -6,6 +6,7 @@ from flask import Flask, current_app
 
 from ..encoder.model import ClipEncoder
 from ..errors import ApiError, Code
+from ..parsing.items import ItemRules
 from ..settings import Settings
 
 SETTINGS_KEY = "clipsvc.settings"
@@ -32,3 +33,9 @@ def get_encoder() -> ClipEncoder:
         raise ApiError(Code.MODEL_NOT_READY, "The model is not loaded in this worker; retry shortly or check the "
                                              "start-up log")
     return encoder
+
+
+def item_rules(encoder: ClipEncoder) -> ItemRules:
+    """What this app's items are checked against: its limits, and the loaded model's input size (images need
+    not be decoded much larger)."""
+    return ItemRules(get_settings(), encoder.info.image_size)

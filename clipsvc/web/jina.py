@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from flask import g
 
-from ..parsing.items import ItemRules, count_kinds
+from ..parsing.items import count_kinds
 from ..parsing.jina_docs import Envelope, parse_envelope
 from ..server.logs import note_items
-from .extensions import get_encoder, get_settings
+from .extensions import get_encoder, item_rules
 from .scoring import embed_items, rank
 from .serialize import jina_body, jina_document, jina_scores
 
@@ -23,7 +23,7 @@ from .serialize import jina_body, jina_document, jina_scores
 def answer(body: object, endpoint: str | None = None) -> dict:
     """The envelope's documents embedded (and, for /rank, their matches ranked), in jina's response."""
     encoder = get_encoder()
-    envelope = parse_envelope(body, ItemRules(get_settings(), encoder.info.image_size), endpoint)
+    envelope = parse_envelope(body, item_rules(encoder), endpoint)
     note_items(*count_kinds(envelope.items))
     rows = embed_items(encoder, envelope.items)
     drop = envelope.parameters.get("drop_image_content") is True

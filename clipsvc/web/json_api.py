@@ -11,13 +11,13 @@ from __future__ import annotations
 from flask import Blueprint, request
 
 from ..errors import ApiError, Code
-from ..parsing.items import ItemRules, count_kinds
+from ..parsing.items import count_kinds
 from ..parsing.jina_docs import is_envelope
 from ..parsing.json_items import parse_items, parse_rank
 from ..parsing.options import vector_encoding
 from ..server.logs import note_items
 from . import jina
-from .extensions import get_encoder, get_settings
+from .extensions import get_encoder, item_rules
 from .scoring import embed_items, rank
 from .serialize import rank_body, vectors_body
 
@@ -52,7 +52,7 @@ def encode():
     if is_envelope(body):
         return jina.answer(body, "/encode")
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
-    items = parse_items(body, "", ItemRules(get_settings(), encoder.info.image_size))
+    items = parse_items(body, "", item_rules(encoder))
     note_items(*count_kinds(items))
     return vectors_body(embed_items(encoder, items), encoding)
 
@@ -64,7 +64,7 @@ def rank_candidates() -> dict:
     if is_envelope(body):
         return jina.answer(body, "/rank")
     encoder = get_encoder()
-    queries, candidates = parse_rank(body, ItemRules(get_settings(), encoder.info.image_size))
+    queries, candidates = parse_rank(body, item_rules(encoder))
     note_items(*count_kinds(queries + candidates))
     rows = embed_items(encoder, queries + candidates)
     return rank_body(*rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale))

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from ..parsing.items import ItemRules, TextItem, count_kinds
+from ..parsing.items import TextItem, count_kinds
 from ..parsing.openai_input import check_model, parse_embeddings_request
 from ..server.logs import note_items
-from .extensions import get_encoder, get_settings
+from .extensions import get_encoder, item_rules
 from .json_api import json_body
 from .scoring import embed_items
 from .serialize import openai_embeddings_body, openai_model_body
@@ -23,7 +23,7 @@ def embeddings() -> dict:
     """Texts count their CLIP tokens in `usage`; an image counts what the vision tower reads (patches + 1)."""
     encoder = get_encoder()
     info = encoder.info
-    asked = parse_embeddings_request(json_body(), ItemRules(get_settings(), info.image_size), info.model_name,
+    asked = parse_embeddings_request(json_body(), item_rules(encoder), info.model_name,
                                      info.embedding_dim)
     images, texts = count_kinds(asked.items)
     note_items(images, texts)

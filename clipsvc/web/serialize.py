@@ -73,9 +73,13 @@ def openai_model_body(model: str, created: int) -> dict:
     return {"id": model, "object": "model", "created": created, "owned_by": "clipsvc"}
 
 
+# OpenAI's error `type`s: the client's fault (4xx), or the server's (5xx).
+OPENAI_ERROR_TYPES = ("invalid_request_error", "server_error")
+
+
 def openai_error_body(status: int, code: str, message: str, field: str | None) -> dict:
     """OpenAI's error shape, which its SDKs parse into their exceptions; `code` is ours, `param` the field."""
-    kind = "invalid_request_error" if status < 500 else "server_error"
+    kind = OPENAI_ERROR_TYPES[status >= 500]
     return {"error": {"message": message, "type": kind, "param": field, "code": code}}
 
 

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from ...errors import IMAGE_CODES, POST_CODES, TEXT_CODES, URL_CODES, Code
+from ...errors import PREDICT_CODES, VECTORIZE_CODES
 from ...parsing.images import SUPPORTED_LIST
 from ...settings import Settings
 from ..compat import TRUSS_PATHS
 from .parts import EXAMPLE_PNG, error_responses, json_content, ok, openapi_path, operation, ref
-
-PREDICT_CODES = (Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, Code.INVALID_PIXELS, Code.INVALID_URI,
-                 Code.INVALID_BASE64, *URL_CODES, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
 
 
 def compat_paths(settings: Settings) -> dict:
@@ -22,8 +19,7 @@ def compat_paths(settings: Settings) -> dict:
             {"type": "object", "required": ["vector"], "additionalProperties": False,
              "properties": {"vector": {"type": "array", "items": {"type": "number"}}}},
             {"vector": [0.0213, -0.0071, 0.0342]})),
-         **error_responses((*IMAGE_CODES, Code.REQUEST_TOO_LARGE, Code.MODEL_NOT_READY, Code.WORKER_TIMEOUT,
-                            Code.INFERENCE_TIMEOUT))},
+         **error_responses(VECTORIZE_CODES)},
         requestBody={"required": True, "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
                                                    "application/octet-stream": {"schema": {
                                                        "type": "string", "format": "binary"}}}},

@@ -7,6 +7,7 @@ from ...parsing.openai_input import PARAMETERS
 from ...parsing.options import ENCODINGS
 from ...settings import Settings
 from ..openai import PREFIX
+from ..serialize import OPENAI_ERROR_TYPES, openai_error_body
 from .parts import EXAMPLE_PNG, error_responses, json_content, ok, operation, ref
 
 # gunicorn refuses some requests (malformed HTTP, slow headers) before any path is known: those come in the
@@ -15,8 +16,7 @@ SHAPE = {"anyOf": [ref("OpenAIError"), ref("Error")]}
 
 
 def example(status: int, code: Code) -> dict:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    return {"error": {"message": code.meaning, "type": kind, "param": None, "code": code.id}}
+    return openai_error_body(status, code.id, code.meaning, None)
 
 
 def v1_errors(codes: tuple[Code, ...]) -> dict:
@@ -81,6 +81,6 @@ def openai_components() -> dict:
         "OpenAIError": {"type": "object", "required": ["error"], "additionalProperties": False, "properties": {
             "error": {"type": "object", "required": ["message", "type", "param", "code"],
                       "additionalProperties": False, "properties": {
-                          "message": string, "type": {"enum": ["invalid_request_error", "server_error"]},
+                          "message": string, "type": {"enum": list(OPENAI_ERROR_TYPES)},
                           "param": {"type": ["string", "null"]}, "code": {"type": "string"}}}}},
     }}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from ...errors import COMMON, Code
+from ...errors import COMMON, Code, error_body
 from ...server.request_id import HEADER_NAMES
 from ..pages import TYPES
 
@@ -47,7 +47,7 @@ def error_responses(codes: tuple[Code, ...], shape: dict | None = None, example=
 
 
 def error_example(status: int, code: Code) -> dict:
-    return {"error": {"status": status, "code": code.id, "message": code.meaning, "field": None}}
+    return error_body(status, code.id, code.meaning)
 
 
 def error_response(status: int, codes: list[Code], shape: dict, example) -> dict:
