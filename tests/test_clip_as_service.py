@@ -20,6 +20,7 @@ from conftest import image_bytes
 
 from clipsvc.settings import Settings
 from clipsvc.web.app import create_app
+from testkit.readme import ADDRESS, code_blocks, run_bash
 from testkit.responses import assert_error
 
 PNG = image_bytes("PNG", (32, 24))
@@ -114,17 +115,12 @@ def test_metrics_label_post_by_route(served):
 
 # --- The README's section, run as written (against the test server's address) -----------------------------
 
-def readme_blocks(language: str) -> list[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("### clip-as-service: `POST /post`", 1)[1].split("\n## ", 1)[0]
-    return [block.split("\n", 1)[1] for block in section.split("```")[1::2] if block.startswith(language)]
+SECTION = "### clip-as-service: `POST /post`"
 
 
 def test_the_readmes_curl_example_runs(served):
-    (code,) = [block for block in readme_blocks("bash") if "curl" in block]
-    done = subprocess.run(["bash", "-c", code.replace("http://127.0.0.1:8081", served.url)], capture_output=True,
-                          text=True, timeout=60)
-    body = json.loads(done.stdout)
+    (code,) = [block for block in code_blocks(SECTION, "bash") if "curl" in block]
+    body = json.loads(run_bash(code, served.url).stdout)
     assert [len(d["embedding"]) > 0 for d in body["data"]] == [True, True]
 
 
@@ -145,9 +141,9 @@ def client_python() -> str:
 
 
 def test_the_real_clip_client_encodes_and_ranks_as_encode_and_rank(client_python, served, tmp_path):
-    (code,) = readme_blocks("python")
+    (code,) = code_blocks(SECTION, "python")
     (tmp_path / "apple.png").write_bytes(PNG)
-    script = code.replace("http://127.0.0.1:8081", served.url) + (
+    script = code.replace(ADDRESS, served.url) + (
         "\nimport json\nprint(json.dumps({'encoded': r.tolist(), 'texts': ranked['@m', 'text'], "
         "'scores': ranked['@m', 'scores__clip_score__value']}))\n")
     done = subprocess.run([client_python, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)

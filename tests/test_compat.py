@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import math
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 from conftest import image_bytes
 
+from testkit.readme import code_blocks, run_bash
 from testkit.responses import assert_error
 
 JPEG, PNG = image_bytes("JPEG", (96, 64)), image_bytes("PNG", (40, 30), color=(20, 90, 200))
@@ -137,12 +136,6 @@ def test_the_new_routes_are_counted_by_route(client):
 
 # --- The README's examples, run as written against real gunicorn -----------------------------------------------
 
-def readme_block(heading: str) -> str:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split(heading, 1)[1].split("\n### ", 1)[0].split("\n## ", 1)[0]
-    return section.split("```bash\n", 1)[1].split("```", 1)[0]
-
-
 @pytest.mark.parametrize("heading, keys", [
     ("### BentoML's image vectorizer", ["vector"]),
     ("### The CLIP Truss", LABELS),
@@ -150,6 +143,6 @@ def readme_block(heading: str) -> str:
 def test_the_readmes_examples_run(served, tmp_path, heading, keys):
     for name in ("image.jpg", "cat.jpg"):
         (tmp_path / name).write_bytes(JPEG)
-    code = readme_block(heading).replace("http://127.0.0.1:8081", served.url)
-    done = subprocess.run(["bash", "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    (code,) = code_blocks(heading, "bash")
+    done = run_bash(code, served.url, tmp_path)
     assert list(json.loads(done.stdout)) == keys, done.stdout[:300]

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import openai
 import pytest
 from conftest import image_bytes
+
+from testkit.readme import ADDRESS, code_blocks, run_bash
 
 MODEL = "clip-tiny"  # the stand-in's directory name: what /meta and /v1/models call the model
 
@@ -170,23 +170,18 @@ def test_the_sdk_lists_the_model_and_raises_its_own_errors(sdk):
 
 # --- The README's examples, run as written (against the test server's address) -----------------------------
 
-def readme_blocks(language: str) -> list[str]:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("## OpenAI-compatible API", 1)[1].split("\n## ", 1)[0]
-    return [block.split("\n", 1)[1] for block in section.split("```")[1::2] if block.startswith(language)]
+SECTION = "## OpenAI-compatible API"
 
 
 def test_the_readmes_python_example_runs(served):
-    (code,) = readme_blocks("python")
+    (code,) = code_blocks(SECTION, "python")
     scope: dict = {}
-    exec(code.replace("http://127.0.0.1:8081", served.url), scope)  # our own README, run as a user would
+    exec(code.replace(ADDRESS, served.url), scope)  # our own README, run as a user would
     assert len(scope["vectors"]) == 2 and scope["model"] == MODEL
 
 
 def test_the_readmes_curl_example_runs(served, tmp_path):
-    (code,) = readme_blocks("bash")
+    (code,) = code_blocks(SECTION, "bash")
     (tmp_path / "dog.jpg").write_bytes(image_bytes("JPEG"))
-    done = subprocess.run(["bash", "-c", code.replace("http://127.0.0.1:8081", served.url)], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=60)
-    body = json.loads(done.stdout)
+    body = json.loads(run_bash(code, served.url, tmp_path).stdout)
     assert [d["index"] for d in body["data"]] == [0, 1] and body["usage"]["prompt_tokens"] > 0
