@@ -146,3 +146,16 @@ def test_the_readmes_examples_run(served, tmp_path, heading, keys):
     (code,) = code_blocks(heading, "bash")
     done = run_bash(code, served.url, tmp_path)
     assert list(json.loads(done.stdout)) == keys, done.stdout[:300]
+
+
+def test_with_keys_on_the_truss_path_under_v1_answers_and_documents_401_in_our_shape(settings, encoder):
+    """Only OpenAI's routes under /v1 speak OpenAI's error shape; the runtime and the document agree on that."""
+    from clipsvc.settings import Settings
+    from clipsvc.web.app import create_app
+
+    client = create_app(Settings(**{**vars(settings), "api_keys": ("k" * 16,)}), encoder).test_client()
+    assert_error(client.post("/v1/models/model:predict", json={"labels": ["a"], "image": [ROW]}), 401, "unauthorized")
+    assert client.post("/v1/embeddings", json={"input": "a"}).json["error"]["type"] == "invalid_request_error"
+    paths = client.get("/openapi.json").json["paths"]
+    shape = paths["/v1/models/model:predict"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]
+    assert shape["allOf"][0] == {"$ref": "#/components/schemas/Error"}

@@ -10,12 +10,11 @@ from werkzeug.exceptions import HTTPException
 from ..encoder.batching import BatchTimeout, WorkerAborted
 from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
 from ..settings import env_var
-from .compat import bp as _compat
-from .openai import PREFIX as OPENAI_PREFIX
+from . import compat
+from .openai import speaks_openai
 from .serialize import openai_error_body
 
 log = logging.getLogger(__name__)
-TRUSS_BLUEPRINT = _compat.name
 
 
 def _describe(exc: HTTPException) -> tuple[str, str]:
@@ -49,16 +48,11 @@ def _json_response(exc: HTTPException) -> Response:
     else:
         (code, message), field = _describe(exc), None
     response = exc.get_response()  # keeps status and headers such as Allow
-    # OpenAI's SDKs parse OpenAI's shape; the Truss route under /v1 has no error contract, so it keeps ours.
-    openai = _under(OPENAI_PREFIX, request.path) and request.blueprint != TRUSS_BLUEPRINT
-    shape = openai_error_body if openai else error_body
+    other_api = request.blueprint == compat.bp.name
+    shape = openai_error_body if speaks_openai(request.path, other_api) else error_body  # OpenAI's SDKs parse it
     response.data = json.dumps(shape(exc.code, code, message, field))
     response.content_type = "application/json"
     return response
-
-
-def _under(prefix: str, path: str) -> bool:
-    return path == prefix or path.startswith(prefix + "/")
 
 
 def _unexpected(exc: Exception) -> Response:

@@ -18,6 +18,12 @@ PREFIX = "/v1"
 bp = Blueprint("openai", __name__, url_prefix=PREFIX)
 
 
+def speaks_openai(path: str, other_api: bool) -> bool:
+    """Whether errors on `path` come in OpenAI's shape: everything under /v1 but what went to another server's API
+    there (`other_api`: the CLIP Truss's predict, web.compat), which has no error contract and keeps ours."""
+    return (path == PREFIX or path.startswith(PREFIX + "/")) and not other_api
+
+
 @bp.post("/embeddings")
 def embeddings() -> dict:
     """Texts count their CLIP tokens in `usage`; an image counts what the vision tower reads (patches + 1)."""

@@ -11,7 +11,8 @@ from ... import __version__
 from ...errors import Code
 from ...settings import Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
-from ..openai import PREFIX
+from ..compat import TRUSS_PATHS
+from ..openai import speaks_openai
 from .compat import compat_components, compat_paths
 from .jina import jina_components, jina_paths
 from .openai import openai_components, openai_paths, v1_errors
@@ -45,11 +46,12 @@ SECURITY_SCHEMES = {"apiKey": {"type": "http", "scheme": SCHEME, "description": 
 def _secured(paths: dict) -> dict:
     """Every operation auth.OPEN_RULES leaves closed needs the key and may answer 401 (/v1: in OpenAI's shape)."""
     open_paths = {openapi_path(rule) for rule in OPEN_RULES}
+    other_api = {openapi_path(rule) for rule in TRUSS_PATHS}
     for path, item in paths.items():
         for method, operation in item.items():
             if path in open_paths or method == "parameters":
                 continue
-            unauthorized = v1_errors if path.startswith(PREFIX + "/") else error_responses
+            unauthorized = v1_errors if speaks_openai(path, path in other_api) else error_responses
             responses = operation["responses"] | {"401": unauthorized((Code.UNAUTHORIZED,))["401"]}
             operation.update(security=[{"apiKey": []}], responses=dict(sorted(responses.items())))
     return paths
