@@ -57,17 +57,27 @@ def decode_sources(sources: list[Source], rules: ItemRules) -> list[Item]:
 
 def image_source(item_id: str, field: str, value: str) -> Source:
     """An image given as one string: a data: URI or an http(s) URL (`img_uri`), else base64 (`img_blob`)."""
-    uri = value[:8].lower().startswith(("data:", "http://", "https://"))
+    uri = _is_url(value) or value[:5].lower() == "data:"
     return Source(item_id, "img_uri" if uri else "img_blob", field, value)
 
 
+def keyed_string(item: object, field: str, keys: tuple[str, ...], code: Code) -> tuple[str, str, str] | None:
+    """(key, field path, string) of an object with exactly one of `keys`; None for anything else; `code` when
+    its value is not a string."""
+    if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in keys:
+        return None
+    ((key, value),) = item.items()
+    if not isinstance(value, str):
+        raise ApiError(code, f"{field}.{key} must be a string", field=f"{field}.{key}")
+    return key, f"{field}.{key}", value
+
+
 def _source(item: object, field: str) -> Source:
-    if not isinstance(item, dict) or len(item) != 1 or next(iter(item)) not in ITEM_KEYS:
+    keyed = keyed_string(item, field, ITEM_KEYS, Code.INVALID_ITEM)
+    if keyed is None:
         raise ApiError(Code.INVALID_ITEM, f"{field} must be an object with exactly one of text, img_blob or "
                                           "img_uri", field=field)
-    (key, value), name = next(iter(item.items())), f"{field}.{next(iter(item))}"
-    if not isinstance(value, str):
-        raise ApiError(Code.INVALID_ITEM, f"{name} must be a string", field=name)
+    key, name, value = keyed
     return Source(field, key, name, value)
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ..errors import ApiError, Code
 from .form import FIELD_ECHO
 from .items import Item, ItemRules, check_item_count
-from .json_items import Source, decode_sources, image_source
+from .json_items import Source, decode_sources, image_source, keyed_string
 from .options import vector_encoding
 
 PARAMETERS = ("model", "input", "encoding_format", "dimensions", "user")
@@ -78,9 +78,8 @@ def parse_input(value: object, rules: ItemRules) -> list[Item]:
 def _source(item: object, field: str) -> Source:
     if isinstance(item, str):
         return Source(field, "text", field, item)
-    if isinstance(item, dict) and len(item) == 1 and next(iter(item)) in ("text", "image"):
-        (key, value), name = next(iter(item.items())), f"{field}.{next(iter(item))}"
-        if not isinstance(value, str):
-            raise ApiError(Code.INVALID_INPUT, f"{name} must be a string", field=name)
+    keyed = keyed_string(item, field, ("text", "image"), Code.INVALID_INPUT)
+    if keyed is not None:
+        key, name, value = keyed
         return Source(field, "text", name, value) if key == "text" else image_source(field, name, value)
     raise ApiError(Code.INVALID_INPUT, f'{field} must be a string, {{"text": ...}} or {{"image": ...}}', field=field)

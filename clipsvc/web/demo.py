@@ -26,5 +26,5 @@ def page() -> Response:
 
 @bp.get("/demo/<path:name>")
 def asset(name: str) -> Response:
-    """A file of clipsvc/demo/ with a known type."""
+    """A file of demo_assets/ with a known type."""
     return send_asset(ASSETS, name)
