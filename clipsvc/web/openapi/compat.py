@@ -6,7 +6,7 @@ from ...errors import PREDICT_CODES, VECTORIZE_CODES
 from ...parsing.images import SUPPORTED_LIST
 from ...settings import Settings
 from ..compat import TRUSS_PATHS
-from .parts import EXAMPLE_PNG, error_responses, json_content, ok, openapi_path, operation, ref
+from .parts import EXAMPLE_PNG, error_responses, json_content, ok, openapi_path, operation, ref, rule_parameters
 
 
 def compat_paths(settings: Settings) -> dict:
@@ -40,9 +40,9 @@ def compat_paths(settings: Settings) -> dict:
             requestBody={"required": True, "content": json_content(ref("PredictRequest"), {
                 "image_url": f"data:image/png;base64,{EXAMPLE_PNG}", "labels": ["small cat", "not cat", "big cat"]})},
         )}
-        if "<" in rule:
-            name = rule.split("<", 1)[1].split(">", 1)[0]
-            item["parameters"] = [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}}]
+        parameters = rule_parameters(rule)
+        if parameters:
+            item["parameters"] = parameters
         paths[openapi_path(rule)] = item
     return paths
 

@@ -8,7 +8,7 @@ from ...parsing.options import ENCODINGS
 from ...settings import Settings
 from ..openai import PREFIX
 from ..serialize import OPENAI_ERROR_TYPES, openai_error_body
-from .parts import EXAMPLE_PNG, error_responses, json_content, ok, operation, ref
+from .parts import EXAMPLE_PNG, error_responses, json_content, ok, operation, path_parameters, ref
 
 # gunicorn refuses some requests (malformed HTTP, slow headers) before any path is known: those come in the
 # service's own shape, so a /v1 error body is one or the other.
@@ -24,7 +24,6 @@ def v1_errors(codes: tuple[Code, ...]) -> dict:
 
 
 def openai_paths(settings: Settings) -> dict:
-    model = {"name": "model", "in": "path", "required": True, "schema": {"type": "string"}}
     return {
         f"{PREFIX}/embeddings": {"post": operation(
             "openai", "Embed texts and images (OpenAI's POST /v1/embeddings)",
@@ -46,7 +45,7 @@ def openai_paths(settings: Settings) -> dict:
             "openai", "The model this server serves (OpenAI's GET /v1/models)", "One model: the loaded one.",
             {"200": ok("A list of one model", json_content(ref("ModelList"))),
              **v1_errors((Code.MODEL_NOT_READY,))})},
-        f"{PREFIX}/models/{{model}}": {"parameters": [model], "get": operation(
+        f"{PREFIX}/models/{{model}}": {"parameters": path_parameters("model"), "get": operation(
             "openai", "One model by name (OpenAI's GET /v1/models/{model})", "404 for any other name.",
             {"200": ok("The model", json_content(ref("Model"))),
              **v1_errors((Code.MODEL_NOT_FOUND, Code.MODEL_NOT_READY))})},

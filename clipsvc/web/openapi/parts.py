@@ -72,10 +72,23 @@ def page(tag: str, summary: str, media_types: tuple[str, ...], path_parameter: s
     item = {"get": operation(tag, summary, summary, {"200": ok(summary, body), **error_responses(
         (Code.NOT_FOUND,) if path_parameter else ())})}
     if path_parameter:
-        item["parameters"] = [{"name": path_parameter, "in": "path", "required": True, "schema": {"type": "string"}}]
+        item["parameters"] = path_parameters(path_parameter)
     return item
+
+
+def path_parameters(*names: str) -> list[dict]:
+    """The path's variables, each a required string (werkzeug's converters here are all strings)."""
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "string"}} for name in names]
+
+
+_RULE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 
 def openapi_path(rule: str) -> str:
     """werkzeug's `/demo/<path:name>` is OpenAPI's `/demo/{name}`."""
-    return re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule)
+    return _RULE_VARIABLE.sub(r"{\1}", rule)
+
+
+def rule_parameters(rule: str) -> list[dict]:
+    """A werkzeug rule's variables as path parameters: `name` of `/demo/<path:name>`."""
+    return path_parameters(*_RULE_VARIABLE.findall(rule))
