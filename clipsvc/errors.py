@@ -18,13 +18,15 @@ class Code(Enum):
     """`error.code` (the member's name in lower case): (HTTP status, when it happens)."""
 
     EMPTY_REQUEST = 400, "no `image-<id>` / `text-<id>` part at all (also a form body that cannot be parsed)"
-    UNKNOWN_KEY = 400, "a form key other than `image-<id>` / `text-<id>` (`field` is the key)"
+    UNKNOWN_KEY = 400, ("a form key other than `image-<id>` / `text-<id>` (`field` is the key; \"\" for a part "
+                        "without a name)")
     DUPLICATE_KEY = 400, "the same form key twice"
     TOO_MANY_ITEMS = 400, f"more items (images + texts, all lists of the request together) than {env_var('max_items')}"
     IMAGE_NOT_A_FILE = 400, ("`image-<id>` sent as a plain text value instead of a file part (also any `image-<id>` "
                              "in a urlencoded body: images need multipart/form-data)")
     EMPTY_FILE = 400, "a zero-byte image"
-    UNSUPPORTED_IMAGE = 400, "not an image in a supported format (identified by content, never by name)"
+    UNSUPPORTED_IMAGE = 400, ("not an image in a supported format (identified by content, never by name), or a "
+                              "variant of one that the decoder does not implement (e.g. some DDS pixel formats)")
     INVALID_IMAGE = 400, "a truncated or corrupt image"
     TOO_MANY_PIXELS = 400, f"more pixels than {env_var('max_image_pixels')} (read from the header, before decoding)"
     EMPTY_TEXT = 400, "nothing left of a text after removing characters outside printable ASCII"

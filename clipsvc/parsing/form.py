@@ -93,7 +93,11 @@ def _parts(form: MultiDict, files: MultiDict) -> Iterable[tuple[str, str | FileS
     yield from files.items(multi=True)
 
 
-def _check_key(key: str, seen: set[str]) -> None:
+def _check_key(key: str | None, seen: set[str]) -> None:
+    if not key:  # a multipart part without name= (werkzeug: None), or name="" / a urlencoded "=value"
+        raise ApiError(Code.UNKNOWN_KEY, "A form part has no name; name every part image-<id> (a file) or "
+                                         f"text-<id> (a text), where <id> is {ID_RULE} (curl -F text-1='a dog'; "
+                                         "in Postman, fill in the Key column)", field="")
     shown = key if len(key) <= FIELD_ECHO else key[:FIELD_ECHO] + "..."
     if KEY_PATTERN.fullmatch(key) is None:
         raise ApiError(Code.UNKNOWN_KEY, f"Unknown form key {shown!r}; keys are image-<id> (a file) or text-<id> "

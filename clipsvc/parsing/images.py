@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
-import struct
 import warnings
 
 import numpy as np
@@ -25,6 +25,7 @@ Image.init()  # register every plugin so `formats=` can name them (Pillow loads 
 ALLOWED_FORMATS = tuple(name for names in FORMATS.values() for name in names if name in Image.OPEN)
 SUPPORTED_LIST = ", ".join(FORMATS)
 _WHITE = (255, 255, 255)
+log = logging.getLogger(__name__)
 
 
 class ImageRejected(Rejected):
@@ -43,19 +44,7 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
     if not data:
         raise ImageRejected("is an empty file; attach an image", Code.EMPTY_FILE)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Pillow's own bomb warning; we enforce our own limit
-            image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-        width, height = image.size
-        if width * height > max_pixels:  # checked from the header, before any pixel is decoded
-            raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
-        image.seek(0)  # animated formats: the first frame
-        if min_side:
-            _draft(image, min_side)
-        image.load()
-        if min_side:
-            image = _reduce(image, min_side)
-        return to_rgb(ImageOps.exif_transpose(image))
+        return _decode(data, max_pixels, min_side)
     except ImageRejected:
         raise
     except Image.DecompressionBombError:
@@ -64,10 +53,39 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
         raise ImageRejected(
             f"is not an image in a supported format ({SUPPORTED_LIST})", Code.UNSUPPORTED_IMAGE
         ) from None
-    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as exc:
+    except NotImplementedError as exc:  # Pillow knows the format but not this variant of it (DDS pixel formats)
+        log.debug("image variant not implemented", exc_info=True)
+        raise ImageRejected(
+            f"uses a variant of its format that this service cannot decode ({_shown(exc)}); "
+            "convert it to PNG or JPEG", Code.UNSUPPORTED_IMAGE
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on a client's bytes is the client's problem
+        log.debug("image not decodable", exc_info=True)
         raise ImageRejected(
             f"could not be decoded ({exc.__class__.__name__}); the file may be truncated or corrupt"
         ) from None
+
+
+def _decode(data: bytes, max_pixels: int, min_side: int | None) -> Image.Image:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's own bomb warning; we enforce our own limit
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
+    width, height = image.size
+    if width * height > max_pixels:  # checked from the header, before any pixel is decoded
+        raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
+    image.seek(0)  # animated formats: the first frame
+    if min_side:
+        _draft(image, min_side)
+    image.load()
+    if min_side:
+        image = _reduce(image, min_side)
+    return to_rgb(ImageOps.exif_transpose(image))
+
+
+def _shown(exc: Exception) -> str:
+    """The decoder's own words, short and printable: they name the variant (e.g. 'Unimplemented DXGI format 93')."""
+    text = "".join(ch if ch.isprintable() else "?" for ch in str(exc)) or exc.__class__.__name__
+    return text if len(text) <= 100 else text[:100] + "..."
 
 
 # Keep at least this many source pixels per output pixel, so the model's bicubic resize still
