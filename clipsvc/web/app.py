@@ -13,6 +13,7 @@ from ..settings import MAX_FORM_MEMORY_BYTES, Settings
 from . import clip, compat, demo, docs, extensions, health, json_api, openai
 from .auth import ApiKeys
 from .errors import register_error_handlers
+from .serialize import VectorJSON
 
 
 class FormRequest(Request):
@@ -25,6 +26,7 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     """Build the app; with no encoder given it uses the one this gunicorn worker loaded (if any)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
+    app.json = VectorJSON(app)
     app.request_class = FormRequest
     app.config.update(
         # werkzeug refuses larger bodies from Content-Length, before reading them (413).

@@ -3,18 +3,38 @@
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import numpy as np
+import orjson
 from flask import Response, jsonify
+from flask.json.provider import DefaultJSONProvider
 
 from .scoring import Embeddings
 
 
-def vector_json(vector: np.ndarray, encoding: str = "float") -> list[float] | str:
-    """JSON numbers, or base64 of little-endian float32 bytes (OpenAI's embeddings convention)."""
+class VectorJSON(DefaultJSONProvider):
+    """Flask's JSON through orjson, which writes numpy arrays itself (no tolist(), the GIL held far shorter).
+
+    A float32 is written as the shortest decimal that parses back to the same float32.
+    """
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        option = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+        if kwargs.get("sort_keys", self.sort_keys):
+            option |= orjson.OPT_SORT_KEYS
+        return orjson.dumps(obj, default=self.default, option=option).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+
+def vector_json(vector: np.ndarray, encoding: str = "float") -> np.ndarray | str:
+    """JSON numbers (the float32 array, written by VectorJSON), or base64 of little-endian float32 bytes (OpenAI's
+    embeddings convention)."""
     if encoding == "base64":
         return base64.b64encode(vector.astype("<f4").tobytes()).decode("ascii")
-    return vector.tolist()
+    return np.ascontiguousarray(vector, dtype=np.float32)
 
 
 def image_vector_key(item_id: str) -> str:
@@ -55,7 +75,7 @@ def vectors_body(rows: np.ndarray, encoding: str = "float") -> Response:
 
 def rank_body(probabilities: np.ndarray, cosines: np.ndarray) -> dict:
     """/rank: one row per query, one column per candidate."""
-    return {"probabilities": probabilities.tolist(), "cosine_similarities": cosines.tolist()}
+    return {"probabilities": probabilities, "cosine_similarities": cosines}
 
 
 def openai_embeddings_body(rows: np.ndarray, encoding: str, model: str, tokens: int) -> dict:
