@@ -5,7 +5,7 @@ import signal
 import sys
 
 from clipsvc.encoder.modeldir import ModelDirError, ModelLoadError
-from clipsvc.server import gunicorn_errors, lifecycle
+from clipsvc.server import gunicorn_errors, lifecycle, native_stderr
 from clipsvc.server.deadlines import ClientLimits
 from clipsvc.server.logs import logging_config
 from clipsvc.settings import Settings, SettingsError
@@ -44,7 +44,9 @@ keepalive = 5
 header_map = "dangerous"
 limit_request_field_size = 8190
 
-# --- Logging: JSON lines for gunicorn and the app alike; the app logs one line per request.
+# --- Logging: JSON lines for gunicorn and the app alike; the app logs one line per request. What native code
+# writes to fd 2 (libtiff on an odd TIFF, say) becomes JSON lines too: the hooks capture it (native_stderr), and
+# libraries' error records are logged as warnings (logs.CapThirdPartyLevel): error level means the service failed.
 loglevel = settings.log_level
 logconfig_dict = logging_config(settings.log_level)
 errorlog = "-"
@@ -58,6 +60,7 @@ control_socket_disable = True
 
 def on_starting(server):
     """Master: find and check the model (unzipping it once) before any worker forks."""
+    native_stderr.capture()  # from now on, what native code writes to fd 2 is logged as JSON lines
     lifecycle.prepare_metrics_dir()
     try:
         path = lifecycle.prepare_model(settings)
@@ -69,6 +72,7 @@ def on_starting(server):
 
 def post_fork(server, worker):
     """Worker: load CLIP; a broken model stops the whole server instead of a respawn loop."""
+    native_stderr.capture()  # this worker's own pipe and reader: its lines carry its pid
     # The worker inherits the master's handlers, which only queue signals, until gunicorn installs
     # its own after this hook: without this a SIGTERM during the model load would be swallowed.
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):

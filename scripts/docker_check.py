@@ -5,9 +5,11 @@ Builds the image, writes a tiny stand-in model readable by the image's user, run
 `docker run -v MODEL:/model:ro -p 127.0.0.1:PORT:8081 IMAGE`, and checks: the HEALTHCHECK turns healthy; the
 seed request (an image and a text, multipart, header `request_id`) answers 200 with that `request_id` and the
 README's keys; the server runs as a non-root user; `docker stop -t 70` ends it with exit code 0; every log line is
-a JSON object; a run with nothing mounted at /model exits non-zero within --fail-within seconds with a JSON
-error line. Every container it makes is removed, whatever happens. Exit status: 0 all checks passed, 1 one
-failed, 2 it could not start (no Docker engine, bad arguments).
+a JSON object, also after two broken TIFFs (each a 4xx; one makes libtiff write to stderr, which is logged as a
+`clipsvc.native` warning, the other makes Pillow log an error, which is capped at warning: no line is at error
+level); a run with nothing mounted at /model exits non-zero within --fail-within seconds with a JSON error line.
+Every container it makes is removed, whatever happens. Exit status: 0 all checks passed, 1 one failed, 2 it could
+not start (no Docker engine, bad arguments).
 
 Where pip looks is the Dockerfile's build arguments (docs/deployment.md): behind a mirror,
   --build-arg PIP_INDEX_URL=https://mirror.example.com/pypi/simple
@@ -127,6 +129,23 @@ def check_all_json(logs: str) -> str:
     return f"{count} lines, every one a JSON object"
 
 
+def check_native_stderr(logs: str, tiff_answers: dict[str, int | str]) -> str:
+    """After the broken TIFFs (upload_broken_tiffs): each was a 4xx, libtiff's own stderr line came back as a JSON
+    warning, and nothing a client sent made an error-level line (error level means the service failed)."""
+    wrong = {name: answer for name, answer in tiff_answers.items() if not isinstance(answer, int) or answer // 100 != 4}
+    if wrong or not tiff_answers:
+        raise CheckFailed(f"the broken TIFFs were not answered 4xx: {wrong or 'not sent'}")
+    records = log_records(logs)
+    native = [r for r in records if r.get("logger") == "clipsvc.native" and r.get("level") == "warning"]
+    if not native:
+        raise CheckFailed("no clipsvc.native warning line: libtiff's stderr was not logged as JSON")
+    errors = [r for r in records if r.get("level") in ("error", "critical")]
+    if errors:
+        raise CheckFailed(f"{len(errors)} error-level line(s), first: {json.dumps(errors[0])[:200]}")
+    return (f"broken TIFFs {', '.join(map(str, tiff_answers.values()))}, {len(native)} native stderr line(s) as "
+            f"warnings ({native[0].get('message', '')[:60]!r}), no error line")
+
+
 def check_model_error(logs: str) -> str:
     """The missing-model run's logs: JSON only, with an error line that names /model."""
     check_all_json(logs)
@@ -164,6 +183,18 @@ def png(width: int = 224, height: int = 224) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def tiff(compression: int = 1, samples_per_pixel: int = 3) -> bytes:
+    """An 8x8 RGB TIFF (one strip, little-endian) with struct alone. compression=50001 (WEBP) over raw pixels makes
+    libtiff write to fd 2 whether or not it has the codec; samples_per_pixel=7 makes Pillow log an error."""
+    side, pixels = 8, bytes(8 * 8 * 3)
+    shorts = {256: side, 257: side, 258: 8, 259: compression, 262: 2, 277: samples_per_pixel, 278: side}
+    data_at = 8 + 2 + 12 * (len(shorts) + 2) + 4  # header, entry count, entries, next-IFD offset
+    entries = {tag: struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in shorts.items()}
+    entries |= {273: struct.pack("<HHII", 273, 4, 1, data_at), 279: struct.pack("<HHII", 279, 4, 1, len(pixels))}
+    ifd = struct.pack("<H", len(entries)) + b"".join(entries[tag] for tag in sorted(entries)) + struct.pack("<I", 0)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + pixels
 
 
 # --- Docker ------------------------------------------------------------------------------------------------------
@@ -260,8 +291,25 @@ def wait_healthy(name: str, timeout: float) -> float:
 
 
 def seed_request(base_url: str, request_id: str) -> tuple[int, dict[str, str], bytes]:
-    body, content_type = multipart([("image-1", SEED_IMAGE_NAME, png(), "image/png"),
-                                    ("text-1", "", SEED_TEXT.encode(), None)])
+    return post_form(base_url, [("image-1", SEED_IMAGE_NAME, png(), "image/png"),
+                                ("text-1", "", SEED_TEXT.encode(), None)], request_id)
+
+
+def upload_broken_tiffs(base_url: str) -> dict[str, int | str]:
+    """Two TIFFs a client may send (see tiff()), each alone: name -> status, or why there was none. The logs are
+    checked afterwards (check_native_stderr)."""
+    answers: dict[str, int | str] = {}
+    for name, content in (("webp.tif", tiff(compression=50001)), ("samples.tif", tiff(samples_per_pixel=7))):
+        try:
+            answers[name] = post_form(base_url, [("image-1", name, content, "image/tiff")], "docker-check-tiff")[0]
+        except OSError as exc:
+            answers[name] = str(exc)
+    return answers
+
+
+def post_form(base_url: str, fields: list[tuple[str, str, bytes, str | None]], request_id: str,
+              ) -> tuple[int, dict[str, str], bytes]:
+    body, content_type = multipart(fields)
     request = urllib.request.Request(f"{base_url}/syte_test/clip", data=body, method="POST",
                                      headers={"Content-Type": content_type, "request_id": request_id})
     try:
@@ -294,11 +342,13 @@ def serve_checks(args: argparse.Namespace, report: Report, stack: ExitStack, mod
     request_id = f"docker-check-{uuid.uuid4().hex[:8]}"
     check(report, "seed request", lambda: check_seed_response(*seed_request(f"http://{host_port}", request_id),
                                                              request_id))
+    tiff_answers = upload_broken_tiffs(f"http://{host_port}")  # judged with the logs, in "JSON logs"
     check(report, "non-root", lambda: non_root(name))
     started = time.monotonic()
     check(report, "docker stop", lambda: stop(name, started))
     logs = docker("logs", name, timeout=60)
-    check(report, "JSON logs", lambda: check_all_json(logs.stdout + logs.stderr))
+    check(report, "JSON logs", lambda: f"{check_all_json(logs.stdout + logs.stderr)}; "
+                                       f"{check_native_stderr(logs.stdout + logs.stderr, tiff_answers)}")
     check(report, "request logged", lambda: check_request_logged(logs.stdout + logs.stderr, request_id))
 
 

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 
 from flask import Flask, Response, g, has_request_context, request
 
+from . import native_stderr
 from .request_id import HEADER_NAMES, choose_request_id, new_request_id
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
@@ -45,15 +46,55 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+# Loggers whose error level means the service failed. Libraries log errors about their input too (Pillow, at
+# error level, for a TIFF a client sent): those are capped at warning, since operators page on error lines.
+OWN_LOGGERS = ("clipsvc", "gunicorn")
+
+
+def is_own(name: str) -> bool:
+    return any(name == own or name.startswith(own + ".") for own in OWN_LOGGERS)
+
+
+class CapThirdPartyLevel(logging.Filter):
+    """A record above warning from a logger not in OWN_LOGGERS becomes a warning; `original_level` keeps its own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING and not is_own(record.name):
+            record.original_level = record.levelname.lower()
+            record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        return True
+
+
+class JsonHandler(logging.Handler):
+    """Writes each record as one line straight to the real stderr (native_stderr.real_stderr_fd()): fd 2 until
+    fd 2 is captured, then the copy kept of it. One write() a line and no buffer: no buffered stream's lock can be
+    inherited held by a forked worker, and the processes' lines do not mix (on a pipe, lines up to 4 KiB)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            data = (self.format(record) + "\n").encode("utf-8", errors="replace")
+            while data:
+                data = data[os.write(native_stderr.real_stderr_fd(), data):]
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        # logging reports a failed emit on sys.stderr, fd 2: for a captured line that would come back as another.
+        if record.name != native_stderr.LOGGER:
+            super().handleError(record)
+
+
 def logging_config(level: str = "info") -> dict:
-    """A dictConfig for gunicorn's `logconfig_dict`: every logger writes JSON lines to stderr."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "filters": ["request_id"],
-               "stream": "ext://sys.stderr"}
+    """A dictConfig for gunicorn's `logconfig_dict`: every logger writes JSON lines to the real stderr, and
+    libraries' records are capped at warning (CapThirdPartyLevel)."""
+    handler = {"()": JsonHandler, "formatter": "json", "filters": ["request_id", "cap_third_party"]}
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"json": {"()": JsonFormatter}},
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {"request_id": {"()": RequestIdFilter}, "cap_third_party": {"()": CapThirdPartyLevel}},
         "handlers": {"json": handler},
         "root": {"level": level.upper(), "handlers": ["json"]},
         "loggers": {
