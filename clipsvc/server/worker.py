@@ -17,7 +17,11 @@ the first byte, and reads headers and body without any overall deadline. Here:
 - a worker accepts only while it has a free request thread and no other worker has fewer requests in hand
   (clipsvc.server.workertable, which also breaks ties), so new connections go to the worker that can serve them
   soonest;
-- gunicorn's worker timeout still replaces a worker whose forward pass runs past CLIP_WORKER_TIMEOUT.
+- gunicorn's worker timeout still replaces a worker whose forward pass runs past CLIP_WORKER_TIMEOUT;
+- on SIGTERM a worker stops listening at once (stop_listening): it takes what the kernel has already queued for it
+  and closes its listening sockets, so that once every worker has, a new connection is refused at once (a client or
+  load balancer retries elsewhere) instead of waiting for no one and being reset when the last worker exits; what
+  it holds is answered within CLIP_GRACEFUL_TIMEOUT, as gthread drains.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ class ClipWorker(ThreadWorker):
         self.table: WorkerTable | None = None
         self._in_threads = 0  # connections handed to request threads and not yet back (main thread only)
         self._deferring = False  # a free thread, but the connection was left to a less loaded worker
+        self._listening = True  # until SIGTERM (stop_listening)
 
     def configure(self, limits: ClientLimits, alive_check: Callable[[], bool],
                   table: WorkerTable | None = None) -> None:
@@ -63,7 +68,7 @@ class ClipWorker(ThreadWorker):
 
     def set_accept_enabled(self, enabled: bool) -> None:
         """Listen for new connections only with a free request thread (whether to take one is decided in accept)."""
-        super().set_accept_enabled(enabled and self._in_threads < self.cfg.threads)
+        super().set_accept_enabled(enabled and self._listening and self._in_threads < self.cfg.threads)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         """After leaving a connection to another worker, listen again soon: the loads change without waking us."""
@@ -74,6 +79,8 @@ class ClipWorker(ThreadWorker):
 
     def accept(self, listener) -> None:
         """Take the connection only as the least loaded worker; park it in the poller with its header deadline."""
+        if not self._listening:  # the listener was readable in the same poll as SIGTERM's wake-up: closed since
+            return
         if self.table is not None and not self.table.should_accept(self.pid):
             self.set_accept_enabled(False)  # gthread's loop listens again next time round
             self._deferring = True
@@ -84,11 +91,54 @@ class ClipWorker(ThreadWorker):
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
+        self._park(client, address, listener)
+
+    def _park(self, client, address, listener) -> None:
+        """A new connection waits in the poller, taking no thread, until it sends something (or its header deadline)."""
         self.nr_conns += 1
         conn = ClientConn(self.cfg, ClientSocket(client, self.limits), address, listener.getsockname())
         conn.timeout = time.monotonic() + self.limits.header_timeout  # murder_pending closes it then
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
+
+    # gunicorn members relied on here besides gthread's loop: `sockets` (this worker's copies of the listening
+    # sockets, which gthread closes only on exit), `handle_exit` (the SIGTERM handler) and `method_queue` (runs a
+    # callback on the main thread and wakes its poller).
+    def handle_exit(self, sig, frame) -> None:
+        """SIGTERM: gthread's graceful stop (no longer alive, poller woken), and stop_listening on the main thread."""
+        super().handle_exit(sig, frame)
+        # Not in the handler itself, which may have interrupted the main thread in the middle of a poller change;
+        # the method queue wakes the poller at once, so this runs within milliseconds.
+        self.method_queue.defer(self.stop_listening)
+
+    def stop_listening(self) -> None:
+        """Accept every connection the kernel has already queued, then close this worker's listening sockets.
+
+        All workers and the master share one listening socket: the kernel queues connections until the last copy
+        is closed, and resets those still queued then. The master closes its copies before it signals the workers;
+        each worker takes what is queued (served like any other connection) and closes its own, so the last close
+        finds the queue empty (but for a connection made in the microseconds between its last accept and the close)
+        and later connections are refused instead of reset."""
+        if not self._listening:
+            return
+        self.set_accept_enabled(False)
+        self._listening = False
+        taken = 0
+        for listener in self.sockets:
+            listener.setblocking(False)
+            for _ in range(self.cfg.backlog):  # bounded: the kernel queues no more; a flood must not hold us here
+                try:
+                    client, address = listener.accept()
+                except OSError as exc:
+                    if exc.errno == errno.ECONNABORTED:
+                        continue
+                    if exc.errno not in (errno.EAGAIN, errno.EWOULDBLOCK):
+                        self.log.warning("could not take a queued connection: %s", exc)
+                    break
+                self._park(client, address, listener)
+                taken += 1
+            listener.close()
+        self.log.info("stopped listening", extra={"event": "stopped_listening", "queued_connections": taken})
 
     def load_wsgi(self) -> None:
         """The app, wrapped so that a request is counted off once its reply is computed, before it is sent."""
