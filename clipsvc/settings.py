@@ -33,6 +33,8 @@ METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 BATCHING_CHOICES = ("auto", "on", "off")
+# auto: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32; fp16 on CUDA (clipsvc.encoder.precision).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def _numeric(kind: type, expected: str) -> Callable[[str], Any]:
@@ -109,6 +111,7 @@ def _anything(value: Any, settings: Settings) -> bool:
 def _all_match(pattern: re.Pattern[str]) -> Check:
     return lambda values, _: all(pattern.fullmatch(value) for value in values)
 
+
 @dataclass(frozen=True)
 class Settings:
     """Service configuration; build it with `Settings.from_env()` or pass values in tests."""
@@ -126,6 +129,14 @@ class Settings:
     # oneDNN's packed linear weights for the image tower on CPUs: faster, but each worker's own copy.
     cpu_packed_weights: bool = _setting(True, "CLIP_CPU_PACKED_WEIGHTS", _switch,
                                         lambda value, _: isinstance(value, bool), "on or off")
+    # The numeric format of both towers; responses are float32 unit vectors whatever it is.
+    precision: str = _setting("auto", "CLIP_PRECISION", str.lower, _one_of(PRECISIONS), ", ".join(PRECISIONS))
+    # The accuracy guard: below this worst cosine against fp32 on a fixed probe, a worker falls back to fp32.
+    # None: the precision's own default (clipsvc.encoder.precision.MIN_COSINE); 0 turns the guard off.
+    precision_min_cosine: float | None = _setting(None, "CLIP_PRECISION_MIN_COSINE", _number,
+                                                  lambda value, _: value is None or 0 <= value <= 1, "0-1")
+    # Text vectors kept per worker, by exact token ids (clipsvc.encoder.textcache); 0 turns the cache off.
+    text_cache_size: int = _setting(4096, "CLIP_TEXT_CACHE_SIZE", _whole_number, _at_least(0), "entries, 0 or more")
     max_request_mb: float = _setting(64, "CLIP_MAX_REQUEST_MB", _number,
                                      lambda value, _: 0 < value < math.inf, "greater than 0", limit=True)
     max_image_mb: float = _setting(20, "CLIP_MAX_IMAGE_MB", _number,

@@ -14,7 +14,7 @@ LAYERS = {"settings": 0, "errors": 1, "parsing": 2, "encoder": 2, "server": 3, "
 # Third-party packages a layer must not touch: parsing is pure, the encoder knows nothing of HTTP.
 FORBIDDEN = {"parsing": {"flask", "torch", "transformers"}, "encoder": {"flask", "werkzeug", "gunicorn"},
              "settings": {"flask", "werkzeug", "torch"}, "errors": {"flask", "torch"}}
-MAX_LINES = 225  # "small enough to read in one sitting": about 200 lines
+MAX_LINES = 400  # a rule of cohesion, not a squeeze: a module that outgrows it has more than one concern
 
 
 def modules() -> dict[str, Path]:

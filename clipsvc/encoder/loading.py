@@ -3,6 +3,7 @@ weights, tokenizer and image processor, and what the start-up log and /meta repo
 
 from __future__ import annotations
 
+import logging
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -13,7 +14,10 @@ from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from ..settings import env_var
+from . import precision as formats
 from .modeldir import ModelLoadError
+
+log = logging.getLogger(__name__)
 
 # Rows per forward pass without batching: bounds activation memory for a request with many images.
 IMAGE_BATCH = 8
@@ -39,6 +43,10 @@ class EncoderInfo:
     max_batch: int = IMAGE_BATCH
     dynamic_threads: bool = False  # threads (the most) shrink while other workers compute too
     packed_weights: bool = False  # oneDNN's packed linear weights (CPU)
+    precision: str = "fp32"  # what both towers compute in (CLIP_PRECISION, resolved)
+    precision_cosine: float | None = None  # the guard's worst cosine against fp32 on the probe (None: not run)
+    precision_fallback: bool = False  # the guard found the chosen format too inaccurate: fp32 instead
+    text_cache_size: int = 0  # text vectors kept (CLIP_TEXT_CACHE_SIZE)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,23 +64,31 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def load_model(model_dir: Path, device: str = "auto", threads: int | None = None, packed_weights: bool = False
+def load_model(model_dir: Path, device: str = "auto", threads: int | None = None, packed_weights: bool = False,
+               precision: str = "fp32", min_cosine: float | None = None
                ) -> tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessorPil, EncoderInfo]:
-    """The model (eval mode, on its device), tokenizer and processor from a resolved directory; see ClipEncoder.load."""
+    """The model (eval mode, on its device, in its precision), tokenizer and processor from a resolved directory;
+    see ClipEncoder.load."""
     started = time.perf_counter()
     transformers_logging.disable_progress_bar()  # a progress bar is not a JSON log line
     if threads is not None:
         torch.set_num_threads(threads)
     target = pick_device(device)
-    # fp16 halves memory and doubles speed on GPUs; on CPUs fp32 is the fast (and exact) choice.
-    dtype = torch.float16 if target.type == "cuda" else torch.float32
+    chosen = formats.resolve(precision, target)
+    cosine, fell_back = None, False
     try:
-        # weights_only: a pytorch_model.bin is unpickled without running arbitrary code.
-        model = CLIPModel.from_pretrained(model_dir, dtype=dtype, local_files_only=True, weights_only=True)
+        model = _fp32_model(model_dir, target)
         tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
         processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
-        model.to(target).eval()  # inside the try: a GPU out of memory is a load failure too
-        packed_weights = packed_weights and target.type == "cpu" and torch.backends.mkldnn.is_available()
+        if chosen != "fp32":
+            model, cosine, fell_back = _in_precision(model, chosen, formats.threshold(chosen, min_cosine),
+                                                     formats.Probe.build(processor, tokenizer,
+                                                                         model.config.vision_config.image_size))
+            if fell_back:
+                model = _fp32_model(model_dir, target)
+        # oneDNN's packed weights pay for fp32 only (docs/performance.md).
+        packed_weights = (packed_weights and target.type == "cpu" and torch.backends.mkldnn.is_available()
+                          and (chosen == "fp32" or fell_back))
         if packed_weights:
             model = _packed(model)
         # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
@@ -88,13 +104,40 @@ def load_model(model_dir: Path, device: str = "auto", threads: int | None = None
         image_tokens=(model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2 + 1,
         model_created=int((Path(model_dir) / "config.json").stat().st_mtime),
         device=str(target),
-        dtype=str(dtype).removeprefix("torch."),
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        precision="fp32" if fell_back else chosen,
+        precision_cosine=cosine,
+        precision_fallback=fell_back,
         threads=torch.get_num_threads(),
         packed_weights=packed_weights,
         load_seconds=round(time.perf_counter() - started, 3),
         logit_scale=round(model.logit_scale.detach().exp().item(), 4),
     )
     return model, tokenizer, processor, info
+
+
+def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:
+    # weights_only: a pytorch_model.bin is unpickled without running arbitrary code. On the device inside the
+    # caller's try: a GPU out of memory is a load failure too.
+    model = CLIPModel.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True, weights_only=True)
+    return model.to(target).eval()
+
+
+def _in_precision(model: CLIPModel, precision: str, min_cosine: float, probe: formats.Probe
+                  ) -> tuple[CLIPModel, float | None, bool]:
+    """The model converted, the guard's worst cosine against fp32, and whether it must fall back to fp32."""
+    reference = probe.vectors(model) if min_cosine > 0 else None
+    model = formats.convert(model, precision)
+    if reference is None:
+        return model, None, False
+    cosine = formats.worst_cosine(probe.vectors(model), reference)
+    if cosine >= min_cosine:
+        return model, cosine, False
+    log.warning("%s is too inaccurate for this model: worst cosine %.6f against fp32 on the probe, below %s; "
+                "computing in fp32 instead", precision, cosine, min_cosine,
+                extra={"event": "precision_fallback", "precision": precision, "precision_cosine": cosine,
+                       "min_cosine": min_cosine})
+    return None, cosine, True
 
 
 def _packed(model: CLIPModel) -> CLIPModel:

@@ -18,6 +18,7 @@ from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
 from .loading import IMAGE_BATCH, EncoderInfo, load_model
 from .modeldir import ModelLoadError
 from .pixels import PixelRecipe, crop_rows, pixel_batch
+from .textcache import TextCache
 
 __all__ = ["ClipEncoder", "EncoderInfo", "ModelLoadError"]
 
@@ -46,17 +47,26 @@ class ClipEncoder:
             "image": self.forward_images, "text": self.forward_texts}
         # Told the size of every forward pass ("image" or "text", rows); the metrics module listens here.
         self.on_forward: Callable[[str, int], None] = _ignore
+        self.text_cache = TextCache(0)  # off until the worker's settings size it (cache_texts)
 
     @classmethod
     def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None,
-             packed_weights: bool = False) -> ClipEncoder:
+             packed_weights: bool = False, precision: str = "fp32", min_cosine: float | None = None) -> ClipEncoder:
         """Load weights, tokenizer and image processor from a resolved model directory.
 
         `packed_weights` (CPU only): the image tower's linear layers get oneDNN's packed copy of their weights,
         which they use without repacking on every call; image passes are ~20% faster with 2 threads, but the copy
-        is this process's own, not the weights file's pages that every worker shares.
+        is this process's own, not the weights file's pages that every worker shares. `precision` (CLIP_PRECISION)
+        and the accuracy guard's `min_cosine`: clipsvc.encoder.precision.
         """
-        return cls(*load_model(model_dir, device, threads, packed_weights))
+        return cls(*load_model(model_dir, device, threads, packed_weights, precision, min_cosine))
+
+    def cache_texts(self, entries: int) -> None:
+        """Keep up to `entries` text vectors (CLIP_TEXT_CACHE_SIZE); 0 turns the cache off."""
+        listener = self.text_cache.on_lookup
+        self.text_cache = TextCache(entries)
+        self.text_cache.on_lookup = listener
+        self.info = replace(self.info, text_cache_size=entries)
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
         """N×3×H×W float32 on the CPU, as the model's processor gives them (preprocessor_config.json)."""
@@ -100,11 +110,18 @@ class ClipEncoder:
     def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
         """One request's images and texts as (n, embedding_dim) float32 rows of unit length.
 
-        The texts go to the model first: it computes them while this thread resizes the images.
+        The texts go to the model first: it computes them while this thread resizes the images. Texts whose
+        tokens the worker has seen before come from its cache (clipsvc.encoder.textcache), identical.
         """
-        texts_done = self._begin("text", self._tokens(texts))
+        tokens = self._tokens(texts)
+        known, missing = self.text_cache.lookup(tokens)
+        texts_done = self._begin("text", missing)
         images_done = self._begin("image", self.image_rows(images))
-        return self._rows(images_done()), self._rows(texts_done())
+        image_vectors = self._rows(images_done())
+        computed = texts_done()
+        self.text_cache.store(missing, computed)
+        known.update(zip(map(tuple, missing), computed, strict=True))
+        return image_vectors, self._rows([known[tuple(row)] for row in tokens])
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, embedding_dim) float32 rows of unit length. Preprocessing runs in the calling thread."""

@@ -94,7 +94,9 @@ def load_worker_encoder(settings: Settings) -> ClipEncoder:
     global _encoder
     model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
     encoder = _import_encoder().load(model_dir, device=settings.device, threads=settings.threads_per_worker,
-                                     packed_weights=settings.cpu_packed_weights)
+                                     packed_weights=settings.cpu_packed_weights, precision=settings.precision,
+                                     min_cosine=settings.precision_min_cosine)
+    encoder.cache_texts(settings.text_cache_size)
     budget = ThreadBudget(cpu_count(), _workers, fixed=settings.torch_threads)
     # A backstop for requests queued behind a stuck forward pass: gunicorn replaces the worker first.
     wait = settings.worker_timeout + 2 * HEARTBEAT_GRACE + 5

@@ -60,6 +60,10 @@ class Metrics:
         self.batch_size = Histogram("clipsvc_batch_size", "Rows per forward pass of the model (with dynamic "
                                     "batching, rows from several requests).", ["kind"], buckets=BATCH_BUCKETS,
                                     registry=r)
+        self.text_cache_hits = Counter("clipsvc_text_cache_hits", "Texts whose vector came from the worker's text "
+                                       f"cache ({env_var('text_cache_size')}).", registry=r)
+        self.text_cache_misses = Counter("clipsvc_text_cache_misses", "Texts the model computed (not in the "
+                                         "worker's text cache).", registry=r)
         self.model_load = Gauge("clipsvc_model_load_seconds", "Seconds each live worker took to load the model.",
                                 registry=r, multiprocess_mode="liveall")
 
@@ -70,6 +74,7 @@ class Metrics:
         app.teardown_request(self._done)
         if encoder is not None:
             encoder.on_forward = self.observe_forward
+            encoder.text_cache.on_lookup = self.observe_text_cache
             self.model_load.set(encoder.info.load_seconds)
         app.register_blueprint(bp)
 
@@ -77,6 +82,11 @@ class Metrics:
         """Called by the encoder, from the request or inference thread, once per forward pass."""
         self.items.labels(kind).inc(rows)
         self.batch_size.labels(kind).observe(rows)
+
+    def observe_text_cache(self, hits: int, misses: int) -> None:
+        """Called by the encoder once per request that has texts."""
+        self.text_cache_hits.inc(hits)
+        self.text_cache_misses.inc(misses)
 
     def _start(self) -> None:
         g.metrics_started = time.perf_counter()

@@ -96,6 +96,10 @@ def _meta_schema() -> dict:
     fields = {"model": string, "model_path": string, "embedding_dim": integer, "image_size": integer,
               "max_text_tokens": integer, "device": string, "dtype": string, "torch_threads": integer,
               "torch_threads_follow_load": {"type": "boolean"}, "packed_weights": {"type": "boolean"},
+              "precision": {"type": "string", "enum": ["fp32", "bf16", "fp16", "int8"]},
+              "precision_cosine": {"type": ["number", "null"], "description": "the accuracy guard's worst cosine "
+                                   "against fp32 on its probe at load (null: fp32, or the guard is off)"},
+              "precision_fallback": {"type": "boolean"}, "text_cache_size": integer,
               "batching": {"type": "boolean"},
               "max_batch": integer, "version": string,
               "limits": {"type": "object", "required": list(limits), "properties": limits}}

@@ -1,0 +1,97 @@
+"""CLIP_PRECISION and its accuracy guard (clipsvc.encoder.precision), on real stand-in models."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from clipsvc.encoder import precision
+from clipsvc.encoder.model import ClipEncoder
+from clipsvc.encoder.modeldir import ModelLoadError
+from testkit.models import plant_outliers
+
+IMAGES = [Image.new("RGB", (60, 40), (200, 30, 30)), Image.new("RGB", (40, 60), (20, 120, 230))]
+TEXTS = ["a red square", "a blue rectangle on a white wall"]
+
+
+@pytest.fixture(scope="module")
+def planted(model_dir, tmp_path_factory):
+    return plant_outliers(model_dir, tmp_path_factory.mktemp("planted") / "clip-tiny-outliers")
+
+
+@pytest.mark.parametrize("requested, device, native, chosen", [
+    ("auto", "cpu", True, "bf16"),
+    ("auto", "cpu", False, "fp32"),
+    ("auto", "cuda", False, "fp16"),
+    ("fp32", "cpu", True, "fp32"),
+    ("bf16", "cpu", False, "bf16"),  # asked for: honoured, however slow emulated bf16 is
+    ("int8", "cpu", True, "int8"),
+    ("fp16", "cuda", True, "fp16"),
+    ("bf16", "cuda", True, "bf16"),
+    ("fp16", "cpu", True, ModelLoadError),
+    ("int8", "cuda", True, ModelLoadError),
+])
+def test_resolve(monkeypatch, requested, device, native, chosen):
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    if chosen is ModelLoadError:
+        with pytest.raises(ModelLoadError, match="CLIP_PRECISION"):
+            precision.resolve(requested, torch.device(device))
+    else:
+        assert precision.resolve(requested, torch.device(device)) == chosen
+
+
+@pytest.mark.parametrize("name, dtype", [("bf16", "bfloat16"), ("int8", "float32")])
+def test_each_precision_is_guarded_and_close_to_fp32(model_dir, encoder, name, dtype):
+    low = ClipEncoder.load(model_dir, device="cpu", threads=1, precision=name)
+    info = low.info
+    assert (info.precision, info.dtype, info.precision_fallback) == (name, dtype, False)
+    assert precision.MIN_COSINE[name] <= info.precision_cosine < 1
+    for ours, exact in ((low.encode_images(IMAGES), encoder.encode_images(IMAGES)),
+                        (low.encode_texts(TEXTS), encoder.encode_texts(TEXTS))):
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
+        assert (ours * exact).sum(axis=1).min() > precision.MIN_COSINE[name]
+
+
+def test_fp32_runs_no_guard(model_dir):
+    info = ClipEncoder.load(model_dir, device="cpu", threads=1, precision="fp32").info
+    assert (info.precision, info.precision_cosine, info.precision_fallback) == ("fp32", None, False)
+
+
+def test_the_guard_can_be_turned_off(model_dir):
+    info = ClipEncoder.load(model_dir, device="cpu", threads=1, precision="bf16", min_cosine=0).info
+    assert (info.precision, info.precision_cosine) == ("bf16", None)
+
+
+def test_planted_outliers_leave_fp32_unchanged(model_dir, planted, encoder):
+    outliers = ClipEncoder.load(planted, device="cpu", threads=1)
+    assert (outliers.encode_texts(TEXTS) * encoder.encode_texts(TEXTS)).sum(axis=1).min() > 0.999
+    assert (outliers.encode_images(IMAGES) * encoder.encode_images(IMAGES)).sum(axis=1).min() > 0.999
+
+
+@pytest.mark.parametrize("name", ["bf16", "int8"])
+def test_a_model_too_inaccurate_in_low_precision_falls_back_to_fp32(planted, encoder, caplog, name):
+    caplog.set_level(logging.WARNING, logger="clipsvc.encoder.loading")
+    fallen = ClipEncoder.load(planted, device="cpu", threads=1, precision=name)
+    info = fallen.info
+    assert (info.precision, info.dtype, info.precision_fallback) == ("fp32", "float32", True)
+    assert info.precision_cosine < precision.MIN_COSINE[name]
+    [record] = [r for r in caplog.records if getattr(r, "event", None) == "precision_fallback"]
+    assert record.precision == name and record.precision_cosine == info.precision_cosine
+    assert (fallen.encode_texts(TEXTS) * encoder.encode_texts(TEXTS)).sum(axis=1).min() > 0.999
+
+
+def test_a_threshold_of_one_refuses_any_error(model_dir):
+    info = ClipEncoder.load(model_dir, device="cpu", threads=1, precision="bf16", min_cosine=1.0).info
+    assert info.precision == "fp32" and info.precision_fallback
+
+
+@pytest.mark.parametrize("name, configured, expected", [
+    ("fp32", None, 0.0), ("bf16", None, 0.999), ("int8", None, 0.99), ("fp16", None, 0.999), ("int8", 0.5, 0.5),
+    ("bf16", 0.0, 0.0)])
+def test_threshold(name, configured, expected):
+    assert precision.threshold(name, configured) == expected
