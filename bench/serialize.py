@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 
-from clipsvc.web.serialize import VectorJSON
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # clipsvc from the repo root
+from clipsvc.web.serialize import VectorJSON  # noqa: E402
 
 
 def body(rows: np.ndarray, as_lists: bool) -> dict:

@@ -1,0 +1,119 @@
+"""CLIP_PRECISION on this CPU: each format's speed, accuracy against fp32, memory and guard cost, per tower.
+
+    python bench/precision.py [--arch vit-l-14 | --model-dir DIR] [--threads 2] [--images 8] [--texts 8]
+
+Each format is loaded in a fresh process, as a worker loads it (ClipEncoder.load, 2 torch threads): fp32 as
+transformers loads it, fp32 with oneDNN-packed linears (CLIP_CPU_PACKED_WEIGHTS), bf16 and int8. Each runs the
+image tower at batch 1 over `--images` noise pictures and the text tower at batch 1 over `--texts` captions,
+after one warm-up pass; then reports ms per item, the worst cosine against fp32 per tower, the worst change of the
+0-100 score over every image-text pair (before rounding), the process's private memory (smaps_rollup) and the
+load time with and without the accuracy guard. A benchmark: it exits 0 whatever the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+FORMATS = {"fp32": ("fp32", False), "fp32-packed": ("fp32", True), "bf16": ("bf16", False), "int8": ("int8", False)}
+CAPTIONS = ["Man staring at the moon, moon is made of mechanical parts", "a photo of a dog", "a red car",
+            "two people walking on a beach at sunset", "a bowl of soup", "a city skyline at night in the rain",
+            "a close-up of a cat's face", "an old map of Europe"]
+
+
+def one(name: str, model_dir: Path, threads: int, images: int, texts: int, out: Path) -> None:
+    """In a fresh process: load one format, time both towers, save its vectors for the parent to compare."""
+    from PIL import Image
+
+    from clipsvc.encoder.model import ClipEncoder
+    from testkit import procs
+
+    precision, packed = FORMATS[name]
+    started = time.perf_counter()
+    encoder = ClipEncoder.load(model_dir, device="cpu", threads=threads, precision=precision, packed_weights=packed)
+    load_s = time.perf_counter() - started
+    rng = np.random.default_rng(0)
+    pictures = [Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) for _ in range(images)]
+    captions = (CAPTIONS * texts)[:texts]
+    encoder.encode_images(pictures[:1]), encoder.encode_texts(captions[:1])  # warm-up: oneDNN's first-call setup
+    started = time.perf_counter()
+    image_rows = np.concatenate([encoder.encode_images([p]) for p in pictures])
+    image_ms = (time.perf_counter() - started) / images * 1000
+    started = time.perf_counter()
+    text_rows = np.concatenate([encoder.encode_texts([c]) for c in captions])
+    text_ms = (time.perf_counter() - started) / texts * 1000
+    np.savez(out, images=image_rows, texts=text_rows)
+    memory = procs.smaps_rollup("self")
+    unguarded_s = None
+    if precision != "fp32":  # the load again without the guard: the difference is what the guard costs
+        info = encoder.info
+        del encoder
+        started = time.perf_counter()
+        ClipEncoder.load(model_dir, device="cpu", threads=threads, precision=precision, min_cosine=0)
+        unguarded_s = time.perf_counter() - started
+    else:
+        info = encoder.info
+    print(json.dumps({"format": name, "image_ms": round(image_ms, 1), "text_ms": round(text_ms, 1),
+                      "load_s": round(load_s, 2), "load_unguarded_s": unguarded_s and round(unguarded_s, 2),
+                      "guard_cosine": info.precision_cosine, "precision": info.precision,
+                      "rss_mib": memory["rss_mib"], "pss_anon_mib": memory["pss_anon_mib"]}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", default="vit-l-14")
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--texts", type=int, default=8)
+    parser.add_argument("--one", choices=FORMATS, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.model_dir is None:
+        from perf import standin_model
+
+        args.model_dir = standin_model(args.arch)
+    if args.one:
+        return one(args.one, args.model_dir, args.threads, args.images, args.texts, args.out)
+    from perf import cpu_model
+
+    from clipsvc.web.scoring import CLIPSCORE_WEIGHT
+
+    rows, vectors = [], {}
+    for name in FORMATS:
+        out = Path(f"/tmp/clipsvc-precision-{name}.npz")
+        done = subprocess.run([sys.executable, __file__, "--one", name, "--model-dir", str(args.model_dir),
+                               "--threads", str(args.threads), "--images", str(args.images), "--texts",
+                               str(args.texts), "--out", str(out)], capture_output=True, text=True, check=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        vectors[name] = np.load(out)
+        out.unlink()
+    exact = vectors["fp32"]
+    print(f"{args.model_dir.name}, {cpu_model()}, {args.threads} threads, batch 1, {args.images} images / "
+          f"{args.texts} texts")
+    print("| format | image ms | × fp32 | text ms | × fp32 | worst cosine image / text | worst score change | "
+          "private MiB | load s (unguarded) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    base = rows[0]
+    for row in rows:
+        ours = vectors[row["format"]]
+        image_cos = float((ours["images"] * exact["images"]).sum(axis=1).min())
+        text_cos = float((ours["texts"] * exact["texts"]).sum(axis=1).min())
+        pairs = np.abs(ours["images"] @ ours["texts"].T - exact["images"] @ exact["texts"].T)
+        score = 100 * CLIPSCORE_WEIGHT * float(pairs.max())
+        unguarded = f" ({row['load_unguarded_s']})" if row["load_unguarded_s"] is not None else ""
+        print(f"| {row['format']} | {row['image_ms']} | {base['image_ms'] / row['image_ms']:.2f} | {row['text_ms']} | "
+              f"{base['text_ms'] / row['text_ms']:.2f} | {image_cos:.6f} / {text_cos:.6f} | {score:.3f} | "
+              f"{row['pss_anon_mib']:.0f} | {row['load_s']}{unguarded} |")
+
+
+if __name__ == "__main__":
+    main()

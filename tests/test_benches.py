@@ -1,0 +1,34 @@
+"""Smoke tests of the precision, labels and serialisation benchmarks: each runs end to end on the tiny stand-in
+and prints its table; their timings are never checked (the machines are noisy)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(script: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), *args], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_precision_reports_every_format(model_dir):
+    out = run("precision.py", "--model-dir", str(model_dir), "--images", "1", "--texts", "1", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == ["fp32", "fp32-packed", "bf16", "int8"]
+    assert "1.000000 / 1.000000" in rows[0]
+
+
+def test_labels_reports_the_ratio_and_text_throughput(model_dir):
+    out = run("labels.py", "--model-dir", str(model_dir), "--labels", "4", "--requests", "2", "--clients", "2")
+    assert "seen/new" in out and "texts/s" in out
+
+
+def test_serialize_reports_both_writers():
+    out = run("serialize.py", "--rows", "4", "--dim", "8", "--repeat", "3")
+    assert "json.dumps(tolist())" in out and "orjson" in out
