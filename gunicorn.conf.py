@@ -6,7 +6,6 @@ import sys
 
 from clipsvc.encoder.modeldir import ModelDirError, ModelLoadError
 from clipsvc.server import gunicorn_errors, lifecycle, native_stderr
-from clipsvc.server.deadlines import ClientLimits
 from clipsvc.server.logs import logging_config
 from clipsvc.settings import Settings, SettingsError
 
@@ -21,7 +20,9 @@ bind = [f"0.0.0.0:{settings.port}"]
 # --- Workers: one model per process. Each serves `threads` connections at once in request threads, which
 # read, decode and preprocess, while one inference thread runs the model (clipsvc.encoder.batching); torch threads
 # follow the load (clipsvc.encoder.cputhreads). The worker class is gunicorn's gthread with client deadlines
-# (clipsvc.server.worker): idle and slow clients cannot take the threads.
+# (clipsvc.server.worker): idle and slow clients cannot take the threads. This file imports nothing of gthread's: the
+# worker class checks what it relies on when gunicorn imports it (clipsvc.server.gthread_contract), and
+# GUNICORN_CMD_ARGS="--worker-class gthread" runs gunicorn's plain gthread worker instead (docs/deployment.md).
 workers = settings.workers
 threads = settings.request_threads
 worker_class = "clipsvc.server.worker.ClipWorker"
@@ -84,8 +85,10 @@ def post_fork(server, worker):
         worker.log.error("model failed to load: %s", exc, extra={"event": "model_error"})
         sys.exit(lifecycle.boot_failure_exit_code(server.WORKER_BOOT_ERROR))
     # Only now does the worker join the table the others balance on: entered before its model had loaded, an
-    # idle newcomer would be left every new connection while it could not yet accept one.
-    worker.configure(ClientLimits.from_settings(settings), lifecycle.worker_alive, lifecycle.worker_table())
+    # idle newcomer would be left every new connection while it could not yet accept one. gunicorn's plain gthread
+    # worker (--worker-class gthread) has no deadlines to configure.
+    if hasattr(worker, "configure"):
+        worker.configure(settings, lifecycle.worker_alive, lifecycle.worker_table())
     worker.log.info("model loaded", extra={"event": "model_loaded", "workers": settings.workers,
                                           **encoder.info.as_dict()})
 

@@ -11,6 +11,7 @@
 - models: model directories in the shapes operators mount them (zipped)
 - dockerfile, dockerignore: small readers of the Dockerfile and .dockerignore
 - kustomize, deploy: a small kustomize and the repo's deployment files read through it
+- workertable: the busy workers a WorkerTable counts, read between calls as the server never does
 """
 
 from pathlib import Path

@@ -9,8 +9,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+import torch
 from conftest import image_bytes
 
+from clipsvc.encoder import precision
 from testkit.metrics import scrape_until, series, value
 from testkit.server import gunicorn
 
@@ -86,7 +88,12 @@ def test_probes_and_meta(served):
     assert requests.get(served.url + "/livez", timeout=5).json() == {"status": "alive"}
     assert requests.get(served.url + "/readyz", timeout=5).status_code == 200
     meta = requests.get(served.url + "/meta", timeout=5).json()
-    assert meta["embedding_dim"] == 32 and meta["device"] == "cpu" and meta["dtype"] == "float32"
+    assert meta["embedding_dim"] == 32 and meta["device"] == "cpu"
+    # CLIP_PRECISION=auto: bf16 where this CPU has it natively, else fp32; the guard ran for bf16.
+    expected = precision.resolve("auto", torch.device("cpu"))
+    assert meta["precision"] == expected and not meta["precision_fallback"]
+    assert meta["dtype"] == {"bf16": "bfloat16", "fp32": "float32"}[expected]
+    assert (meta["precision_cosine"] is None) == (expected == "fp32")
 
 
 def test_both_workers_loaded_the_model_and_every_line_is_json(served):
@@ -113,6 +120,19 @@ def test_bad_setting_stops_startup(model_dir, tmp_path):
     with gunicorn(model_dir, tmp_path / "log", ready=False, PORT="eighty") as server:
         assert server.process.wait(30) != 0
     assert "PORT" in (tmp_path / "log").read_text()
+
+
+def test_gunicorns_plain_gthread_worker_serves_too(model_dir, tmp_path):
+    """docs/deployment.md's fallback for a gunicorn the gthread contract refuses: GUNICORN_CMD_ARGS overrides the
+    config's worker class, post_fork has nothing to configure, and the service answers with its JSON logs."""
+    with gunicorn(model_dir, tmp_path / "log", GUNICORN_CMD_ARGS="--worker-class gthread") as server:
+        response = post(server, {"text-1": (None, SEED_TEXT)}, {"request_id": "plain"})
+        assert response.status_code == 200 and response.headers["request_id"] == "plain"
+        assert "text_1_vector" in response.json()
+        assert server.stop() == 0
+    records = [json.loads(line) for line in server.log_lines()]  # every line JSON
+    assert "Using worker: gthread" in [r["message"] for r in records]
+    assert not [r for r in records if r["level"] in ("error", "critical")]
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from clipsvc.server.workertable import WorkerTable
+from testkit.workertable import busy
 
 
 def _serve_one(table: WorkerTable, entered, release) -> None:
@@ -24,26 +25,26 @@ def test_rows_are_shared_with_forked_children():
     child.start()
     try:
         assert entered.wait(10), "the child never reported its request"
-        assert table.busy() == 1
+        assert busy(table) == 1
         assert table.computing(os.getpid(), True) == 2  # the child's request and this forward pass
         table.computing(os.getpid(), False)
-        assert table.busy() == 1
+        assert busy(table) == 1
         assert table.should_accept(os.getpid()) and not table.should_accept(child.pid)
     finally:
         release.set()
         child.join(10)
-    assert child.exitcode == 0 and table.busy() == 0
+    assert child.exitcode == 0 and busy(table) == 0
 
 
 def test_busy_counts_workers_with_requests_in_hand_or_a_forward_pass():
     table = WorkerTable(slots=4)
     table.requests(1, 0)
     table.requests(2, 3)
-    assert table.busy() == 1
+    assert busy(table) == 1
     assert table.computing(1, True) == 2
     table.computing(1, False)
     table.requests(2, 0)
-    assert table.busy() == 0
+    assert busy(table) == 0
 
 
 def test_the_least_loaded_worker_accepts_and_the_first_row_breaks_ties():
@@ -67,7 +68,7 @@ def test_a_dead_workers_row_is_freed_and_reused():
     table.requests(2, 1)
     assert not table.should_accept(1)
     table.remove(1)
-    assert table.busy() == 1
+    assert busy(table) == 1
     table.requests(3, 0)  # a replacement takes the free row
     assert table.should_accept(3) and not table.should_accept(2)
 
@@ -76,16 +77,16 @@ def test_a_full_table_ignores_newcomers_rather_than_failing():
     table = WorkerTable(slots=1)
     table.requests(1, 1)
     table.requests(2, 7)  # no row left: not recorded
-    assert table.busy() == 1 and table.should_accept(2)
+    assert busy(table) == 1 and table.should_accept(2)
 
 
 def test_requests_are_counted_on_and_off_from_any_thread():
     table = WorkerTable(slots=2)
     table.add_request(1, +1), table.add_request(1, +1), table.add_request(1, -1)
     table.requests(2, 0)
-    assert table.busy() == 1 and table.should_accept(2)
+    assert busy(table) == 1 and table.should_accept(2)
     table.add_request(1, -1), table.add_request(1, -1)  # never below zero
-    assert table.busy() == 0 and table.should_accept(1)
+    assert busy(table) == 0 and table.should_accept(1)
 
 
 def test_a_worker_joins_the_table_only_once_its_model_has_loaded(model_dir, monkeypatch):

@@ -1,7 +1,8 @@
 """gunicorn's own error replies (malformed HTTP, oversized headers) in our JSON shape, not HTML.
 
 gunicorn answers requests it cannot parse before Flask sees them, with an HTML page written by
-`gunicorn.util.write_error`. Each worker swaps that function for this one in `post_fork`.
+`gunicorn.util.write_error`. Each worker swaps that function for `write_gunicorn_error` in `post_fork` (the
+signature and the lookup it relies on are checked in clipsvc.server.gthread_contract).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
 from .request_id import HEADER_NAMES, new_request_id
 
 
-def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:
-    """Same signature as gunicorn's: our JSON body and a fresh request id (nothing of the client's echoed raw)."""
+def write_gunicorn_error(sock, status_int: int, reason: str, mesg: str) -> None:
+    """In place of gunicorn's util.write_error, same signature: our JSON body and a fresh request id (nothing of the
+    client's echoed raw)."""
     if reason == "Bad Request" and status_int != 400:  # gunicorn's default reason rides along on 500 and 501
         reason = HTTPStatus(status_int).phrase
     code = reason.lower().replace(" ", "_")
-    write_error_json(sock, status_int, reason, code, f"gunicorn refused the request: {mesg or reason}")
+    write_json_reply(sock, status_int, reason, code, f"gunicorn refused the request: {mesg or reason}")
 
 
 def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
@@ -30,10 +32,10 @@ def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 def write_api_error(sock, exc: ApiError) -> None:
     """One of our errors, for a request Flask never saw."""
-    write_error_json(sock, exc.code, exc.name, exc.error.id, exc.description)
+    write_json_reply(sock, exc.code, exc.name, exc.error.id, exc.description)
 
 
-def write_error_json(sock, status_int: int, reason: str, code: str, message: str) -> None:
+def write_json_reply(sock, status_int: int, reason: str, code: str, message: str) -> None:
     """Our error body, straight to the socket, for requests that never reached Flask; the connection closes."""
     request_id = new_request_id()
     body = json.dumps(error_body(status_int, code, message))
@@ -50,7 +52,7 @@ def write_error_json(sock, status_int: int, reason: str, code: str, message: str
 
 def install() -> None:
     """In each worker (post_fork): gunicorn's error replies become JSON."""
-    util.write_error = write_json_error
+    util.write_error = write_gunicorn_error
 
 
 def on_abort() -> None:

@@ -133,7 +133,6 @@ class RequestLog:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        app.extensions["clipsvc.request_log"] = self
         app.before_request(self._start)
         app.after_request(self._finish)
 

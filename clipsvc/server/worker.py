@@ -24,7 +24,14 @@ the first byte, and reads headers and body without any overall deadline. Here:
   it holds is answered within CLIP_GRACEFUL_TIMEOUT, as gthread drains.
 """
 
+# ruff: noqa: E402  (the contract is checked before anything of gunicorn's is imported)
 from __future__ import annotations
+
+from . import gthread_contract
+
+# First: a gunicorn whose gthread differs from what this module relies on stops start-up here, with one JSON line,
+# rather than with an import error's traceback below or, worse, a worker whose overrides are never called.
+gthread_contract.enforce()
 
 import errno
 import os
@@ -36,6 +43,7 @@ from functools import partial
 from gunicorn.workers.gthread import ThreadWorker
 
 from ..errors import ApiError, Code
+from ..settings import Settings
 from . import gunicorn_errors
 from .deadlines import ClientConn, ClientLimits, ClientSocket
 from .workertable import WorkerTable
@@ -55,9 +63,10 @@ class ClipWorker(ThreadWorker):
         self._deferring = False  # a free thread, but the connection was left to a less loaded worker
         self._listening = True  # until SIGTERM (stop_listening)
 
-    def configure(self, limits: ClientLimits, alive_check: Callable[[], bool],
+    def configure(self, settings: Settings, alive_check: Callable[[], bool],
                   table: WorkerTable | None = None) -> None:
-        self.limits, self.alive_check, self.table = limits, alive_check, table
+        """From post_fork, once the model has loaded: the client deadlines, the heartbeat's check, the shared table."""
+        self.limits, self.alive_check, self.table = ClientLimits.from_settings(settings), alive_check, table
         if table is not None:
             table.requests(os.getpid(), 0)  # an idle worker counts among the least loaded from the start
 
@@ -101,9 +110,8 @@ class ClipWorker(ThreadWorker):
         self.pending_conns.append(conn)
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
-    # gunicorn members relied on here besides gthread's loop: `sockets` (this worker's copies of the listening
-    # sockets, which gthread closes only on exit), `handle_exit` (the SIGTERM handler) and `method_queue` (runs a
-    # callback on the main thread and wakes its poller).
+    # Every gunicorn member relied on here (overrides, private state, what gthread's loop still does for us) is
+    # declared, with its signature, in clipsvc.server.gthread_contract, and checked when this module is imported.
     def handle_exit(self, sig, frame) -> None:
         """SIGTERM: gthread's graceful stop (no longer alive, poller woken), and stop_listening on the main thread."""
         super().handle_exit(sig, frame)

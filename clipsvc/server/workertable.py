@@ -64,10 +64,6 @@ class WorkerTable:
                 if rows[start + _PID] == pid:
                     rows[start:start + _FIELDS] = [0] * _FIELDS
 
-    def busy(self) -> int:
-        with self._rows.get_lock():
-            return self._busy(self._rows.get_obj())
-
     def should_accept(self, pid: int) -> bool:
         """Whether `pid` is the worker to take the next connection: the one with the fewest requests in hand, the
         first in the table among equals. Idle workers thus serve one client from the same warm process (its
