@@ -1,5 +1,5 @@
 """gunicorn's entry point: `gunicorn -c gunicorn.conf.py wsgi:app`."""
 
-from clipsvc import create_app
+from clipsvc.web.app import create_app
 
 app = create_app()

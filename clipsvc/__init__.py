@@ -6,12 +6,3 @@ and worker, logging, request ids, metrics). `settings` and `errors` are the fact
 """
 
 __version__ = "0.1.0"
-
-
-def __getattr__(name: str):
-    """`from clipsvc import create_app` without importing Flask or torch for `import clipsvc.settings`."""
-    if name == "create_app":
-        from .web.app import create_app
-
-        return create_app
-    raise AttributeError(f"module 'clipsvc' has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
 Code raises errors by name (`ApiError(Code.TOO_MANY_ITEMS, message, field=...)`); the status comes from
 this table, and the OpenAPI document, the README's table and tests read it too. The Flask handler that
-turns them into JSON is clipsvc.web.errors; gunicorn's own replies use `error_body` too.
+turns them into JSON is clipsvc.web.errors; gunicorn's own replies use `error_body` too. Which endpoint
+answers which codes is declared beside each view (clipsvc.web.context.answers), not here.
 """
 
 from __future__ import annotations
@@ -91,36 +92,17 @@ class Code(Enum):
         """What clients see in `error.code`."""
         return self.name.lower()
 
-    @classmethod
-    def named(cls, code: str) -> Code | None:
-        """The member for a client-visible code (werkzeug's and gunicorn's are derived from their reasons)."""
-        return cls.__members__.get(code.upper())
-
 
 # Codes any operation can answer: from the request-id hook, the router, gunicorn and the last-resort handler.
 COMMON = (Code.INVALID_REQUEST_ID, Code.BAD_REQUEST, Code.REQUEST_TIMEOUT, Code.METHOD_NOT_ALLOWED, Code.URI_TOO_LONG,
           Code.REQUEST_HEADER_FIELDS_TOO_LARGE, Code.INTERNAL_SERVER_ERROR, Code.NOT_IMPLEMENTED)
+# Groups by kind of input, whichever endpoint carries it: an image, a text, an image URL, a JSON item's source.
 IMAGE_CODES = (Code.EMPTY_FILE, Code.UNSUPPORTED_IMAGE, Code.INVALID_IMAGE, Code.TOO_MANY_PIXELS, Code.IMAGE_TOO_LARGE)
 TEXT_CODES = (Code.EMPTY_TEXT, Code.TEXT_TOO_LONG)
-POST_CODES = (Code.TOO_MANY_ITEMS, Code.REQUEST_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE, Code.MODEL_NOT_READY,
-              Code.WORKER_TIMEOUT, Code.INFERENCE_TIMEOUT)
-MULTIPART_CODES = (Code.EMPTY_REQUEST, Code.UNKNOWN_KEY, Code.DUPLICATE_KEY, Code.IMAGE_NOT_A_FILE, Code.FORM_TOO_LARGE,
-                   Code.INVALID_ENCODING, *IMAGE_CODES, *TEXT_CODES, *POST_CODES)
 URL_CODES = (Code.URL_FETCH_DISABLED, Code.URL_HOST_NOT_ALLOWED, Code.URL_ADDRESS_FORBIDDEN, Code.URL_REDIRECT_REFUSED,
              Code.URL_FETCH_FAILED, Code.URL_TOO_LARGE)
 # What decoding JSON items can refuse (parsing.json_items.decode_sources), whichever API's body carried them.
 SOURCE_CODES = (Code.INVALID_BASE64, Code.INVALID_URI, *URL_CODES, *IMAGE_CODES, *TEXT_CODES)
-RANK_CODES = (Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, *SOURCE_CODES, *POST_CODES)
-ENCODE_CODES = (Code.INVALID_ENCODING, *RANK_CODES)
-CLIP_AS_SERVICE_CODES = (Code.INVALID_JSON, Code.INVALID_DOCUMENTS, Code.INVALID_DOCUMENT, *SOURCE_CODES,
-                         *POST_CODES)
-VECTORIZE_CODES = (*IMAGE_CODES, Code.REQUEST_TOO_LARGE, Code.MODEL_NOT_READY, Code.WORKER_TIMEOUT,
-                   Code.INFERENCE_TIMEOUT)
-PREDICT_CODES = (Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, Code.INVALID_PIXELS, *SOURCE_CODES,
-                 *POST_CODES)
-V1_EMBEDDINGS_CODES = (Code.INVALID_JSON, Code.INVALID_INPUT, Code.UNKNOWN_PARAMETER, Code.TOKEN_IDS_UNSUPPORTED,
-                       Code.INVALID_DIMENSIONS, Code.INVALID_ENCODING, Code.MODEL_NOT_FOUND, *SOURCE_CODES,
-                       *POST_CODES)
 
 WORKER_TIMEOUT_MESSAGE = (f"A forward pass in this worker ran longer than {env_var('worker_timeout')}; the worker is "
                           "being replaced. Send the request again, with fewer items if it was large.")
@@ -129,23 +111,23 @@ WORKER_TIMEOUT_MESSAGE = (f"A forward pass in this worker ran longer than {env_v
 class ApiError(HTTPException):
     """The one error type code raises: a `Code`, a message that says what to send instead, the field concerned."""
 
-    def __init__(self, code: Code, message: str, *, field: str | None = None):
+    def __init__(self, error: Code, message: str, *, field: str | None = None):
         super().__init__(description=message)
-        self.code = code.status  # werkzeug's name for the HTTP status
-        self.error = code
+        self.code = error.status  # werkzeug's name for the HTTP status
+        self.error = error
         self.field = field
 
 
 class Rejected(ValueError):
-    """A pure validator's refusal (image, text, URL), before the caller names the field: its code and message."""
+    """A pure validator's refusal (image, text, URL), before the caller names the field: its `error` and message."""
 
-    def __init__(self, message: str, code: Code):
+    def __init__(self, message: str, error: Code):
         super().__init__(message)
-        self.code = code
+        self.error = error  # as on ApiError, whose `.code` is werkzeug's HTTP status
 
     def at(self, field: str) -> ApiError:
         """The client's error, naming the form key or JSON path that carried the value."""
-        return ApiError(self.code, f"{field} {self}", field=field)
+        return ApiError(self.error, f"{field} {self}", field=field)
 
 
 def error_body(status: int, code: str, message: str, field: str | None = None) -> dict:

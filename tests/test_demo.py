@@ -112,7 +112,7 @@ def test_the_script_posts_to_routes_the_app_has(app):
     assert targets == ["rank"]
     adapter = app.url_map.bind("localhost")
     for target in targets:
-        assert adapter.match("/" + target, method="POST")[0] == "json_api.rank_candidates"
+        assert adapter.match("/" + target, method="POST")[0] == "bentoml.rank_candidates"
 
 
 @pytest.mark.parametrize("path", ["/nope", "/demo/", "/demo/missing.js", "/demo/../app.py", "/demo/%2e%2e/demo.py",

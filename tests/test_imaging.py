@@ -97,7 +97,7 @@ def test_exif_orientation_is_applied():
 def test_bad_images_are_rejected_with_a_code(data, code):
     with pytest.raises(ImageRejected) as caught:
         decode_image(data, LIMIT)
-    assert caught.value.code.id == code
+    assert caught.value.error.id == code
 
 
 def test_odd_shapes_are_fine():

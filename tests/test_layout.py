@@ -9,7 +9,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "clipsvc"
 # Lower layers never import higher ones. parsing and the encoder share a layer and never import each other:
-# data meets the model only in web (scoring). The package's __init__ and the standin shim sit above all.
+# data meets the model only in web (scoring). The standin shim sits above all; the package's __init__ holds only
+# __version__, which every layer may read.
 LAYERS = {"settings": 0, "errors": 1, "parsing": 2, "encoder": 2, "server": 3, "web": 4}
 # Third-party packages a layer must not touch: parsing is pure, the encoder knows nothing of HTTP.
 FORBIDDEN = {"parsing": {"flask", "torch", "transformers"}, "encoder": {"flask", "werkzeug", "gunicorn"},
@@ -88,6 +89,25 @@ def test_there_are_no_import_cycles():
     for name in INTERNAL:
         if name:  # clipsvc/__init__ only names the packages
             visit(name, ())
+
+
+def serves_routes(path: Path) -> bool:
+    """A view module: it makes a Blueprint (one per API, or per group of pages)."""
+    return any(isinstance(node, ast.Call) and getattr(node.func, "id", None) == "Blueprint"
+               for node in ast.walk(ast.parse(path.read_text())))
+
+
+VIEWS = {name for name, path in modules().items() if serves_routes(path)}
+
+
+def test_the_apis_each_have_a_view_module():
+    assert {"web.clip", "web.bentoml", "web.truss", "web.jina", "web.openai"} <= VIEWS
+
+
+@pytest.mark.parametrize("name", sorted(VIEWS))
+def test_no_view_imports_another(name):
+    """What views share lives in modules that serve no route (web.context, scoring, serialize, envelope)."""
+    assert INTERNAL[name] & VIEWS == set(), f"clipsvc.{name} imports another view module"
 
 
 @pytest.mark.parametrize("name", sorted(modules()))

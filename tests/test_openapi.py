@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import re
 from html.parser import HTMLParser
 from http import HTTPStatus
@@ -13,14 +14,16 @@ from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
 from openapi_spec_validator.validation import OpenAPIV31SpecValidator
 
-from clipsvc.errors import Code
+from clipsvc.errors import COMMON, Code
 from clipsvc.settings import Settings
 from clipsvc.web import auth, docs
 from clipsvc.web.app import create_app
+from clipsvc.web.context import codes_of
 from clipsvc.web.openapi import build_spec
 
 CLIPSVC = Path(__file__).resolve().parent.parent / "clipsvc"
 IGNORED_METHODS = {"HEAD", "OPTIONS"}
+CODES = {code.id: code for code in Code}
 
 
 @pytest.fixture
@@ -30,8 +33,8 @@ def spec(client) -> dict:
     return response.get_json()
 
 
-def test_the_document_is_built_from_the_apps_settings(spec, settings):
-    assert spec == build_spec(settings)
+def test_the_document_is_built_from_the_apps_settings(app, spec):
+    assert spec == build_spec(app)
 
 
 def test_the_document_is_valid_openapi_3_1(spec):
@@ -52,18 +55,38 @@ def test_every_route_is_documented_and_every_documented_route_exists(app, spec):
     assert documented - routes == set()
 
 
+def code_names(tree: ast.AST) -> list[ast.Attribute]:
+    """Every `Code.X` in `tree`."""
+    return [node for node in ast.walk(tree) if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id == "Code"]
+
+
+def declarations(tree: ast.AST):
+    """Where codes are only listed, not raised: `@answers(...)` and the module-level groups (`..._CODES`)."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "answers":
+            yield node
+        elif isinstance(node, ast.Assign) and any(isinstance(target, ast.Name) and target.id.endswith("_CODES")
+                                                   for target in node.targets):
+            yield node
+
+
 def produced_error_codes() -> set[str]:
-    """Every code the package can put in `error.code`: raised by name in its source, or derived from a reason."""
+    """Every code the package can put in `error.code`: named in its source other than where codes are only
+    declared (the table, the groups, `@answers`, the OpenAPI document), or derived from a reason."""
     codes = set()
     for path in CLIPSVC.rglob("*.py"):
-        if path != CLIPSVC / "errors.py":  # the table itself
-            codes |= {name.lower() for name in re.findall(r"\bCode\.([A-Z0-9_]+)\b", path.read_text())}
+        if path == CLIPSVC / "errors.py" or "openapi" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        declared = {id(node) for declaration in declarations(tree) for node in code_names(declaration)}
+        codes |= {node.attr.lower() for node in code_names(tree) if id(node) not in declared}
     # werkzeug's routing errors and gunicorn's own refusals become codes from their reason phrase
-    # (web.errors._describe, server.gunicorn_errors.write_json_error).
+    # (web.errors._describe, server.gunicorn_errors.write_gunicorn_error).
     codes |= {"not_found", "method_not_allowed"}
     base = Path(gunicorn.workers.base.__file__).read_text()
     reasons = set(re.findall(r'reason = "([^"]+)"', base))
-    # gunicorn's 500 and 501 carry its default "Bad Request" reason, which write_json_error replaces.
+    # gunicorn's 500 and 501 carry its default "Bad Request" reason, which write_gunicorn_error replaces.
     reasons |= {HTTPStatus(status).phrase for status in (500, 501)}
     return codes | {reason.lower().replace(" ", "_") for reason in reasons}
 
@@ -78,17 +101,36 @@ def test_every_error_code_is_declared_produced_and_documented(spec):
     assert all(f"`{code}`" in spec["info"]["description"] for code in declared)
 
 
-@pytest.mark.parametrize("method, path, body, code", [
-    ("get", "/nowhere", None, "not_found"),
-    ("get", "/syte_test/clip", None, "method_not_allowed"),
-    ("post", "/encode", b"x" * (2 * 1024 * 1024), "request_too_large"),
-    ("get", "/docs/assets/nothing.js", None, "not_found"),
+@pytest.mark.parametrize("method, path, body, code, documented", [
+    ("get", "/nowhere", None, "not_found", None),
+    ("get", "/syte_test/clip", None, "method_not_allowed", ("/syte_test/clip", "post")),
+    ("post", "/encode", b"x" * (2 * 1024 * 1024), "request_too_large", ("/encode", "post")),
+    ("get", "/docs/assets/nothing.js", None, "not_found", ("/docs/assets/{filename}", "get")),
 ])
-def test_werkzeug_codes_are_documented_for_the_operation(settings, encoder, method, path, body, code):
+def test_werkzeug_codes_are_documented_for_the_operation(settings, encoder, spec, method, path, body, code,
+                                                         documented):
     client = create_app(Settings(**{**vars(settings), "max_request_mb": 1, "max_image_mb": 1}), encoder).test_client()
     response = getattr(client, method)(path, data=body, content_type="application/json")
     assert response.get_json()["error"]["code"] == code
-    assert Code.named(code) is not None
+    assert code in CODES
+    if documented:
+        assert code in documented_codes(spec["paths"][documented[0]][documented[1]])
+
+
+def documented_codes(operation: dict) -> set[str]:
+    """The codes an operation's error responses list."""
+    return {code for status, response in operation["responses"].items() if status.startswith(("4", "5"))
+            for code in response["content"]["application/json"]["schema"]["allOf"][1]["properties"]["error"][
+                "properties"]["code"]["enum"]}
+
+
+def test_each_operation_lists_the_codes_its_view_declares(app, spec):
+    """The document reads each route's codes from its view (`@answers`), and adds only those every route answers."""
+    for rule in app.url_map.iter_rules():
+        for method in rule.methods - IGNORED_METHODS:
+            operation = spec["paths"][openapi_path(rule.rule)][method.lower()]
+            declared = {code.id for code in (*codes_of(app.view_functions[rule.endpoint]), *COMMON)}
+            assert documented_codes(operation) == declared, (method, rule.rule)
 
 
 def test_limits_come_from_the_settings(settings, encoder):
@@ -111,7 +153,7 @@ def test_each_error_response_lists_exactly_codes_of_its_status(spec):
                 if status.startswith(("4", "5")):
                     narrowed = response["content"]["application/json"]["schema"]["allOf"][1]
                     codes = narrowed["properties"]["error"]["properties"]["code"]["enum"]
-                    assert {Code.named(code).status for code in codes} == {int(status)}, (path, method, status)
+                    assert {CODES[code].status for code in codes} == {int(status)}, (path, method, status)
 
 
 def examples(spec: dict):

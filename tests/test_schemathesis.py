@@ -20,6 +20,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from clipsvc.settings import Settings
+from clipsvc.web.app import create_app
 from clipsvc.web.openapi import build_spec
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
@@ -32,8 +33,9 @@ RUN = settings(max_examples=MAX_EXAMPLES, derandomize=True, database=None, deadl
 
 def operations() -> list:
     """(method, path) of every documented operation (test_openapi checks that each one is served)."""
+    paths = build_spec(create_app(Settings()))["paths"]
     return [pytest.param(method, path, id=f"{method.upper()} {path}")
-            for path, item in build_spec(Settings())["paths"].items() for method in item if method != "parameters"]
+            for path, item in paths.items() for method in item if method != "parameters"]
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ def test_clean_text_keeps_printable_ascii(raw, cleaned):
 def test_rejected_texts(raw, code):
     with pytest.raises(TextRejected) as caught:
         validate_text(raw, max_words=50)
-    assert caught.value.code.id == code
+    assert caught.value.error.id == code
 
 
 def test_fifty_words_are_accepted():

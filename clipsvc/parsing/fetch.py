@@ -35,8 +35,8 @@ class FetchRefused(Rejected):
 class FetchError(Rejected):
     """The fetch was allowed but failed: unreachable, slow, an HTTP error, a bad redirect."""
 
-    def __init__(self, message: str, code: Code = Code.URL_FETCH_FAILED):
-        super().__init__(message, code)
+    def __init__(self, message: str, error: Code = Code.URL_FETCH_FAILED):
+        super().__init__(message, error)
 
 
 class AddressForbidden(FetchError):
@@ -106,7 +106,7 @@ def fetch(field: str, url: str, settings: Settings) -> bytes:
     try:
         return _get(url, settings, time.monotonic() + settings.fetch_timeout_s)
     except Rejected as exc:
-        raise ApiError(exc.code, f"{field}: {exc}", field=field) from None
+        raise ApiError(exc.error, f"{field}: {exc}", field=field) from None
 
 
 def _get(url: str, settings: Settings, deadline: float) -> bytes:

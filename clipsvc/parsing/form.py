@@ -15,7 +15,7 @@ from werkzeug.wsgi import LimitedStream
 
 from ..errors import ApiError, Code
 from ..settings import MAX_TEXT_FILE_BYTES
-from .items import ImageItem, ItemRules, ParsedRequest, TextItem, check_item_count, image_item, text_item
+from .items import ImageItem, ItemRules, ParsedRequest, TextItem, check_item_count, checked_image, checked_text
 
 ID_PATTERN = "[A-Za-z0-9_-]{1,64}"  # the <id> of image-<id> / text-<id>; the OpenAPI document quotes it
 ID_RULE = "1-64 letters, digits, '_' or '-'"  # the same, in words
@@ -112,7 +112,7 @@ def _image(key: str, value: str | FileStorage, rules: ItemRules) -> Image.Image:
         raise ApiError(Code.IMAGE_NOT_A_FILE, f"{key} must be a file part of a {MULTIPART} body, not a text value "
                                               f"(curl -F {key}=@photo.jpg); an {URLENCODED} body carries texts only",
                        field=key)
-    return image_item(key, value.stream.read(rules.settings.max_image_bytes + 1), rules)
+    return checked_image(key, value.stream.read(rules.settings.max_image_bytes + 1), rules)
 
 
 def _text(key: str, value: str | FileStorage, rules: ItemRules) -> str:
@@ -122,4 +122,4 @@ def _text(key: str, value: str | FileStorage, rules: ItemRules) -> str:
             raise ApiError(Code.TEXT_TOO_LONG, f"{key} is a file larger than {MAX_TEXT_FILE_BYTES} bytes; send a "
                                                "short text", field=key)
         value = data.decode("utf-8", errors="replace")
-    return text_item(key, value, rules)
+    return checked_text(key, value, rules)

@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 class ImageRejected(Rejected):
     """The bytes are not a usable image; the message says why and what to send instead."""
 
-    def __init__(self, message: str, code: Code = Code.INVALID_IMAGE):
-        super().__init__(message, code)
+    def __init__(self, message: str, error: Code = Code.INVALID_IMAGE):
+        super().__init__(message, error)
 
 
 def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> Image.Image:

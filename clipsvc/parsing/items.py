@@ -1,7 +1,7 @@
 """What parsing produces, whatever carried the request (a form, JSON): validated images and texts by id.
 
 The validators here are the only ones: multipart files, urlencoded fields, base64 and fetched URLs all end
-in `image_item` / `text_item`, checked against one `ItemRules`.
+in `checked_image` (bytes -> a decoded picture) / `checked_text` (-> the cleaned str), against one `ItemRules`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from .texts import validate_text
 
 @dataclass(frozen=True)
 class ItemRules:
-    """What every item is checked against: the operator's limits, and the model's input size (`min_side`),
-    below which an image need not be decoded (None: full size)."""
+    """What every item is checked against: the operator's limits, and the model's input size (`min_side`): a
+    larger image is decoded or reduced to no less than twice that on its short side (None: full size)."""
 
     settings: Settings
     min_side: int | None = None
@@ -42,7 +42,8 @@ Item = ImageItem | TextItem
 
 @dataclass(frozen=True)
 class ParsedRequest:
-    """What a form asks for; ids keep the order in which the client sent them."""
+    """What a form asks for: images and texts, each list in the order sent (a form parser keeps files and fields
+    apart, so `ids` lists image ids first)."""
 
     images: list[ImageItem] = field(default_factory=list)
     texts: list[TextItem] = field(default_factory=list)
@@ -72,8 +73,9 @@ def check_item_count(count: int, rules: ItemRules) -> None:
                        f"The request has {count} items; the limit is {limit} ({env_var('max_items')})")
 
 
-def image_item(field: str, data: bytes, rules: ItemRules) -> Image.Image:
-    """The one image validator, whatever carried the bytes (multipart file, base64 in JSON, a fetched URL)."""
+def checked_image(field: str, data: bytes, rules: ItemRules) -> Image.Image:
+    """The one image validator: the decoded RGB picture, whatever carried the bytes (multipart file, base64 in
+    JSON, a fetched URL)."""
     settings = rules.settings
     if len(data) > settings.max_image_bytes:
         raise image_too_large(field, settings)
@@ -88,8 +90,8 @@ def image_too_large(field: str, settings: Settings) -> ApiError:
                     f"({env_var('max_image_mb')}); send a smaller file", field=field)
 
 
-def text_item(field: str, value: str, rules: ItemRules) -> str:
-    """The one text validator, whatever carried the text."""
+def checked_text(field: str, value: str, rules: ItemRules) -> str:
+    """The one text validator: the cleaned text, whatever carried the text."""
     try:
         return validate_text(value, rules.settings.max_text_words)
     except Rejected as exc:

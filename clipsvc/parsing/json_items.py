@@ -1,6 +1,6 @@
 """BentoML-style JSON items ({"text"}, {"img_blob"}, {"img_uri": "data:..." or a URL}) -> validated items.
 
-The same validators as the multipart endpoint (`items.image_item`, `items.text_item`) do the work; this
+The same validators as the multipart endpoint (`items.checked_image`, `items.checked_text`) do the work; this
 module only unwraps JSON (and hands allow-listed URLs to `fetch`). Pure: no Flask globals, no model.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..errors import ApiError, Code
 from .fetch import fetch_all
-from .items import ImageItem, Item, ItemRules, TextItem, check_item_count, image_item, image_too_large, text_item
+from .items import ImageItem, Item, ItemRules, TextItem, check_item_count, checked_image, checked_text, image_too_large
 
 ITEM_KEYS = ("text", "img_blob", "img_uri")
 _DATA_URI = re.compile(r"data:(?:image/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)", re.DOTALL | re.IGNORECASE)
@@ -83,14 +83,14 @@ def _source(item: object, field: str) -> Source:
 
 def _item(source: Source, fetched: dict[str, bytes], rules: ItemRules) -> Item:
     if source.kind == "text":
-        return TextItem(source.id, text_item(source.field, source.value, rules))
+        return TextItem(source.id, checked_text(source.field, source.value, rules))
     if source.field in fetched:
         data = fetched[source.field]
     elif source.kind == "img_blob":
         data = _base64(source.field, source.value, rules)
     else:
         data = _data_uri(source.field, source.value, rules)
-    return ImageItem(source.id, image_item(source.field, data, rules))
+    return ImageItem(source.id, checked_image(source.field, data, rules))
 
 
 def _is_url(value: str) -> bool:

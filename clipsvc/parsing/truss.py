@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..errors import ApiError, Code
 from ..settings import env_var
-from .items import ImageItem, ItemRules, TextItem, check_item_count, text_item
+from .items import ImageItem, ItemRules, TextItem, check_item_count, checked_text
 from .json_items import Source, decode_sources
 
 
@@ -28,7 +28,7 @@ def parse_predict(body: object, rules: ItemRules) -> tuple[ImageItem, list[TextI
     if len(set(labels)) != len(labels):
         raise ApiError(Code.INVALID_ITEMS, "labels must be unique: they are the keys of the answer", field="labels")
     check_item_count(len(labels) + 1, rules)
-    texts = [TextItem(label, text_item(f"labels[{i}]", label, rules)) for i, label in enumerate(labels)]
+    texts = [TextItem(label, checked_text(f"labels[{i}]", label, rules)) for i, label in enumerate(labels)]
     if "image" in body:
         return ImageItem("image", pixels_image(body["image"], rules)), texts
     url = body["image_url"]

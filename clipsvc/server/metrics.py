@@ -76,7 +76,6 @@ class Metrics:
             encoder.on_forward = self.observe_forward
             encoder.text_cache.on_lookup = self.observe_text_cache
             self.model_load.set(encoder.info.load_seconds)
-        app.register_blueprint(bp)
 
     def observe_forward(self, kind: str, rows: int) -> None:
         """Called by the encoder, from the request or inference thread, once per forward pass."""

@@ -6,11 +6,10 @@ from flask import Flask, Request
 
 from ..encoder.model import ClipEncoder
 from ..parsing.form import FormParser
-from ..server import lifecycle
+from ..server import lifecycle, metrics
 from ..server.logs import RequestLog
-from ..server.metrics import Metrics
 from ..settings import MAX_FORM_MEMORY_BYTES, Settings
-from . import clip, compat, demo, docs, extensions, health, json_api, openai
+from . import bentoml, clip, context, demo, docs, health, jina, openai, truss
 from .auth import ApiKeys
 from .errors import register_error_handlers
 from .serialize import VectorJSON
@@ -38,16 +37,19 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     )
     app.json.sort_keys = False  # keep vectors and scores grouped by id, in request order
     encoder = encoder if encoder is not None else lifecycle.current_encoder()
-    extensions.init_app(app, settings, encoder)
+    context.init_app(app, settings, encoder)
     RequestLog(app)
-    Metrics().init_app(app, encoder)
+    metrics.Metrics().init_app(app, encoder)
     ApiKeys(settings).init_app(app)
     register_error_handlers(app)
-    app.register_blueprint(clip.bp)
-    app.register_blueprint(json_api.bp)
-    app.register_blueprint(openai.bp)
-    app.register_blueprint(compat.bp)
-    app.register_blueprint(health.bp)
-    app.register_blueprint(demo.bp)
-    app.register_blueprint(docs.bp)
+    # The whole surface: one blueprint per API the service speaks, then the probes, pages and metrics.
+    app.register_blueprint(clip.bp)  # the user's contract: POST /syte_test/clip
+    app.register_blueprint(bentoml.bp)  # BentoML: POST /encode, /rank, /vectorize
+    app.register_blueprint(truss.bp)  # the CLIP Truss: POST /v1/models/model:predict and Baseten's /predict paths
+    app.register_blueprint(jina.bp)  # clip-as-service: POST /post (its envelope on /encode, /rank: bentoml.py)
+    app.register_blueprint(openai.bp)  # OpenAI: POST /v1/embeddings, GET /v1/models
+    app.register_blueprint(health.bp)  # GET /livez, /readyz, /meta
+    app.register_blueprint(docs.bp)  # GET /openapi.json, /docs
+    app.register_blueprint(demo.bp)  # GET /, /demo/...
+    app.register_blueprint(metrics.bp)  # GET /metrics (server.metrics; Metrics.init_app above only counts)
     return app

@@ -18,7 +18,6 @@ OPEN_RULES = frozenset({"/livez", "/readyz", "/metrics", "/openapi.json", "/docs
                         "/demo/<path:name>"})
 SCHEME = "bearer"  # what /openapi.json declares, so Swagger UI's Authorize button sends it
 CHALLENGE = 'Bearer realm="clipsvc"'
-EXTENSION_KEY = "clipsvc.api_keys"
 
 
 class Unauthorized(ApiError):
@@ -54,7 +53,6 @@ class ApiKeys:
 
     def init_app(self, app: Flask) -> None:
         """After the request-id hook (registered first), so a 401 still carries the client's id."""
-        app.extensions[EXTENSION_KEY] = self
         if self._digests:
             app.before_request(self._check)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from flask import Blueprint, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from ..errors import ApiError, Code
+from ..errors import IMAGE_CODES, TEXT_CODES, ApiError, Code
 from ..parsing.form import URLENCODED, parse_form, require_form
 from ..parsing.items import ItemRules, ParsedRequest
 from ..parsing.options import vector_encoding
 from ..server.logs import note_items
-from .extensions import get_encoder, item_rules
+from .context import EMBEDDING_CODES, answers, get_encoder, item_rules
 from .scoring import embed
 from .serialize import embeddings_body
 
@@ -18,6 +18,8 @@ bp = Blueprint("clip", __name__)
 
 
 @bp.post("/syte_test/clip")
+@answers(Code.EMPTY_REQUEST, Code.UNKNOWN_KEY, Code.DUPLICATE_KEY, Code.IMAGE_NOT_A_FILE, Code.FORM_TOO_LARGE,
+         Code.INVALID_ENCODING, *IMAGE_CODES, *TEXT_CODES, *EMBEDDING_CODES)
 def clip() -> dict:
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
     parsed = parse_request(item_rules(encoder))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response
 
+from ..errors import Code
+from .context import answers
 from .pages import harden, send_asset
 
 ASSETS = Path(__file__).with_name("demo_assets")
@@ -25,6 +27,7 @@ def page() -> Response:
 
 
 @bp.get("/demo/<path:name>")
+@answers(Code.NOT_FOUND)
 def asset(name: str) -> Response:
     """A file of demo_assets/ with a known type."""
     return send_asset(ASSETS, name)

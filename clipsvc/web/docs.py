@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, jsonify, url_for
+from flask import Blueprint, Response, abort, current_app, jsonify, url_for
 from swagger_ui_bundle import swagger_ui_path
 
-from .extensions import get_settings
+from ..errors import Code
+from .context import answers
 from .openapi import build_spec
 from .pages import harden, send_asset
 
@@ -51,7 +52,7 @@ harden(bp, CSP)
 
 @bp.get("/openapi.json")
 def openapi() -> Response:
-    return jsonify(build_spec(get_settings()))
+    return jsonify(build_spec(current_app))
 
 
 @bp.get("/docs")
@@ -63,6 +64,7 @@ def docs() -> Response:
 
 
 @bp.get("/docs/assets/<filename>")
+@answers(Code.NOT_FOUND)
 def asset(filename: str) -> Response:
     if filename == INITIALIZER:
         return Response(INIT.format(spec=json.dumps(url_for("docs.openapi"))), mimetype="text/javascript")

@@ -10,7 +10,7 @@ from werkzeug.exceptions import HTTPException
 from ..encoder.batching import BatchTimeout, WorkerAborted
 from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
 from ..settings import env_var
-from . import compat
+from . import truss
 from .openai import speaks_openai
 from .serialize import openai_error_body
 
@@ -48,7 +48,7 @@ def _json_response(exc: HTTPException) -> Response:
     else:
         (code, message), field = _describe(exc), None
     response = exc.get_response()  # keeps status and headers such as Allow
-    other_api = request.blueprint == compat.bp.name
+    other_api = request.blueprint == truss.bp.name
     shape = openai_error_body if speaks_openai(request.path, other_api) else error_body  # OpenAI's SDKs parse it
     response.data = json.dumps(shape(exc.code, code, message, field))
     response.content_type = "application/json"

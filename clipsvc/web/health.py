@@ -6,7 +6,7 @@ from flask import Blueprint
 
 from .. import __version__
 from ..errors import ApiError, Code
-from .extensions import get_encoder, get_settings, loaded_encoder
+from .context import answers, get_encoder, get_settings, loaded_encoder
 
 bp = Blueprint("health", __name__)
 
@@ -17,6 +17,7 @@ def livez() -> dict:
 
 
 @bp.get("/readyz")
+@answers(Code.MODEL_NOT_READY)
 def readyz() -> dict:
     if loaded_encoder() is None:
         raise ApiError(Code.MODEL_NOT_READY, "The model is not loaded yet")
@@ -24,6 +25,7 @@ def readyz() -> dict:
 
 
 @bp.get("/meta")
+@answers(Code.MODEL_NOT_READY)
 def meta() -> dict:
     info = get_encoder().info
     settings = get_settings()

@@ -1,47 +1,18 @@
-"""clip-as-service over HTTP (jina's gateway API), so its `clip_client.Client("http://...")` works unchanged.
-
-json_api routes here POST /post's envelope, `{"data": [documents], "exec_endpoint": "/" | "/encode" | "/rank",
-"parameters": {...}}`, and the same envelope posted to /encode or /rank (what the client does once
-/openapi.json lists those paths; json_api tells it from BentoML's bodies by shape). /encode and / give every
-document its `embedding`; /rank gives every match `scores.clip_score` (the softmax over the document's matches
-of logit_scale x cosine, as /rank) and `scores.clip_score_cosine`, best first. A thin adapter: the same
-parsing, encoder, scoring and serialisation as every other endpoint.
-"""
+"""POST /post: clip-as-service over HTTP (jina's gateway API), so its `clip_client.Client("http://...")` works
+unchanged. The answer is web.envelope's, shared with BentoML's /encode and /rank, which take the same envelope."""
 
 from __future__ import annotations
 
-from flask import g
+from flask import Blueprint
 
-from ..parsing.items import count_kinds
-from ..parsing.jina_docs import Envelope, parse_envelope
-from ..server.logs import note_items
-from .extensions import get_encoder, item_rules
-from .scoring import embed_items, rank
-from .serialize import jina_body, jina_document, jina_scores
+from .context import answers, json_body
+from .envelope import ENVELOPE_CODES, answer_envelope
+
+bp = Blueprint("jina", __name__)
 
 
-def answer(body: object, endpoint: str | None = None) -> dict:
-    """The envelope's documents embedded (and, for /rank, their matches ranked), in jina's response."""
-    encoder = get_encoder()
-    envelope = parse_envelope(body, item_rules(encoder), endpoint)
-    note_items(*count_kinds(envelope.items))
-    rows = embed_items(encoder, envelope.items)
-    drop = envelope.parameters.get("drop_image_content") is True
-    docs = _ranked(envelope, rows, encoder.info.logit_scale, drop) if envelope.endpoint == "/rank" else [
-        jina_document(doc, row, drop) for doc, row in zip(envelope.docs, rows, strict=True)]
-    return jina_body(g.get("request_id", ""), envelope.endpoint, envelope.parameters, docs)
-
-
-def _ranked(envelope: Envelope, rows, logit_scale: float, drop: bool) -> list[dict]:
-    """Rows are each document followed by its matches; each document's matches are ranked on their own."""
-    docs, start = [], 0
-    for doc in envelope.docs:
-        end = start + 1 + len(doc["matches"])
-        probabilities, cosines = rank(rows[start:start + 1], rows[start + 1:end], logit_scale)
-        matches = [jina_document(match, row, drop) | {"scores": jina_scores(float(p), float(c))}
-                   for match, row, p, c in zip(doc["matches"], rows[start + 1:end], probabilities[0], cosines[0],
-                                               strict=True)]
-        matches.sort(key=lambda match: -match["scores"]["clip_score"]["value"])
-        docs.append(jina_document(doc, rows[start], drop, matches))
-        start = end
-    return docs
+@bp.post("/post")
+@answers(*ENVELOPE_CODES)
+def post() -> dict:
+    """Read as JSON whatever its Content-Type says (`curl -d` sends a form type)."""
+    return answer_envelope(json_body(any_type=True))

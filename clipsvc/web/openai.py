@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from flask import Blueprint
 
+from ..errors import SOURCE_CODES, Code
 from ..parsing.items import TextItem, count_kinds
 from ..parsing.openai_input import check_model, parse_embeddings_request
 from ..server.logs import note_items
-from .extensions import get_encoder, item_rules
-from .json_api import json_body
+from .context import EMBEDDING_CODES, answers, get_encoder, item_rules, json_body
 from .scoring import embed_items
 from .serialize import openai_embeddings_body, openai_model_body
 
@@ -20,11 +20,13 @@ bp = Blueprint("openai", __name__, url_prefix=PREFIX)
 
 def speaks_openai(path: str, other_api: bool) -> bool:
     """Whether errors on `path` come in OpenAI's shape: everything under /v1 but what went to another server's API
-    there (`other_api`: the CLIP Truss's predict, web.compat), which has no error contract and keeps ours."""
+    there (`other_api`: the CLIP Truss's predict, web.truss), which has no error contract and keeps ours."""
     return (path == PREFIX or path.startswith(PREFIX + "/")) and not other_api
 
 
 @bp.post("/embeddings")
+@answers(Code.INVALID_JSON, Code.INVALID_INPUT, Code.UNKNOWN_PARAMETER, Code.TOKEN_IDS_UNSUPPORTED,
+         Code.INVALID_DIMENSIONS, Code.INVALID_ENCODING, Code.MODEL_NOT_FOUND, *SOURCE_CODES, *EMBEDDING_CODES)
 def embeddings() -> dict:
     """Texts count their CLIP tokens in `usage`; an image counts what the vision tower reads (patches + 1)."""
     encoder = get_encoder()
@@ -39,11 +41,13 @@ def embeddings() -> dict:
 
 
 @bp.get("/models")
+@answers(Code.MODEL_NOT_READY)
 def models() -> dict:
     return {"object": "list", "data": [_model_card()]}
 
 
 @bp.get("/models/<path:model>")
+@answers(Code.MODEL_NOT_FOUND, Code.MODEL_NOT_READY)
 def model(model: str) -> dict:
     check_model(model, get_encoder().info.model_name)
     return _model_card()

@@ -1,32 +1,37 @@
-"""The OpenAPI 3.1 document of this service, built per app from its Settings so the limits are the real ones.
+"""The OpenAPI 3.1 document of an app, built from its settings (so the limits are the real ones) and its views.
 
-Plain Python data: `parts` builds the repeated shapes, `paths` and `openai` the operations, `schemas` the
-components. The error codes, their statuses and which endpoints answer them come from `clipsvc.errors`;
-the limits from the settings.
+Plain Python data, one part per module of web/ that serves routes: `clip`, `bentoml`, `truss`, `jina`, `openai`
+and `service` (probes, pages, /metrics), each with its operations (`paths`) and its own schemas (`components`);
+`schemas` has the shared components, `parts` the repeated shapes. The error codes and their statuses come from
+`clipsvc.errors`; which codes each operation answers, from its view (`web.context.answers`).
 """
 
 from __future__ import annotations
+
+from flask import Flask
 
 from ... import __version__
 from ...errors import Code
 from ...settings import Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
-from ..compat import TRUSS_PATHS
+from ..context import codes_of, settings_of
 from ..openai import speaks_openai
-from .compat import compat_components, compat_paths
-from .jina import jina_components, jina_paths
-from .openai import openai_components, openai_paths, v1_errors
+from ..truss import TRUSS_PATHS
+from . import bentoml, clip, jina, openai, schemas, service, truss
 from .parts import error_responses, openapi_path
-from .paths import embedding_paths, service_paths
-from .schemas import components
+
+# In the order Swagger UI lists them within a tag (/docs).
+PARTS = (clip, bentoml, truss, jina, openai, service)
 
 
-def build_spec(settings: Settings) -> dict:
-    """The whole document for an app running with `settings`."""
-    paths = {**embedding_paths(settings), **openai_paths(settings), **compat_paths(settings), **service_paths()}
-    paths |= jina_paths(settings)
-    parts = merge(merge(components(settings), openai_components()), compat_components())
-    parts = merge(parts, jina_components(settings))
+def build_spec(app: Flask) -> dict:
+    """The whole document for `app`."""
+    settings = settings_of(app)
+    codes = {endpoint: codes_of(view) for endpoint, view in app.view_functions.items()}
+    paths, parts = {}, schemas.components(settings)
+    for part in PARTS:
+        paths |= part.paths(settings, codes)
+        parts = merge(parts, part.components(settings))
     if keys_required(settings):
         paths, parts = _secured(paths), parts | {"securitySchemes": SECURITY_SCHEMES}
     return {
@@ -51,7 +56,7 @@ def _secured(paths: dict) -> dict:
         for method, operation in item.items():
             if path in open_paths or method == "parameters":
                 continue
-            unauthorized = v1_errors if speaks_openai(path, path in other_api) else error_responses
+            unauthorized = openai.v1_errors if speaks_openai(path, path in other_api) else error_responses
             responses = operation["responses"] | {"401": unauthorized((Code.UNAUTHORIZED,))["401"]}
             operation.update(security=[{"apiKey": []}], responses=dict(sorted(responses.items())))
     return paths

@@ -1,17 +1,17 @@
-"""clip-as-service's operation (POST /post, jina's HTTP gateway) and its envelope, which /encode and /rank take too."""
+"""clip-as-service's operation (web.jina: POST /post, jina's HTTP gateway) and its envelope, which BentoML's /encode
+and /rank take too (openapi.bentoml wraps their bodies and answers with `envelope_body`, `envelope_ok`)."""
 
 from __future__ import annotations
 
-from ...errors import CLIP_AS_SERVICE_CODES
 from ...parsing.jina_docs import ENDPOINTS
 from ...settings import Settings
-from .parts import EXAMPLE_PNG, error_responses, json_content, ok, operation, ref
+from .parts import EXAMPLE_PNG, Declared, error_responses, json_content, ok, operation, ref
 
 ENVELOPE_NOTE = ("clip-as-service's client (`clip_client.Client(\"http://...\")`) posts its envelope, an object with "
                  "`data`, here when this document lists the path; any other body is BentoML's.")
 
 
-def jina_paths(settings: Settings) -> dict:
+def paths(settings: Settings, codes: Declared) -> dict:
     return {"/post": {"post": operation(
         "compat", "Embed or rank documents (clip-as-service over HTTP: jina's gateway)",
         "`data` is a list of documents: each has `text`, or an image as `blob` (base64 of the file) or `uri` (a "
@@ -24,12 +24,12 @@ def jina_paths(settings: Settings) -> dict:
         "answer. The body is read as JSON whatever its Content-Type says.",
         {"200": ok("The documents, embedded (and, for /rank, their matches ranked), in jina's response",
                    json_content(ref("CasResponse"), ENCODE_RESPONSE_EXAMPLE)),
-         **error_responses(CLIP_AS_SERVICE_CODES)},
+         **error_responses(codes["jina.post"])},
         requestBody={"required": True, "content": json_content(ref("CasRequest"), POST_EXAMPLE)},
     )}}
 
 
-def jina_components(settings: Settings) -> dict:
+def components(settings: Settings) -> dict:
     string = {"type": ["string", "null"]}
     document = {
         "type": "object", "description": "A docarray document; unset fields may be null or left out",
@@ -45,7 +45,10 @@ def jina_components(settings: Settings) -> dict:
         "properties": {"id": {"type": "string"}, "embedding": {"type": "array", "items": {"type": "number"}},
                        "scores": {"type": ["object", "null"], "additionalProperties": {
                            "type": "object", "required": ["value"], "properties": {"value": {"type": "number"}}}},
-                       "matches": {"type": ["array", "null"], "items": ref("CasAnswerDocument")}}}
+                       "matches": {"type": ["array", "null"],
+                                   "items": {"anyOf": [ref("CasAnswerDocument"), ref("CasDocument")]},
+                                   "description": "/rank: ranked, each with its embedding and scores; encoding: "
+                                                  "the matches as sent, untouched"}}}
     docs = {"type": "array", "minItems": 1, "maxItems": settings.max_items, "items": ref("CasDocument")}
     return {"schemas": {
         "CasDocument": document,

@@ -1,14 +1,14 @@
-"""The `/v1` operations (OpenAI's embeddings API) and their schemas, errors in OpenAI's shape."""
+"""The `/v1` operations (web.openai: OpenAI's embeddings API) and their schemas, errors in OpenAI's shape."""
 
 from __future__ import annotations
 
-from ...errors import V1_EMBEDDINGS_CODES, Code
+from ...errors import Code
 from ...parsing.openai_input import PARAMETERS
 from ...parsing.options import ENCODINGS
 from ...settings import Settings
 from ..openai import PREFIX
 from ..serialize import OPENAI_ERROR_TYPES, openai_error_body
-from .parts import EXAMPLE_PNG, error_responses, json_content, ok, operation, path_parameters, ref
+from .parts import EXAMPLE_PNG, Declared, error_responses, json_content, ok, operation, path_parameters, ref
 
 # gunicorn refuses some requests (malformed HTTP, slow headers) before any path is known: those come in the
 # service's own shape, so a /v1 error body is one or the other.
@@ -23,7 +23,7 @@ def v1_errors(codes: tuple[Code, ...]) -> dict:
     return error_responses(codes, SHAPE, example)
 
 
-def openai_paths(settings: Settings) -> dict:
+def paths(settings: Settings, codes: Declared) -> dict:
     return {
         f"{PREFIX}/embeddings": {"post": operation(
             "openai", "Embed texts and images (OpenAI's POST /v1/embeddings)",
@@ -36,7 +36,7 @@ def openai_paths(settings: Settings) -> dict:
                 "object": "list", "model": "clip-vit-large-patch14",
                 "data": [{"object": "embedding", "index": 0, "embedding": [0.0213, -0.0071, 0.0342]}],
                 "usage": {"prompt_tokens": 7, "total_tokens": 7}})),
-             **v1_errors(V1_EMBEDDINGS_CODES)},
+             **v1_errors(codes["openai.embeddings"])},
             requestBody={"required": True, "content": json_content(ref("EmbeddingsRequest"), {
                 "model": "clip-vit-large-patch14",
                 "input": ["picture of a dog", {"image": f"data:image/png;base64,{EXAMPLE_PNG}"}]})},
@@ -44,15 +44,15 @@ def openai_paths(settings: Settings) -> dict:
         f"{PREFIX}/models": {"get": operation(
             "openai", "The model this server serves (OpenAI's GET /v1/models)", "One model: the loaded one.",
             {"200": ok("A list of one model", json_content(ref("ModelList"))),
-             **v1_errors((Code.MODEL_NOT_READY,))})},
+             **v1_errors(codes["openai.models"])})},
         f"{PREFIX}/models/{{model}}": {"parameters": path_parameters("model"), "get": operation(
             "openai", "One model by name (OpenAI's GET /v1/models/{model})", "404 for any other name.",
             {"200": ok("The model", json_content(ref("Model"))),
-             **v1_errors((Code.MODEL_NOT_FOUND, Code.MODEL_NOT_READY))})},
+             **v1_errors(codes["openai.model"])})},
     }
 
 
-def openai_components() -> dict:
+def components(settings: Settings) -> dict:
     string, integer = {"type": "string"}, {"type": "integer"}
     item = {"anyOf": [string, {"type": "object", "required": ["text"], "additionalProperties": False,
                                "properties": {"text": string}},

@@ -4,10 +4,15 @@ error responses that list exactly their codes, operations and plain pages."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from ...errors import COMMON, Code, error_body
 from ...server.request_id import HEADER_NAMES
 from ..pages import TYPES
+
+# The codes each view declared (web.context.answers), by its Flask endpoint ("bentoml.encode"): what the
+# operations' error responses list, with COMMON.
+Declared = Mapping[str, tuple[Code, ...]]
 
 
 def ref(name: str, kind: str = "schemas") -> dict:
@@ -66,11 +71,11 @@ def operation(tag: str, summary: str, description: str, responses: dict, query: 
             "responses": responses, **extra}
 
 
-def page(tag: str, summary: str, media_types: tuple[str, ...], path_parameter: str | None = None) -> dict:
+def page(tag: str, summary: str, media_types: tuple[str, ...], codes: tuple[Code, ...],
+         path_parameter: str | None = None) -> dict:
     """A GET that answers a document that is not JSON (HTML, scripts, metrics text); with a path parameter, a file."""
     body = {media_type: {"schema": {"type": "string"}} for media_type in media_types}
-    item = {"get": operation(tag, summary, summary, {"200": ok(summary, body), **error_responses(
-        (Code.NOT_FOUND,) if path_parameter else ())})}
+    item = {"get": operation(tag, summary, summary, {"200": ok(summary, body), **error_responses(codes)})}
     if path_parameter:
         item["parameters"] = path_parameters(path_parameter)
     return item

@@ -1,31 +1,25 @@
-"""Other CLIP servers' operations: BentoML's image vectorizer and the CLIP Truss's predict paths."""
+"""The CLIP Truss's predict operations (web.truss), one per path it answers on, and their request schema."""
 
 from __future__ import annotations
 
-from ...errors import PREDICT_CODES, VECTORIZE_CODES
-from ...parsing.images import SUPPORTED_LIST
 from ...settings import Settings
-from ..compat import TRUSS_PATHS
-from .parts import EXAMPLE_PNG, error_responses, json_content, ok, openapi_path, operation, ref, rule_parameters
+from ..truss import TRUSS_PATHS
+from .parts import (
+    EXAMPLE_PNG,
+    Declared,
+    error_responses,
+    json_content,
+    ok,
+    openapi_path,
+    operation,
+    ref,
+    rule_parameters,
+)
 
 
-def compat_paths(settings: Settings) -> dict:
-    vectorize = {"post": operation(
-        "compat", "Embed one image sent as the raw body (BentoML's image vectorizer)",
-        f"The body is the image file itself ({SUPPORTED_LIST}, at most {settings.max_image_mb:g} MB), whatever its "
-        "Content-Type says: the content decides. The answer is the image's unit vector, as every endpoint here "
-        "returns (the seed's example shows an unnormalised feature; cosines are then plain dot products).",
-        {"200": ok("The image's unit vector", json_content(
-            {"type": "object", "required": ["vector"], "additionalProperties": False,
-             "properties": {"vector": {"type": "array", "items": {"type": "number"}}}},
-            {"vector": [0.0213, -0.0071, 0.0342]})),
-         **error_responses(VECTORIZE_CODES)},
-        requestBody={"required": True, "content": {"image/*": {"schema": {"type": "string", "format": "binary"}},
-                                                   "application/octet-stream": {"schema": {
-                                                       "type": "string", "format": "binary"}}}},
-    )}
-    paths = {"/vectorize": vectorize}
-    for rule in TRUSS_PATHS:
+def paths(settings: Settings, codes: Declared) -> dict:
+    found = {}
+    for number, rule in enumerate(TRUSS_PATHS):
         item = {"post": operation(
             "compat", "Zero-shot labels for one image (the CLIP Truss's predict)",
             "`labels` (unique strings) and exactly one of `image_url` (an http(s) URL on the operator's allow-list, "
@@ -36,18 +30,18 @@ def compat_paths(settings: Settings) -> dict:
             {"200": ok("Each label's probability", json_content(
                 {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
                 {"small cat": 0.12, "not cat": 0.03, "big cat": 0.85})),
-             **error_responses(PREDICT_CODES)},
+             **error_responses(codes[f"truss.predict_{number}"])},
             requestBody={"required": True, "content": json_content(ref("PredictRequest"), {
                 "image_url": f"data:image/png;base64,{EXAMPLE_PNG}", "labels": ["small cat", "not cat", "big cat"]})},
         )}
         parameters = rule_parameters(rule)
         if parameters:
             item["parameters"] = parameters
-        paths[openapi_path(rule)] = item
-    return paths
+        found[openapi_path(rule)] = item
+    return found
 
 
-def compat_components() -> dict:
+def components(settings: Settings) -> dict:
     labels = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"}}
     pixel = {"type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "number", "minimum": 0, "maximum": 255}}
     return {"schemas": {"PredictRequest": {

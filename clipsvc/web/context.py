@@ -1,0 +1,86 @@
+"""What every view shares: the app's settings and encoder, the item rules, the JSON body, and `@answers(...)`,
+which declares beside a view the error codes it can answer (the OpenAPI document reads them there)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from flask import Flask, current_app, request
+
+from ..encoder.model import ClipEncoder
+from ..errors import ApiError, Code
+from ..parsing.items import ItemRules
+from ..settings import Settings
+
+SETTINGS_KEY = "clipsvc.settings"
+ENCODER_KEY = "clipsvc.encoder"
+CODES_ATTRIBUTE = "clipsvc_error_codes"
+View = TypeVar("View", bound=Callable)
+
+# What every endpoint that embeds the items of a request body can answer: the body's size and type, the item
+# limit, the model's state and its deadlines (the encoder's errors, turned into codes by web.errors).
+EMBEDDING_CODES = (Code.TOO_MANY_ITEMS, Code.REQUEST_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE, Code.MODEL_NOT_READY,
+                   Code.WORKER_TIMEOUT, Code.INFERENCE_TIMEOUT)
+
+
+def init_app(app: Flask, settings: Settings, encoder: ClipEncoder | None) -> None:
+    app.extensions[SETTINGS_KEY] = settings
+    app.extensions[ENCODER_KEY] = encoder
+
+
+def settings_of(app: Flask) -> Settings:
+    return app.extensions[SETTINGS_KEY]
+
+
+def get_settings() -> Settings:
+    return settings_of(current_app)
+
+
+def loaded_encoder() -> ClipEncoder | None:
+    return current_app.extensions.get(ENCODER_KEY)
+
+
+def get_encoder() -> ClipEncoder:
+    """The worker's encoder, or a 503 that says the model is not loaded (yet)."""
+    encoder = loaded_encoder()
+    if encoder is None:
+        raise ApiError(Code.MODEL_NOT_READY, "The model is not loaded in this worker; retry shortly or check the "
+                                             "start-up log")
+    return encoder
+
+
+def item_rules(encoder: ClipEncoder) -> ItemRules:
+    """What this app's items are checked against: its limits, and the loaded model's input size (large images
+    are decoded no larger than they need to be)."""
+    return ItemRules(get_settings(), encoder.info.image_size)
+
+
+def json_body(any_type: bool = False) -> object:
+    """The body as JSON; with `any_type`, whatever its Content-Type says (clients of APIs that never checked it,
+    like `curl -d`, send form types)."""
+    if not any_type and not request.is_json:
+        raise ApiError(Code.UNSUPPORTED_MEDIA_TYPE, f"Content-Type is {request.mimetype or 'none'}; send "
+                                                    "application/json", field="Content-Type")
+    try:
+        body = request.get_json(force=any_type, silent=True)
+    except RecursionError:  # deeply nested arrays: the stdlib parser gives up, and so do we
+        body = None
+    if body is None:
+        raise ApiError(Code.INVALID_JSON, "The body is not valid JSON")
+    return body
+
+
+def answers(*codes: Code) -> Callable[[View], View]:
+    """Declares beside a view the codes it can answer (beyond errors.COMMON): the OpenAPI document lists them."""
+
+    def declare(view: View) -> View:
+        setattr(view, CODES_ATTRIBUTE, tuple(dict.fromkeys(codes)))
+        return view
+
+    return declare
+
+
+def codes_of(view: Callable) -> tuple[Code, ...]:
+    """The codes `view` declared with `answers` (none: it answers only the ones every route can)."""
+    return getattr(view, CODES_ATTRIBUTE, ())

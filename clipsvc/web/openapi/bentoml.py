@@ -1,0 +1,88 @@
+"""BentoML's operations (web.bentoml): POST /encode and /rank with their JSON items, and POST /vectorize."""
+
+from __future__ import annotations
+
+import math
+
+from ...parsing.images import SUPPORTED_LIST
+from ...settings import Settings, env_var
+from .jina import envelope_body, envelope_ok
+from .parts import EXAMPLE_PNG, Declared, error_responses, json_content, ok, operation, ref
+
+
+def paths(settings: Settings, codes: Declared) -> dict:
+    return {
+        "/encode": {"post": operation(
+            "embeddings", "Embed a list of items (BentoML's /encode)",
+            "One unit vector per item, in order. (clip-as-service's envelope: as POST /post with /encode.)",
+            {"200": envelope_ok(ok("One vector per item", json_content(
+                {"type": "array", "items": ref("Vector")}, [[0.0213, -0.0071, 0.0342], [0.0105, 0.0342, -0.0118]]))),
+             **error_responses(codes["bentoml.encode"])},
+            query=("encoding",), requestBody=envelope_body({"required": True, "content": json_content(
+                ref("Items"), ENCODE_EXAMPLE)}, ENCODE_EXAMPLE),
+        )},
+        "/rank": {"post": operation(
+            "embeddings", "Rank candidates against each query (BentoML's /rank)",
+            "Per query, the softmax over the candidates of the cosines times the model's logit_scale "
+            f"(CLIP's zero-shot rule), and the cosines. Queries and candidates count together against "
+            f"the limit of {settings.max_items} items. (clip-as-service's envelope: as POST /post with /rank.)",
+            {"200": envelope_ok(ok("Probabilities and cosines, one row per query, one column per candidate",
+                                   json_content(ref("RankResponse"), {"probabilities": [[0.996, 0.004]],
+                                                                      "cosine_similarities": [[0.2298, 0.1687]]}))),
+             **error_responses(codes["bentoml.rank_candidates"])},
+            requestBody=envelope_body({"required": True, "content": json_content(ref("RankRequest"))}, RANK_EXAMPLE),
+        )},
+        "/vectorize": {"post": operation(
+            "compat", "Embed one image sent as the raw body (BentoML's image vectorizer)",
+            f"The body is the image file itself ({SUPPORTED_LIST}, at most {settings.max_image_mb:g} MB), whatever "
+            "its Content-Type says: the content decides. The answer is the image's unit vector, as every endpoint "
+            "here returns (the seed's example shows an unnormalised feature; cosines are then plain dot products).",
+            {"200": ok("The image's unit vector", json_content(
+                {"type": "object", "required": ["vector"], "additionalProperties": False,
+                 "properties": {"vector": {"type": "array", "items": {"type": "number"}}}},
+                {"vector": [0.0213, -0.0071, 0.0342]})),
+             **error_responses(codes["bentoml.vectorize"])},
+            requestBody={"required": True, "content": {
+                "image/*": {"schema": {"type": "string", "format": "binary"}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+        )},
+    }
+
+
+def components(settings: Settings) -> dict:
+    base64_limit = 4 * math.ceil(settings.max_image_bytes / 3)
+    item = {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1}
+    items = {"type": "array", "items": ref("Item"), "minItems": 1, "maxItems": settings.max_items}
+    return {"schemas": {
+        "Item": {"description": "Exactly one of text, img_blob or img_uri",
+                 "oneOf": [ref("TextItem"), ref("BlobItem"), ref("UriItem")]},
+        "TextItem": item | {"required": ["text"], "properties": {"text": {
+            "type": "string", "description": f"At most {settings.max_text_words} words; characters outside printable "
+                                             "ASCII are removed"}}},
+        "BlobItem": item | {"required": ["img_blob"], "properties": {"img_blob": {
+            "type": "string", "contentEncoding": "base64", "maxLength": base64_limit,
+            "description": f"An image file in base64 (standard or URL-safe alphabet, padding optional), at most "
+                           f"{settings.max_image_mb:g} MB decoded"}}},
+        "UriItem": item | {"required": ["img_uri"], "properties": {"img_uri": {
+            "type": "string", "pattern": "^(data:|https?://)",
+            "description": "A `data:[image/...];base64,<data>` URI. `http(s)://` URLs are refused "
+                           f"(`url_fetch_disabled`) unless the operator sets {env_var('fetch_allow_hosts')}; then "
+                           "the host must be allowed (`url_host_not_allowed`) and public (`url_address_forbidden`), "
+                           "redirects are followed within the same host only, at most 3 and never from https to http "
+                           "(`url_redirect_refused`), other failures give `url_fetch_failed` "
+                           f"and an image over {settings.max_image_mb:g} MB `url_too_large` (413)."}}},
+        "Items": items | {"description": f"At most {settings.max_items} items"},
+        "RankRequest": {"type": "object", "required": ["queries", "candidates"],
+                        "properties": {"queries": items, "candidates": items},
+                        "description": f"Queries and candidates together: at most {settings.max_items} items"},
+        "RankResponse": {"type": "object", "required": ["probabilities", "cosine_similarities"], "properties": {
+            "probabilities": {"type": "array", "items": {"type": "array", "items": {
+                "type": "number", "minimum": 0, "maximum": 1}}},
+            "cosine_similarities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}},
+    }}
+
+
+RANK_EXAMPLE = {"queries": [{"img_blob": EXAMPLE_PNG}],
+                "candidates": [{"text": "picture of a dog"}, {"text": "picture of a cat"}]}
+ENCODE_EXAMPLE = [{"text": "picture of a dog"}, {"img_blob": EXAMPLE_PNG},
+                  {"img_uri": f"data:image/png;base64,{EXAMPLE_PNG}"}]

@@ -1,0 +1,35 @@
+"""The CLIP Truss's predict (POST /v1/models/model:predict, and the paths Baseten's hosted models answer on),
+so its clients only change the base URL: zero-shot labels for one image."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from ..errors import SOURCE_CODES, Code
+from ..parsing.truss import parse_predict
+from ..server.logs import note_items
+from .context import EMBEDDING_CODES, answers, get_encoder, item_rules, json_body
+from .scoring import embed_items, rank
+from .serialize import labels_body
+
+bp = Blueprint("truss", __name__)
+# Truss's own server, and the paths Baseten's hosted models answer on.
+TRUSS_PATHS = ("/v1/models/model:predict", "/predict", "/model_versions/<version>/predict",
+               "/production/predict")
+
+
+@answers(Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, Code.INVALID_PIXELS, *SOURCE_CODES,
+         *EMBEDDING_CODES)
+def predict(version: str | None = None) -> dict:
+    """Zero-shot labels: the softmax over the labels of logit_scale x cosine, as /rank computes it. The body is read
+    as JSON whatever its Content-Type says (`curl -d` sends a form type)."""
+    encoder = get_encoder()
+    image, labels = parse_predict(json_body(any_type=True), item_rules(encoder))
+    note_items(1, len(labels))
+    rows = embed_items(encoder, [image, *labels])
+    probabilities, _ = rank(rows[:1], rows[1:], encoder.info.logit_scale)
+    return labels_body([label.id for label in labels], probabilities[0])
+
+
+for number, path in enumerate(TRUSS_PATHS):
+    bp.add_url_rule(path, f"predict_{number}", predict, methods=["POST"])
