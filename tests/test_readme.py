@@ -1,5 +1,6 @@
 """The README is part of the contract: its commands, table and docker line must match the code."""
 
+import importlib.util
 import re
 import shlex
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 from clipsvc.encoder.modeldir import resolve_model_dir
 from clipsvc.errors import Code
 from clipsvc.parsing.images import FORMATS
-from clipsvc.settings import ENV_VARS, Settings
+from clipsvc.settings import ENV_VARS, Settings, markdown_table
 from testkit.models import zip_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,13 +22,33 @@ GUIDES = {path: (ROOT / path).read_text() for path in ("README.md", "docs/deploy
 SEED_IMAGE = "Firefly man staring at the moon, moon is made of mechanical parts 74156.jpg"
 
 
+def load_script(name: str):
+    """scripts/<name>.py, loaded by path (scripts/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(f"clipsvc_script_{name}", ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SETTINGS_TABLE = load_script("settings_table")
+
+
 def config_table() -> dict[str, str]:
-    rows = re.findall(r"^\| `([A-Z_]+)` \| (.+?) \|", README, flags=re.MULTILINE)
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (.+?) \|", SETTINGS_TABLE.readme_table(README), flags=re.MULTILINE)
     return {name: default.strip() for name, default in rows}
 
 
-def test_every_variable_is_documented():
+def test_the_settings_table_is_generated_from_the_declarations():
+    """Variables, defaults and meanings all come from clipsvc/settings.py, so the table cannot drift from it."""
+    assert SETTINGS_TABLE.readme_table(README) == markdown_table(), (
+        "README.md's settings table is not the one clipsvc/settings.py declares; "
+        "run `python scripts/settings_table.py --write`")
     assert set(config_table()) == {var for var, _ in ENV_VARS.values()}
+
+
+def test_the_table_writer_replaces_a_stale_table_and_nothing_else():
+    stale = README.replace("| `PORT` | `8081` |", "| `PORT` | `80` |")
+    assert stale != README and SETTINGS_TABLE.with_table(stale) == README
 
 
 @pytest.mark.parametrize("field, spec", ENV_VARS.items())
@@ -167,4 +188,5 @@ def test_the_error_table_agrees_with_the_code_table():
     rows = re.findall(r"^\| (\d{3}) \| (.+?) \|", table, flags=re.MULTILINE)
     named = {code: int(status) for status, codes in rows for code in re.findall(r"`([a-z_]+)`", codes)}
     assert len(named) >= 20
-    assert {code: Code.named(code).status if Code.named(code) else None for code in named} == named
+    statuses = {code.id: code.status for code in Code}
+    assert {code: statuses.get(code) for code in named} == named

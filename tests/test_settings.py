@@ -1,13 +1,36 @@
+import re
 from dataclasses import fields
 from pathlib import Path
 
 import pytest
 
-from clipsvc.settings import ENV_VARS, HINTS, Settings, SettingsError
+from clipsvc.encoder.loading import IMAGE_BATCH
+from clipsvc.encoder.precision import MIN_COSINE
+from clipsvc.settings import ENV_VARS, Settings, SettingsError, markdown_table, shown_default
 
 
-def test_every_field_has_a_variable_and_a_hint():
-    assert set(ENV_VARS) == {f.name for f in fields(Settings)} == set(HINTS)
+def test_every_field_has_a_variable_a_hint_and_a_meaning():
+    assert set(ENV_VARS) == {f.name for f in fields(Settings)}
+    for spec in fields(Settings):
+        assert spec.metadata["var"] and spec.metadata["hint"] and spec.metadata["doc"], spec.name
+
+
+def test_defaults_without_a_value_to_show_are_described_in_words():
+    """None, an empty tuple or a computed default needs a shown_default; a plain value is shown as one sets it."""
+    assert shown_default("port") == "`8081`" and shown_default("cpu_packed_weights") == "`on`"
+    assert shown_default("model_dir") == "`/model`" and shown_default("fetch_allow_hosts") == "empty (no fetching)"
+    table = markdown_table()
+    assert table.count("\n") == 2 + len(fields(Settings)) and "None" not in table and "`()`" not in table
+
+
+def test_the_meanings_quote_the_encoders_numbers():
+    """Numbers the settings table states but the encoder owns (settings.py imports no torch): the accuracy guard's
+    default per format, and the images per forward pass when CLIP_MAX_BATCH does not set it."""
+    cosines = shown_default("precision_min_cosine")
+    for precision, cosine in MIN_COSINE.items():
+        assert re.search(rf"\b{precision}\b[^`]*`{cosine}`", cosines), (precision, cosine)
+    doc = next(spec.metadata["doc"] for spec in fields(Settings) if spec.name == "max_batch")
+    assert f"stays at {IMAGE_BATCH} rows" in doc
 
 
 def test_defaults_match_the_users_docker_run():

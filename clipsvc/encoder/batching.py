@@ -67,19 +67,12 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.merge = merge
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job] = queue.SimpleQueue()
         self._held: deque[_Job] = deque()  # taken while gathering a batch of another kind; they go next
         self._running: list[_Job] = []
         self._started: float | None = None  # when the batch now running began (the worker's watchdog reads it)
-        self.batch_sizes: list[int] = []  # recent batch sizes, for tests
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
-
-    def submit(self, kind: str, rows: Sequence[Any], timeout: float | None = None) -> list[Any]:
-        """Block until this caller's rows are computed; its results only, in its order."""
-        if not rows:
-            return []
-        return self.wait(self.start(kind, rows), timeout)
 
     def start(self, kind: str, rows: Sequence[Any]) -> _Job:
         """Queue rows without waiting: the caller prepares more work meanwhile, then calls wait."""
@@ -106,40 +99,30 @@ class Batcher:
         jobs = list(self._running) + list(self._held)
         while True:
             try:
-                job = self._queue.get_nowait()
+                jobs.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-            if job is not None:
-                jobs.append(job)
         for job in jobs:
             job.error = WorkerAborted(f"a forward pass in this worker ran past {env_var('worker_timeout')}")
             job.done.set()
 
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=5)
-
-    def _next(self, timeout: float | None) -> _Job | None:
+    def _next(self, timeout: float | None) -> _Job:
         """The next job: a held one first. Raises queue.Empty after `timeout`."""
         if self._held:
             return self._held.popleft()
         return self._queue.get(timeout=timeout)
 
     def _loop(self) -> None:
+        """Runs for the worker's life (a daemon thread): one batch at a time, first come first served."""
         while True:
             first = self._next(None)
-            if first is None:
-                return
-            jobs, size, closing = [first], len(first.rows), False
+            jobs, size = [first], len(first.rows)
             deadline = time.monotonic() + self.max_wait
             others: list[_Job] = []
             while self.merge and size < self.max_batch:
                 try:
                     job = self._next(max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
-                    break
-                if job is None:
-                    closing = True
                     break
                 if job.kind != first.kind:
                     others.append(job)  # the next batch's; order among them is kept
@@ -148,8 +131,6 @@ class Batcher:
                 size += len(job.rows)
             self._held.extendleft(reversed(others))
             self._execute([job for job in jobs if not job.cancelled])
-            if closing:
-                return
 
     def _execute(self, jobs: list[_Job]) -> None:
         if not jobs:
@@ -172,7 +153,6 @@ class Batcher:
             return
         finally:
             self._running, self._started = [], None
-        self.batch_sizes = (self.batch_sizes + [len(rows)])[-1000:]
         if log.isEnabledFor(logging.DEBUG):  # bench/perf.py reads these to see how full batches are
             log.debug("batch", extra={"event": "batch", "batcher": self.name, "kind": jobs[0].kind, "rows": len(rows),
                                       "callers": len(jobs),

@@ -19,7 +19,8 @@ from .modeldir import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-# Rows per forward pass without batching: bounds activation memory for a request with many images.
+# Images per forward pass, but with batching on a GPU (CLIP_MAX_BATCH there): bounds activation memory for a request
+# with many images. /meta reports it as max_batch; the README's CLIP_MAX_BATCH row quotes it (tests/test_settings.py).
 IMAGE_BATCH = 8
 
 

@@ -69,7 +69,10 @@ class ClipEncoder:
         self.info = replace(self.info, text_cache_size=entries)
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """N×3×H×W float32 on the CPU, as the model's processor gives them (preprocessor_config.json)."""
+        """N×3×H×W float32 on the CPU, as the model's processor gives them (preprocessor_config.json).
+
+        Not on the served path (image_rows, then pixel_batch per forward pass): bench/preprocess.py times it.
+        """
         return pixel_batch(self.image_rows(images), self.pixels, torch.device("cpu"), torch.float32)
 
     def image_rows(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
@@ -124,11 +127,11 @@ class ClipEncoder:
         return image_vectors, self._rows([known[tuple(row)] for row in tokens])
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, embedding_dim) float32 rows of unit length. Preprocessing runs in the calling thread."""
+        """(n, embedding_dim) float32 rows of unit length (POST /vectorize); preprocessing runs in this thread."""
         return self.encode(images, [])[0]
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated."""
+        """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated (bench/precision.py)."""
         return self.encode([], texts)[1]
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
