@@ -44,7 +44,10 @@ MAX_RSS_GROWTH_PCT = 10.0
 WARMUP_PER_WORKER = 100
 SERVER_START_S = 120  # every worker loading the model (a CPU ViT-L/14 takes a while)
 REQUEST_TIMEOUT_S = 120  # a CPU ViT-L/14 needs seconds for a three-pair request
-VECTOR_TOLERANCE = 1e-4  # the same input gives the same unit vector, whatever it was batched with
+# The same input gives the same unit vector whatever it was batched with: exactly in fp32; in bf16 (CLIP_PRECISION=auto
+# on CPUs with it) to a cosine of ~0.99998, since the rows a pass is batched with change its rounding. Different
+# inputs are far below this (the tiny stand-in's closest two captions: 0.963).
+SAME_VECTOR_COSINE = 0.9995
 CAPTIONS = (
     "Man staring at the moon, moon is made of mechanical parts",
     "a red square on a white background",
@@ -261,7 +264,7 @@ class Checker:
                 problems["bad_body"] = f"{key} is not unit length"
             with self._lock:
                 reference = self._reference.setdefault(content, vector)
-            if max(abs(a - b) for a, b in zip(vector, reference, strict=True)) > VECTOR_TOLERANCE:
+            if sum(a * b for a, b in zip(vector, reference, strict=True)) < SAME_VECTOR_COSINE:
                 problems["crossed"] = f"{key} is not the vector of {content}"
         for item_id in plan.pairs:
             cosine = body.get(f"image_vector_{item_id}_cosine_similarity")

@@ -19,6 +19,7 @@ import requests
 from conftest import image_bytes
 
 from testkit.faults import report, wait_for
+from testkit.jsonlog import epoch
 from testkit.server import HOST, gunicorn
 from testkit.server import TEST_WORKERS as WORKERS
 
@@ -26,7 +27,12 @@ THREADS = 2  # request threads per worker: with more clients than threads, conne
 CLIENTS = WORKERS * THREADS + 4
 GRACEFUL = 20  # the drain itself takes seconds at most; the rest is torch processes exiting, slower on a busy box
 REFUSED_WITHIN_S = 0.5
+# The one loss no server can prevent: a handshake that completes in the microseconds between the last worker's last
+# accept and its close is reset by the kernel. Tolerated once a run, only as a reset, and only for a connection made
+# within this long of that close (its log line is written right after it; clocks are the same machine's).
+CLOSE_RACE_S = 0.02
 PROBE_EVERY_S = 0.005
+RESETS = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
 
 
 @dataclass
@@ -153,22 +159,26 @@ def test_sigterm_stops_listening_at_once_resets_nothing_and_drains(model_dir, tm
     attempts = load.attempts + probed
     connected = [a for a in attempts if a.connected is not None]
     refused = [a for a in attempts if a.connected is None]
-    lost = [a for a in connected if a.status != 200]
-    drained = [a for a in load.attempts if a.connected is not None and a.connected < term_at < a.ended]
-    accepted_late = [a for a in connected if a.connected > term_at]
     records = server.log_records()
     stopped = [r for r in records if r.get("event") == "stopped_listening"]
+    last_close = max((epoch(r) for r in stopped), default=0.0)
+    raced = [a for a in connected if a.status != 200 and isinstance(a.error, RESETS)
+             and last_close - CLOSE_RACE_S <= a.connected <= last_close + 0.002]
+    lost = [a for a in connected if a.status != 200 and a not in raced]
+    drained = [a for a in load.attempts if a.connected is not None and a.connected < term_at < a.ended]
+    accepted_late = [a for a in connected if a.connected > term_at]
     taken = sum(r["queued_connections"] for r in stopped)
     report(record_property, "SIGTERM under load", one_16_image_request_s=round(one_request_s, 3),
            connections=len(attempts), drained_with_200=len(drained), accepted_after_sigterm=len(accepted_late),
            taken_from_backlog=taken, refused=len(refused),
-           lost=len(lost), lost_as=sorted({type(a.error).__name__ for a in lost}),
+           lost=len(lost), lost_as=sorted({type(a.error).__name__ for a in lost}), lost_in_close_race=len(raced),
            refused_after_s=None if refused_at is None else round(refused_at - term_at, 3),
            master_exit_code=code, master_exited_after_s=round(exited_after, 3))
     # The port refuses new connections within a fraction of a second: the clients retry elsewhere at once.
     assert refused_at is not None and refused_at - term_at < REFUSED_WITHIN_S
-    # Every connection the kernel accepted, before SIGTERM or after, got its whole answer: none was reset.
-    assert not lost
+    # Every connection the kernel accepted, before SIGTERM or after, got its whole answer: none was reset, but for
+    # at most one caught in the kernel's close race.
+    assert not lost and len(raced) <= 1
     # At least one request was mid-flight when SIGTERM came, and at least one connection waited in the listen backlog
     # (more clients than request threads): both the drain and the taking of the backlog were exercised.
     assert drained, "no request was in flight at SIGTERM: the drain was not exercised"

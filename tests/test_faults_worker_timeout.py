@@ -26,8 +26,9 @@ def test_a_forward_pass_past_the_worker_timeout_gets_the_worker_replaced(vit_b_3
     withholds its heartbeat while a forward pass runs on, and gunicorn's timeout replaces it as before."""
     images = {f"image-{i}": (f"{i}.png", image_bytes("PNG", size=(224, 224), color=(i, 0, 0)), "image/png")
               for i in range(128)}  # ~5 s of forward pass with one torch thread, against a 1 s timeout
+    # fp32: the pass must outlast the timeout, and bf16 (auto, where the CPU has it) is ~4x faster.
     with gunicorn(vit_b_32, tmp_path / "server.log", WEB_CONCURRENCY="1", CLIP_TORCH_THREADS="1",
-                  CLIP_WORKER_TIMEOUT="1", CLIP_MAX_ITEMS="128") as server:
+                  CLIP_WORKER_TIMEOUT="1", CLIP_MAX_ITEMS="128", CLIP_PRECISION="fp32") as server:
         before = wait_for(lambda: server.loaded_pids(), 60, "the worker's model_loaded line")
         started, started_at = time.monotonic(), time.time()
         response = requests.post(server.url + "/syte_test/clip", files=images, headers={"request_id": "huge-1"},

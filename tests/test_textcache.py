@@ -8,9 +8,9 @@ import requests
 
 from clipsvc.encoder.model import ClipEncoder
 from clipsvc.encoder.textcache import TextCache
-from clipsvc.settings import Settings
+from clipsvc.settings import METRICS_DIR_ENV, Settings
 from clipsvc.web.app import create_app
-from testkit.metrics import scrape, value
+from testkit.metrics import samples, scrape, value
 
 LABELS = [f"a photo of a {thing}" for thing in ("dog", "cat", "car", "tree")]
 
@@ -59,7 +59,8 @@ def test_the_cache_holds_at_most_its_size(cached):
     assert len(cached.text_cache) == 3 and cached.info.text_cache_size == 3
 
 
-def test_hits_and_misses_are_counted_in_metrics(model_dir):
+def test_hits_and_misses_are_counted_in_metrics(model_dir, monkeypatch):
+    monkeypatch.delenv(METRICS_DIR_ENV, raising=False)  # this app's own counts, not a directory another test left
     encoder = ClipEncoder.load(model_dir, device="cpu", threads=1)
     encoder.cache_texts(100)
     client = create_app(Settings(model_dir=model_dir, device="cpu", workers=1), encoder).test_client()
@@ -67,8 +68,9 @@ def test_hits_and_misses_are_counted_in_metrics(model_dir):
     assert client.post("/rank", json=rank).status_code == 200  # 5 misses
     assert client.post("/rank", json=rank).status_code == 200  # 5 hits
     assert client.post("/syte_test/clip", data={"text-1": "a dog", "text-2": "new"}).status_code == 200
-    text = client.get("/metrics").get_data(as_text=True)
-    assert "clipsvc_text_cache_hits_total 6.0" in text and "clipsvc_text_cache_misses_total 6.0" in text
+    scraped = samples(client.get("/metrics").get_data(as_text=True))
+    assert value(scraped, "clipsvc_text_cache_hits_total") == 6
+    assert value(scraped, "clipsvc_text_cache_misses_total") == 6
 
 
 def test_the_served_default_caches_across_requests_and_endpoints(served):
