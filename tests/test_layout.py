@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clipsvc"
 LAYERS = {"settings": 0, "errors": 1, "parsing": 2, "encoder": 2, "server": 3, "web": 4}
 # Third-party packages a layer must not touch: parsing is pure, the encoder knows nothing of HTTP.
 FORBIDDEN = {"parsing": {"flask", "torch", "transformers"}, "encoder": {"flask", "werkzeug", "gunicorn"},
-             "settings": {"flask", "werkzeug", "torch"}, "errors": {"flask", "torch"}}
+             "settings": {"flask", "werkzeug", "torch"}, "errors": {"flask", "torch"},
+             "client": {"flask", "werkzeug", "gunicorn", "torch", "transformers", "PIL", "prometheus_client"}}
 MAX_LINES = 400  # a rule of cohesion, not a squeeze: a module that outgrows it has more than one concern
 
 
@@ -117,4 +118,10 @@ def test_modules_are_small_enough_to_read_in_one_sitting(name):
 
 def test_ls_shows_the_design_cards_parts():
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == \
-        {"parsing", "encoder", "server", "web"}
+        {"parsing", "encoder", "server", "web", "client"}
+
+
+@pytest.mark.parametrize("name", sorted(n for n in modules() if n.split(".")[0] == "client"))
+def test_the_client_stands_alone(name):
+    """The client is installed on its own (requirements-client.txt): it imports nothing of the service."""
+    assert {dep for dep in INTERNAL[name] if dep.split(".")[0] != "client"} == set()
