@@ -76,6 +76,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_FETCH_ALLOW_HOSTS="" \
     CLIP_FETCH_TIMEOUT_S=5 \
     CLIP_LOG_LEVEL=info \
+    CLIP_TRUSTED_PROXIES="" \
+    CLIP_CORS_ORIGINS="" \
     CLIP_API_KEYS="" \
     CLIP_API_KEYS_FILE=""
 
@@ -101,5 +103,7 @@ VOLUME /model
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ.get('PORT') or 8081}/readyz\", timeout=5)"]
 
-# Exec form: gunicorn is PID 1 and gets SIGTERM directly for a graceful shutdown.
-CMD ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+# Exec form: clipsvc.server.start refuses a bad setting with one JSON line (gunicorn itself would die on a
+# WEB_CONCURRENCY that is not a number with a traceback, before reading its config), then execs
+# `gunicorn -c gunicorn.conf.py wsgi:app`, which is PID 1 and gets SIGTERM directly for a graceful shutdown.
+CMD ["python", "-m", "clipsvc.server.start", "-c", "gunicorn.conf.py", "wsgi:app"]

@@ -6,13 +6,15 @@ import sys
 
 from clipsvc.encoder.modeldir import ModelDirError, ModelLoadError
 from clipsvc.server import gunicorn_errors, lifecycle, native_stderr
-from clipsvc.server.logs import logging_config
+from clipsvc.server.logs import logging_config, refuse_configuration
 from clipsvc.settings import Settings, SettingsError
 
+# A bad value stops start-up with one JSON line naming the variable (exit status 78). WEB_CONCURRENCY that is not a
+# whole number never gets here: gunicorn reads it as it is imported (clipsvc.server.start, docs/deployment.md).
 try:
     settings = Settings.from_env()
 except SettingsError as exc:
-    sys.exit(f"clipsvc: bad configuration: {exc}")
+    refuse_configuration(exc)
 
 # --- Server socket
 bind = [f"0.0.0.0:{settings.port}"]
@@ -61,6 +63,7 @@ control_socket_disable = True
 
 def on_starting(server):
     """Master: find and check the model (unzipping it once) before any worker forks."""
+    lifecycle.server_starting()  # what the `ready` line's seconds count from
     native_stderr.capture()  # from now on, what native code writes to fd 2 is logged as JSON lines
     lifecycle.prepare_metrics_dir()
     try:
@@ -90,7 +93,14 @@ def post_fork(server, worker):
     if hasattr(worker, "configure"):
         worker.configure(settings, lifecycle.worker_alive, lifecycle.worker_table())
     worker.log.info("model loaded", extra={"event": "model_loaded", "workers": settings.workers,
-                                          **encoder.info.as_dict()})
+                                          "request_threads": settings.request_threads, **encoder.info.as_dict()})
+    lifecycle.announce_ready(encoder, server.num_workers)  # the last worker to load logs the server's `ready` line
+
+
+def when_ready(server):
+    """Master: right after gunicorn's "Listening at" line, say that listening is not being ready yet."""
+    server.log.info("listening, not ready yet: the workers are loading the model; ready at the `ready` line (GET "
+                    "/readyz answers 200 once a worker can serve)", extra={"event": "listening"})
 
 
 def worker_abort(worker):

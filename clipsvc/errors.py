@@ -33,7 +33,6 @@ class Code(Enum):
     EMPTY_TEXT = 400, "nothing left of a text after removing characters outside printable ASCII"
     TEXT_TOO_LONG = 400, (f"more words than {env_var('max_text_words')} (or a text file part over "
                           f"{MAX_TEXT_FILE_BYTES // 1024} KiB)")
-    INVALID_REQUEST_ID = 400, "a request_id / X-Request-ID header that is not a short token (see RequestId)"
     INVALID_ENCODING = 400, "?encoding= (/v1/embeddings: encoding_format) other than float or base64"
     INVALID_JSON = 400, "JSON endpoints: the body is not valid JSON"
     INVALID_ITEMS = 400, ("JSON endpoints: not a non-empty list of items (/rank: not an object with two lists; "
@@ -93,8 +92,9 @@ class Code(Enum):
         return self.name.lower()
 
 
-# Codes any operation can answer: from the request-id hook, the router, gunicorn and the last-resort handler.
-COMMON = (Code.INVALID_REQUEST_ID, Code.BAD_REQUEST, Code.REQUEST_TIMEOUT, Code.METHOD_NOT_ALLOWED, Code.URI_TOO_LONG,
+# Codes any operation can answer: from the router, gunicorn and the last-resort handler. (A request id the service
+# cannot echo is replaced, not refused: clipsvc.server.request_id.)
+COMMON = (Code.BAD_REQUEST, Code.REQUEST_TIMEOUT, Code.METHOD_NOT_ALLOWED, Code.URI_TOO_LONG,
           Code.REQUEST_HEADER_FIELDS_TOO_LARGE, Code.INTERNAL_SERVER_ERROR, Code.NOT_IMPLEMENTED)
 # Groups by kind of input, whichever endpoint carries it: an image, a text, an image URL, a JSON item's source.
 IMAGE_CODES = (Code.EMPTY_FILE, Code.UNSUPPORTED_IMAGE, Code.INVALID_IMAGE, Code.TOO_MANY_PIXELS, Code.IMAGE_TOO_LARGE)

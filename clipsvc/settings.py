@@ -12,6 +12,7 @@ The module is torch-free: the gunicorn master imports it (gunicorn.conf.py).
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -22,7 +23,20 @@ from typing import Any
 
 
 class SettingsError(ValueError):
-    """A configuration value is malformed; raised at start-up, never per request."""
+    """A configuration value is malformed or out of range; raised at start-up, never per request.
+
+    Its parts are the fields of the start-up refusal's JSON line (clipsvc.server.logs.refuse_configuration), so an
+    operator's log query finds the variable without parsing a sentence: the `variable`, the `value` as given (None
+    for a secret, which is never shown), the `problem` with it, and the values `accepted`, in words."""
+
+    def __init__(self, variable: str, value: str | None, problem: str, accepted: str):
+        shown = "" if value is None else f"={value!r}"
+        super().__init__(f"{variable}{shown} is out of range ({accepted})" if problem == OUT_OF_RANGE else
+                         f"{variable}{shown} is invalid: {problem} (accepted: {accepted})")
+        self.variable, self.value, self.problem, self.accepted = variable, value, problem, accepted
+
+
+OUT_OF_RANGE = "out of range"  # the problem when a setting's check refuses a value its parser read
 
 
 def cpu_count() -> int:
@@ -46,6 +60,9 @@ BATCHING_CHOICES = ("auto", "on", "off")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 # An allow-list entry: a host name or IPv4 address, `*.` for any subdomain, `:port` for a non-default port.
 HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?")
+# A CORS origin as a browser sends it: http(s), a host name, IPv4 or [IPv6] address, an optional port; or `*`.
+ORIGIN_PATTERN = re.compile(r"\*|https?://([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|\[[0-9a-f:.]+\])"
+                            r"(:\d{1,5})?")
 # An API key (SECURITY.md): 16-512 visible ASCII characters but the comma, CLIP_API_KEYS' separator.
 API_KEY_PATTERN = re.compile(r"[!-+\--~]{16,512}")
 SWITCH_WORDS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
@@ -75,6 +92,18 @@ def _switch(raw: str) -> bool:
 
 def _host_list(raw: str) -> tuple[str, ...]:
     return tuple(host.lower().rstrip(".") for host in re.split(r"[\s,]+", raw) if host)
+
+
+def _origin_list(raw: str) -> tuple[str, ...]:
+    """Origins as browsers send them (lower-case scheme and host, no trailing slash), or `*` alone."""
+    return tuple(dict.fromkeys(origin.rstrip("/").lower() for origin in re.split(r"[\s,]+", raw) if origin))
+
+
+def _network_list(raw: str) -> tuple[str, ...]:
+    """Addresses and CIDR networks, each as `ipaddress` writes it (a lone address becomes its /32 or /128); a network
+    with host bits set (10.0.0.7/8) is refused as the typo it most likely is, not widened."""
+    # ipaddress's ValueError names the entry: "'proxy' does not appear to be an IPv4 or IPv6 network".
+    return tuple(dict.fromkeys(str(ipaddress.ip_network(entry)) for entry in re.split(r"[\s,]+", raw) if entry))
 
 
 def _key_list(raw: str, separator: str = ",") -> tuple[str, ...]:
@@ -118,6 +147,15 @@ def _all_match(pattern: re.Pattern[str]) -> Check:
     return lambda values, _: all(pattern.fullmatch(value) for value in values)
 
 
+def _all_networks(values: tuple[str, ...], settings: Settings) -> bool:
+    try:
+        for value in values:
+            ipaddress.ip_network(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _setting(default: Any, var: str, parse: Callable[[str], Any], check: Check, hint: str, *, doc: str,
              shown_default: str | None = None, limit: bool = False, secret: bool = False) -> Any:
     """One setting, a field of `Settings`.
@@ -154,7 +192,8 @@ class Settings:
         None, "CLIP_TORCH_THREADS", _whole_number, lambda value, _: value is None or value >= 1, "at least 1",
         shown_default="follows the load",
         doc="torch threads per forward pass; by default cores ÷ the workers computing at that moment (all cores "
-            "for a worker alone, one each when all are busy); a number fixes it")
+            "for a worker alone, one each when all are busy); a number fixes it. Not the request threads "
+            "(`CLIP_THREADS`); `/meta` shows it as `torch_threads`")
     device: str = _setting(
         "auto", "CLIP_DEVICE", str.lower,
         lambda value, _: value in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", value) is not None,
@@ -233,7 +272,8 @@ class Settings:
     request_threads: int = _setting(
         8, "CLIP_THREADS", _whole_number, _between(1, 1024), "1-1024",
         doc="request threads per worker: connections served at once, reading, decoding and preprocessing while "
-            "the worker's one inference thread runs the model")
+            "the worker's one inference thread runs the model (not torch's threads: that is `CLIP_TORCH_THREADS`); "
+            "`/meta` and the `model_loaded` line show it as `request_threads`")
     # Enforced by clipsvc.server.worker and clipsvc.server.deadlines.
     header_timeout_s: float = _setting(
         5, "CLIP_HEADER_TIMEOUT_S", _number, _between(0, 300, above=True), "seconds, more than 0 and at most 300",
@@ -258,6 +298,23 @@ class Settings:
     log_level: str = _setting(
         "info", "CLIP_LOG_LEVEL", str.lower, _one_of(LOG_LEVELS), ", ".join(LOG_LEVELS),
         doc=", ".join(f"`{level}`" for level in LOG_LEVELS))
+    # Read by clipsvc.server.client_address, for the request log's `client`.
+    trusted_proxies: tuple[str, ...] = _setting(
+        (), "CLIP_TRUSTED_PROXIES", _network_list, _all_networks,
+        "IP addresses or CIDR networks separated by commas, e.g. 10.0.0.0/8,192.168.1.7",
+        shown_default="empty (trust none)",
+        doc="reverse proxies whose `X-Forwarded-For` the request log believes, comma-separated addresses or CIDR "
+            "networks: from a connection of one of them, the logged `client` is the header's last address that "
+            "is not one of them; from any other connection, or with none set, it is the connection's own address "
+            "(a client cannot choose what is logged)")
+    # Read by clipsvc.web.cors.
+    cors_origins: tuple[str, ...] = _setting(
+        (), "CLIP_CORS_ORIGINS", _origin_list, _all_match(ORIGIN_PATTERN),
+        "* or origins separated by commas, e.g. https://app.example.com,http://localhost:3000",
+        shown_default="empty (no cross-origin access)",
+        doc="web apps on other origins that may call the API from a browser: exact origins (`scheme://host[:port]`), "
+            "comma-separated, or `*` for any; preflights are answered, `request_id`, `Authorization` and "
+            "`Content-Type` may be sent, and `request_id` read")
     # Checked by clipsvc.web.auth.
     api_keys: tuple[str, ...] = _setting(
         (), "CLIP_API_KEYS", _key_list, _all_match(API_KEY_PATTERN),
@@ -293,24 +350,33 @@ class Settings:
         """Read every `CLIP_*` variable (plus PORT and WEB_CONCURRENCY), failing loudly on bad values."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
+        given: dict[str, str] = {}  # variable -> its text, for a refusal that quotes what the operator wrote
         for spec in fields(cls):
             var, parse = spec.metadata["var"], spec.metadata["parse"]
-            raw = env.get(var) or ""
-            if not raw.strip():
+            raw = (env.get(var) or "").strip()
+            if not raw:
                 continue
+            given[var] = raw
             try:
-                values[spec.name] = parse(raw.strip())
+                values[spec.name] = parse(raw)
             except ValueError as exc:
-                shown = "" if spec.metadata["secret"] else f"={raw!r}"  # never a key
-                raise SettingsError(f"{var}{shown} is invalid: {exc}") from None
-        return cls(**values)
+                raise SettingsError(var, None if spec.metadata["secret"] else raw, str(exc),
+                                    spec.metadata["hint"]) from None
+        try:
+            return cls(**values)
+        except SettingsError as exc:
+            if exc.value is None:  # a secret: nothing to quote
+                raise
+            if exc.variable not in given:  # a default that another setting's value now excludes
+                raise SettingsError(exc.variable, exc.value, f"its default is {exc.problem}", exc.accepted) from None
+            raise SettingsError(exc.variable, given[exc.variable], exc.problem, exc.accepted) from None
 
     def __post_init__(self) -> None:
         for spec in fields(self):
             value = getattr(self, spec.name)
             if not spec.metadata["check"](value, self):
-                shown = "" if spec.metadata["secret"] else f"={value!r}"  # never a key
-                raise SettingsError(f"{spec.metadata['var']}{shown} is out of range ({spec.metadata['hint']})")
+                shown = None if spec.metadata["secret"] else str(value)  # never a key
+                raise SettingsError(spec.metadata["var"], shown, OUT_OF_RANGE, spec.metadata["hint"])
 
 
 # Field name -> (environment variable, parser): a view of the declarations above, for tests and docs checks.

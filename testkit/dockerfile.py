@@ -18,7 +18,9 @@ from testkit import ROOT
 
 DOCKERFILE = ROOT / "Dockerfile"
 REQUIREMENTS = ROOT / "requirements.txt"
-GUNICORN_CMD = ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
+# The images' command: the documented `gunicorn -c gunicorn.conf.py wsgi:app` behind clipsvc.server.start, which checks
+# the settings first (gunicorn reads WEB_CONCURRENCY before its config) and then execs gunicorn in its place.
+GUNICORN_CMD = ["python", "-m", "clipsvc.server.start", "-c", "gunicorn.conf.py", "wsgi:app"]
 # What gunicorn needs at run time, relative to WORKDIR: the config, the entry point and the package.
 APP_FILES = ["clipsvc", "wsgi.py", "gunicorn.conf.py"]
 # Settings variables the image does not set to the code's default: computed from the cores, or Docker-only.

@@ -1,9 +1,13 @@
 """POST /syte_test/clip through the Flask test client, with the tiny stand-in model."""
 
+import logging
+import uuid
+
 import numpy as np
 import pytest
 from conftest import image_bytes, post_clip
 
+from clipsvc.server.request_id import REPLACED_HEADER
 from testkit.responses import assert_error
 
 SEED_TEXT = "Man staring at the moon, moon is made of mechanical parts"
@@ -156,11 +160,45 @@ def test_thousands_of_fields_are_refused_cheaply(client):
     assert_error(post_clip(client, fields), 413, "form_too_large")
 
 
-@pytest.mark.parametrize("value", ["a" * 10_000, "bad value", "<script>", "1;DROP"])
-def test_unsafe_request_ids_are_refused_not_echoed(client, value):
+# (the client's request_id, what the log keeps of it as original_request_id: escaped, and cut at 64 characters)
+REPLACED_IDS = [
+    ("a" * 10_000, "a" * 64 + "... (10000 characters)"),
+    ("bad value", "bad value"),
+    ("<script>", "<script>"),
+    ("1;DROP", "1;DROP"),
+    ("x\ty", "x\\ty"),
+    ("\x1b[31mred", "\\x1b[31mred"),
+    ("caf\u00e9", "caf\\xe9"),
+    ("back\\slash", "back\\\\slash"),
+    ("", ""),
+]
+
+
+@pytest.mark.parametrize("value, logged", REPLACED_IDS)
+def test_unusable_request_ids_are_replaced_served_and_logged_escaped(client, caplog, value, logged):
+    caplog.set_level(logging.INFO, logger="clipsvc.request")
     response = post_clip(client, {"text-1": "a"}, {"request_id": value})
-    assert_error(response, 400, "invalid_request_id", "request_id")
-    assert response.headers["request_id"] != value
+    assert response.status_code == 200 and "text_1_vector" in response.json
+    new_id = response.headers["request_id"]
+    assert new_id != value and response.headers["X-Request-ID"] == new_id
+    assert response.headers[REPLACED_HEADER] == "true"
+    (line,) = [record for record in caplog.records if record.name == "clipsvc.request"]
+    assert (line.request_id, line.original_request_id) == (new_id, logged)
+
+
+@pytest.mark.parametrize("headers, echoed", [
+    ({"request_id": "order-42"}, "order-42"),
+    ({"X-Request-ID": "order:42_a.b"}, "order:42_a.b"),
+    ({}, None),  # a new UUID4
+])
+def test_usable_or_absent_request_ids_are_not_called_replaced(client, caplog, headers, echoed):
+    caplog.set_level(logging.INFO, logger="clipsvc.request")
+    response = post_clip(client, {"text-1": "a"}, headers)
+    assert REPLACED_HEADER not in response.headers
+    request_id = response.headers["request_id"]
+    assert request_id == (echoed or str(uuid.UUID(request_id, version=4)))
+    (line,) = [record for record in caplog.records if record.name == "clipsvc.request"]
+    assert not hasattr(line, "original_request_id")
 
 
 @pytest.mark.parametrize("method", ["get", "put", "delete"])

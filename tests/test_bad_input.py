@@ -2,12 +2,14 @@
 
 import io
 import resource
+import uuid
 
 import numpy as np
 import pytest
 from conftest import image_bytes, post_clip
 from PIL import Image
 
+from clipsvc.server.request_id import REPLACED_HEADER
 from testkit.images import png_header_only
 
 
@@ -95,9 +97,12 @@ def test_request_level_cases(client, name, request_kwargs, status, code):
 
 
 @pytest.mark.parametrize("value", ["a" * 10_000, "a b", "x\ty", "<script>alert(1)</script>", "ü"])
-def test_request_ids_that_are_refused_and_never_reflected(client, value):
+def test_request_ids_that_are_replaced_and_never_reflected(client, value):
+    """An id the service cannot echo gets a new one, and the request is served, as a proxy's router would."""
     response = post_clip(client, {"text-1": "a"}, {"request_id": value})
-    assert response.status_code == 400 and response.json["error"]["code"] == "invalid_request_id"
+    assert response.status_code == 200 and "text_1_vector" in response.json
+    assert response.headers[REPLACED_HEADER] == "true"
+    assert str(uuid.UUID(response.headers["request_id"])) == response.headers["request_id"]
     assert value not in response.headers["request_id"] and value not in response.get_data(as_text=True)
 
 

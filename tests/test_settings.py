@@ -8,6 +8,8 @@ from clipsvc.encoder.loading import IMAGE_BATCH
 from clipsvc.encoder.precision import MIN_COSINE
 from clipsvc.settings import ENV_VARS, Settings, SettingsError, markdown_table, shown_default
 
+ENV_HINTS = {spec.metadata["var"]: spec.metadata["hint"] for spec in fields(Settings)}
+
 
 def test_every_field_has_a_variable_a_hint_and_a_meaning():
     assert set(ENV_VARS) == {f.name for f in fields(Settings)}
@@ -81,6 +83,9 @@ def test_threads_default_to_cores_divided_by_workers(monkeypatch):
     ({"CLIP_API_KEYS": "sixteen-chars-\u00e9k"}, "CLIP_API_KEYS"),
     ({"CLIP_API_KEYS": ",,"}, "CLIP_API_KEYS"),
     ({"CLIP_API_KEYS_FILE": "/nonexistent/clipsvc-keys"}, "CLIP_API_KEYS_FILE"),
+    ({"CLIP_TRUSTED_PROXIES": "proxy.internal"}, "CLIP_TRUSTED_PROXIES"),
+    ({"CLIP_TRUSTED_PROXIES": "10.0.0.7/8"}, "CLIP_TRUSTED_PROXIES"),
+    ({"CLIP_TRUSTED_PROXIES": "10.0.0.0/33"}, "CLIP_TRUSTED_PROXIES"),
 ])
 def test_bad_values_are_refused_naming_the_variable(env, named):
     with pytest.raises(SettingsError, match=named):
@@ -91,6 +96,36 @@ def test_fetch_allow_list_is_split_and_normalised():
     settings = Settings.from_env({"CLIP_FETCH_ALLOW_HOSTS": " Images.Example.com., *.cdn.example.com:8443  10.0.0.7"})
     assert settings.fetch_allow_hosts == ("images.example.com", "*.cdn.example.com:8443", "10.0.0.7")
     assert Settings().fetch_allow_hosts == ()
+
+
+# (environment, the refusal's fields: variable, value as given (None: a secret), problem, accepted)
+REFUSALS = [
+    ({"PORT": "eighty"}, ("PORT", "eighty", "expected a whole number", "1-65535")),
+    ({"PORT": " 99999 "}, ("PORT", "99999", "out of range", "1-65535")),
+    ({"CLIP_DEVICE": "TPU"}, ("CLIP_DEVICE", "TPU", "out of range", "auto, cpu, cuda or cuda:N")),
+    ({"CLIP_MAX_REQUEST_MB": "1"}, ("CLIP_MAX_IMAGE_MB", "20", "its default is out of range",
+                                    "greater than 0 and at most CLIP_MAX_REQUEST_MB")),
+    ({"CLIP_TRUSTED_PROXIES": "10.0.0.7/8"}, ("CLIP_TRUSTED_PROXIES", "10.0.0.7/8", "10.0.0.7/8 has host bits set",
+                                              ENV_HINTS["CLIP_TRUSTED_PROXIES"])),
+    ({"CLIP_API_KEYS": "short"}, ("CLIP_API_KEYS", None, "out of range", ENV_HINTS["CLIP_API_KEYS"])),
+    ({"CLIP_API_KEYS": ",,"}, ("CLIP_API_KEYS", None, "it holds no key", ENV_HINTS["CLIP_API_KEYS"])),
+]
+
+
+@pytest.mark.parametrize("env, refusal", REFUSALS)
+def test_a_refusal_carries_its_parts_for_the_log_line(env, refusal):
+    """clipsvc.server.logs.refuse_configuration logs these as fields; the message says the same in a sentence."""
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_env(env)
+    error = caught.value
+    assert (error.variable, error.value, error.problem, error.accepted) == refusal
+    assert str(error).startswith(error.variable) and error.accepted in str(error)
+
+
+def test_trusted_proxies_are_normalised_networks():
+    settings = Settings.from_env({"CLIP_TRUSTED_PROXIES": " 10.0.0.0/8, 192.168.1.7  ::1,10.0.0.0/8"})
+    assert settings.trusted_proxies == ("10.0.0.0/8", "192.168.1.7/32", "::1/128")
+    assert Settings().trusted_proxies == ()
 
 
 def test_blank_values_mean_default():

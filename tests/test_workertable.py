@@ -104,12 +104,53 @@ def test_a_worker_joins_the_table_only_once_its_model_has_loaded(model_dir, monk
     loaded = SimpleNamespace(info=SimpleNamespace(as_dict=dict))
     monkeypatch.setattr(lifecycle, "load_worker_encoder", lambda settings: order.append("model loaded") or loaded)
     monkeypatch.setattr(config["gunicorn_errors"], "install", lambda: None)
+    monkeypatch.setattr(config["native_stderr"], "capture", lambda: None)  # this process's stderr stays as it is
     worker = SimpleNamespace(configure=lambda *args: order.append("joined the table"),
                              log=SimpleNamespace(info=lambda *args, **kwargs: None))
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)}
     try:
-        config["post_fork"](SimpleNamespace(), worker)
+        config["post_fork"](SimpleNamespace(num_workers=1), worker)
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
     assert order == ["model loaded", "joined the table"]
+
+
+def test_loaded_counts_the_live_workers_that_have_loaded():
+    table = WorkerTable(slots=4)
+    table.requests(1, 0)  # in the table (ClipWorker.configure), its model_loaded line not yet written
+    assert table.loaded(2) == 1
+    assert table.loaded(1) == 2
+    table.remove(2)  # exited: the master freed its row
+    assert table.loaded(3) == 2
+
+
+def test_the_ready_line_comes_once_when_every_worker_has_loaded(monkeypatch, caplog):
+    """Not before the last worker has loaded, and not again when a replacement loads (lifecycle.announce_ready)."""
+    import logging
+    import time
+    from types import SimpleNamespace
+
+    from clipsvc.server import lifecycle
+
+    table, other = WorkerTable(slots=8), os.getpid() + 1
+    monkeypatch.setattr(lifecycle, "_workers", table)
+    monkeypatch.setattr(lifecycle, "_ready", multiprocessing.Value("b", 0))
+    monkeypatch.setattr(lifecycle, "_started", time.monotonic() - 3)
+    encoder = SimpleNamespace(info=SimpleNamespace(model_name="clip-tiny", device="cpu", precision="fp32"))
+    caplog.set_level(logging.INFO, logger=lifecycle.__name__)
+
+    def ready_lines() -> list[logging.LogRecord]:
+        return [record for record in caplog.records if getattr(record, "event", None) == "ready"]
+
+    lifecycle.announce_ready(encoder, workers=2)  # this worker alone
+    assert ready_lines() == []
+    table.loaded(other)
+    lifecycle.announce_ready(encoder, workers=2)
+    (ready,) = ready_lines()
+    assert (ready.workers, ready.model, ready.device, ready.precision) == (2, "clip-tiny", "cpu", "fp32")
+    assert 3 <= ready.seconds_since_start < 60
+    table.remove(other)  # killed, and its replacement loads
+    table.loaded(other + 1)
+    lifecycle.announce_ready(encoder, workers=2)
+    assert len(ready_lines()) == 1

@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .logs import JsonFormatter, JsonHandler
+from .logs import write_now
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +150,7 @@ def _stop(broken: list[Mismatch]) -> NoReturn:
         f"start-up stopped (see {ON_MISMATCH})"), None, None)
     record.__dict__.update(event="gunicorn_contract_broken", **first.as_dict(version),
                            other_members=[m.member.label for m in broken[1:]])
-    handler = JsonHandler()
-    handler.setFormatter(JsonFormatter())
-    handler.handle(record)
+    write_now(record)
     raise SystemExit(1)
 
 

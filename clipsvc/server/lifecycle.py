@@ -1,4 +1,5 @@
-"""Start-up in gunicorn's two places: the master checks (and unzips) the model, each worker loads it."""
+"""Start-up in gunicorn's two places: the master checks (and unzips) the model, each worker loads it, and the worker
+that completes the set says the server is ready (gunicorn's own hooks show only the master's side)."""
 
 from __future__ import annotations
 
@@ -36,15 +37,25 @@ _boot_failed = None
 # The metrics directory the master made for itself (and removes at exit); None when the operator chose one.
 _own_metrics_dir: Path | None = None
 # Shared between the master and its workers: each worker's requests in hand and forward pass, which torch's
-# threads and the accepting of new connections follow.
+# threads and the accepting of new connections follow, and whether it has loaded its model.
 _workers: WorkerTable | None = None
+# When the master started (on_starting), and, shared, whether the server's `ready` line has been logged.
+_started: float | None = None
+_ready = None
+
+
+def server_starting() -> None:
+    """In the master, first thing: the time the `ready` line counts from."""
+    global _started
+    _started = time.monotonic()
 
 
 def prepare_model(settings: Settings) -> Path:
     """In the master, before forking: find the model, unzip it if needed, check its files."""
-    global _model_dir, _boot_failed, _workers
+    global _model_dir, _boot_failed, _workers, _ready
     _model_dir = resolve_model_dir(settings.model_dir, settings.model_cache_dir)
     _boot_failed = multiprocessing.Value("b", 0)
+    _ready = multiprocessing.Value("b", 0)
     _workers = WorkerTable(slots=2 * settings.workers + 8)  # room for replacements booting beside dying workers
     return _model_dir
 
@@ -121,6 +132,26 @@ def _import_encoder() -> type[ClipEncoder]:
     library.setLevel(level)
     library.propagate = propagate
     return ClipEncoder
+
+
+def announce_ready(encoder: ClipEncoder, workers: int) -> None:
+    """In a worker, once its `model_loaded` line is written: it counts as loaded, and the worker that finds all
+    `workers` loaded logs the server's one `ready` line. Once per server start: not again when a recycled, killed or
+    timed-out worker is replaced (its own `model_loaded` line says it is back), nor after a reload (SIGHUP).
+
+    gunicorn's "Listening at" line comes before any worker has forked, and its hooks never tell the master that a
+    worker has loaded; the table the workers share with the master does."""
+    if _workers is None or _ready is None or _started is None:  # not started by the master's on_starting
+        return
+    loaded = _workers.loaded(os.getpid())
+    with _ready.get_lock():
+        if _ready.value or loaded < workers:
+            return
+        _ready.value = 1
+    info = encoder.info
+    log.info("ready: every worker has loaded the model", extra={
+        "event": "ready", "workers": workers, "model": info.model_name, "device": info.device,
+        "precision": info.precision, "seconds_since_start": round(time.monotonic() - _started, 2)})
 
 
 def worker_table() -> WorkerTable | None:

@@ -1,4 +1,4 @@
-"""JSON-lines logging shared by gunicorn and the app, and the one log line per request."""
+"""JSON-lines logging shared by gunicorn and the app, the one log line per request, and start-up refusals."""
 
 from __future__ import annotations
 
@@ -6,14 +6,18 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass
+from typing import NoReturn
 
 from flask import Flask, Response, g, has_request_context, request
 
+from ..settings import SettingsError
 from . import native_stderr
-from .request_id import HEADER_NAMES, choose_request_id, new_request_id
+from .client_address import FORWARDED_FOR, TrustedProxies
+from .request_id import HEADER_NAMES, REPLACED_HEADER, choose_request_id, escaped, new_request_id
 
 # Attributes every LogRecord has; anything else on a record came in through `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -86,6 +90,25 @@ class JsonHandler(logging.Handler):
             super().handleError(record)
 
 
+def write_now(record: logging.LogRecord) -> None:
+    """`record` as one JSON line on the real stderr, whatever logging is configured: for refusals that stop start-up
+    before gunicorn has set up logging (its config file, the worker class's import)."""
+    handler = JsonHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.handle(record)
+
+
+def refuse_configuration(exc: SettingsError) -> NoReturn:
+    """Stop start-up on a bad setting: one JSON line naming the variable, the value (never a secret's), the problem
+    and what is accepted, then exit status 78 (sysexits' EX_CONFIG: systemd shows it as "CONFIG")."""
+    record = logging.LogRecord("clipsvc.settings", logging.ERROR, __file__, 0, "bad configuration: %s", (exc,), None)
+    fields = {"event": "bad_configuration", "variable": exc.variable, "value": exc.value, "problem": exc.problem,
+              "accepted": exc.accepted}
+    record.__dict__.update({key: value for key, value in fields.items() if value is not None})
+    write_now(record)
+    sys.exit(os.EX_CONFIG)
+
+
 def logging_config(level: str = "info") -> dict:
     """A dictConfig for gunicorn's `logconfig_dict`: every logger writes JSON lines to the real stderr, and
     libraries' records are capped at warning (CapThirdPartyLevel)."""
@@ -113,6 +136,11 @@ def note_items(images: int, texts: int) -> None:
     g.texts = g.get("texts", 0) + texts
 
 
+def note_error(code: str) -> None:
+    """Record the `error.code` this request is answered with (clipsvc.web.errors), for its log line."""
+    g.error_code = code
+
+
 @dataclass
 class Counters:
     """Running totals of this worker, logged with each request (the user's 'counters in the logs')."""
@@ -124,10 +152,12 @@ class Counters:
 
 
 class RequestLog:
-    """Assigns the request id, echoes it in the response, and logs one line per request."""
+    """Assigns the request id, echoes it in the response, and logs one line per request: who asked (`client`), what
+    (method, path, items), the answer (status; `error_code` on an error) and the worker's running totals."""
 
-    def __init__(self, app: Flask | None = None):
+    def __init__(self, app: Flask | None = None, proxies: TrustedProxies | None = None):
         self.counters = Counters()
+        self.proxies = proxies or TrustedProxies()
         self._lock = threading.Lock()  # gthread workers serve several requests at once
         if app is not None:
             self.init_app(app)
@@ -139,14 +169,15 @@ class RequestLog:
     def _start(self) -> None:
         g.started = time.perf_counter()
         g.images = g.texts = 0
-        g.request_id, problem = choose_request_id(request.headers)
-        if problem is not None:
-            raise problem
+        g.request_id, g.original_request_id = choose_request_id(request.headers)
 
     def _finish(self, response: Response) -> Response:
         request_id = g.get("request_id") or new_request_id()
         for name in HEADER_NAMES:
             response.headers[name] = request_id
+        original = g.get("original_request_id")
+        if original is not None:
+            response.headers[REPLACED_HEADER] = "true"
         with self._lock:
             counters = self.counters
             counters.requests += 1
@@ -154,13 +185,18 @@ class RequestLog:
             counters.texts += g.get("texts", 0)
             counters.errors += response.status_code >= 400
             snapshot = asdict(counters)
+        replaced = {} if original is None else {"original_request_id": escaped(original)}
+        failed = {"error_code": g.get("error_code")} if response.status_code >= 400 else {}
         request_log.info(
             "request",
             extra={
                 "request_id": request_id,
+                **replaced,
+                "client": self.proxies.client(request.remote_addr, request.headers.get(FORWARDED_FOR)),
                 "method": request.method,
                 "path": request.path,
                 "status": response.status_code,
+                **failed,
                 "duration_ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 2),
                 "images": g.get("images", 0),
                 "texts": g.get("texts", 0),

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import multiprocessing
 
-_PID, _REQUESTS, _COMPUTING, _FIELDS = 0, 1, 2, 3
+_PID, _REQUESTS, _COMPUTING, _LOADED, _FIELDS = 0, 1, 2, 3, 4
 
 
 class WorkerTable:
-    """One row per worker process: its pid, its requests in hand, and whether it is in a forward pass."""
+    """One row per worker process: its pid, its requests in hand, whether it is in a forward pass, and whether it has
+    loaded its model (for the server's one `ready` line, clipsvc.server.lifecycle.announce_ready)."""
 
     def __init__(self, slots: int):
         self._rows = multiprocessing.Array("q", slots * _FIELDS)  # zeros: free rows; carries its own lock
@@ -55,6 +56,16 @@ class WorkerTable:
     def computing(self, pid: int, flag: bool) -> int:
         """`pid` starts (True) or ends a forward pass; returns the busy workers, `pid` included."""
         return self._update(pid, _COMPUTING, int(flag))
+
+    def loaded(self, pid: int) -> int:
+        """`pid` has loaded its model; returns how many live workers have, `pid` included (the master frees an exited
+        worker's row, so a worker that died after loading no longer counts)."""
+        with self._rows.get_lock():
+            rows = self._rows.get_obj()
+            start = self._row(rows, pid)
+            if start is not None:
+                rows[start + _LOADED] = 1
+            return sum(rows[start + _LOADED] for start in range(0, len(rows), _FIELDS) if rows[start + _PID])
 
     def remove(self, pid: int) -> None:
         """A worker has exited (in the master): its row is free again, whatever it was doing when it died."""

@@ -7,10 +7,12 @@ from flask import Flask, Request
 from ..encoder.model import ClipEncoder
 from ..parsing.form import FormParser
 from ..server import lifecycle, metrics
+from ..server.client_address import TrustedProxies
 from ..server.logs import RequestLog
 from ..settings import MAX_FORM_MEMORY_BYTES, Settings
 from . import bentoml, clip, context, demo, docs, health, jina, openai, truss
 from .auth import ApiKeys
+from .cors import Cors
 from .errors import register_error_handlers
 from .serialize import VectorJSON
 
@@ -38,8 +40,9 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     app.json.sort_keys = False  # keep vectors and scores grouped by id, in request order
     encoder = encoder if encoder is not None else lifecycle.current_encoder()
     context.init_app(app, settings, encoder)
-    RequestLog(app)
+    RequestLog(app, TrustedProxies(settings.trusted_proxies))
     metrics.Metrics().init_app(app, encoder)
+    Cors(settings).init_app(app)  # before the key check: a preflight carries no key
     ApiKeys(settings).init_app(app)
     register_error_handlers(app)
     # The whole surface: one blueprint per API the service speaks, then the probes, pages and metrics.

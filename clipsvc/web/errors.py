@@ -9,6 +9,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..encoder.batching import BatchTimeout, WorkerAborted
 from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
+from ..server.logs import note_error
 from ..settings import env_var
 from . import truss
 from .openai import speaks_openai
@@ -47,6 +48,7 @@ def _json_response(exc: HTTPException) -> Response:
         code, message, field = exc.error.id, exc.description, exc.field
     else:
         (code, message), field = _describe(exc), None
+    note_error(code)  # the request's log line names the code, so an operator sees why the client failed
     response = exc.get_response()  # keeps status and headers such as Allow
     other_api = request.blueprint == truss.bp.name
     shape = openai_error_body if speaks_openai(request.path, other_api) else error_body  # OpenAI's SDKs parse it

@@ -37,6 +37,7 @@ def meta() -> dict:
         "max_text_tokens": info.max_text_tokens,
         "device": info.device,
         "dtype": info.dtype,
+        "request_threads": settings.request_threads,
         "torch_threads": info.threads,
         "torch_threads_follow_load": info.dynamic_threads,
         "packed_weights": info.packed_weights,

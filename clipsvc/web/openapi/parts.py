@@ -7,7 +7,7 @@ import re
 from collections.abc import Mapping
 
 from ...errors import COMMON, Code, error_body
-from ...server.request_id import HEADER_NAMES
+from ...server.request_id import HEADER_NAMES, REPLACED_HEADER
 from ..pages import TYPES
 
 # The codes each view declared (web.context.answers), by its Flask endpoint ("bentoml.encode"): what the
@@ -38,7 +38,7 @@ def ok(description: str, content: dict) -> dict:
 
 
 def response_headers() -> dict:
-    return {name: ref(name, "headers") for name in HEADER_NAMES}
+    return {name: ref(name, "headers") for name in (*HEADER_NAMES, REPLACED_HEADER)}
 
 
 def error_responses(codes: tuple[Code, ...], shape: dict | None = None, example=None) -> dict:

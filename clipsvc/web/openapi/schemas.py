@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ...errors import Code
 from ...parsing.options import ENCODINGS
-from ...server.request_id import HEADER_NAMES
+from ...server.request_id import HEADER_NAMES, REPLACED_HEADER
 from ...server.request_id import PATTERN as REQUEST_ID_PATTERN
 from ...settings import Settings
 from .parts import ref
@@ -30,11 +30,18 @@ def components(settings: Settings) -> dict:
             **{name: {"name": name, "in": "header", "required": False,
                       "description": "The request's id, echoed in the response's request_id and X-Request-ID "
                                      "headers and in every log line; without one the service assigns a UUID4. "
-                                     "request_id wins when both are sent.",
+                                     "request_id wins when both are sent. One that does not match RequestId is "
+                                     f"replaced by a new UUID4 (the response says {REPLACED_HEADER}: true) and the "
+                                     "request is served.",
                       "schema": ref("RequestId")} for name in HEADER_NAMES},
         },
-        "headers": {name: {"description": "The request's id (the client's when valid, else a new UUID4)",
-                           "required": True, "schema": {"type": "string"}} for name in HEADER_NAMES},
+        "headers": {
+            **{name: {"description": "The request's id (the client's when valid, else a new UUID4)",
+                      "required": True, "schema": {"type": "string"}} for name in HEADER_NAMES},
+            REPLACED_HEADER: {"description": "Sent only when the client's request id did not match RequestId and was "
+                                             "replaced (the log keeps it, escaped, as original_request_id)",
+                              "required": False, "schema": {"type": "string", "const": "true"}},
+        },
     }
 
 

@@ -37,7 +37,11 @@ def components(settings: Settings) -> dict:
     integer, string = {"type": "integer"}, {"type": "string"}
     limits = {name: {"type": kind} for name, kind in LIMIT_TYPES.items()}
     fields = {"model": string, "model_path": string, "embedding_dim": integer, "image_size": integer,
-              "max_text_tokens": integer, "device": string, "dtype": string, "torch_threads": integer,
+              "max_text_tokens": integer, "device": string, "dtype": string,
+              "request_threads": {"type": "integer", "description": "CLIP_THREADS: connections each worker serves "
+                                  "at once (reading, decoding, preprocessing)"},
+              "torch_threads": {"type": "integer", "description": "threads of one forward pass (CLIP_TORCH_THREADS, or "
+                                "the most when they follow the load)"},
               "torch_threads_follow_load": {"type": "boolean"}, "packed_weights": {"type": "boolean"},
               "precision": {"type": "string", "enum": ["fp32", "bf16", "fp16", "int8"]},
               "precision_cosine": {"type": ["number", "null"], "description": "the accuracy guard's worst cosine "
