@@ -15,8 +15,10 @@ GPU_IMAGE ?= clipsvc-gpu
 # Options for scripts/docker-check: --build-arg NAME=VALUE (the Dockerfile's), --wheels DIR, --network host, ...
 # e.g. DOCKER_CHECK_ARGS="--wheels /opt/wheels --network host" where the PyTorch index is out of reach.
 DOCKER_CHECK_ARGS ?=
+# What `make test-all` sets, as .ci/run does: these tests fail rather than skip when their tool is missing.
+REQUIRED := CLIPSVC_REQUIRE_NEWMAN=1 CLIPSVC_REQUIRE_CLIP_CLIENT=1 CLIPSVC_REQUIRE_BROWSER=1
 
-.PHONY: venv run test bench standin lint docker docker-gpu docker-check
+.PHONY: venv run test test-all bench standin lint docker docker-gpu docker-check
 
 # A virtualenv with the runtime and test dependencies (requirements-dev.txt includes requirements.txt).
 venv:
@@ -30,6 +32,15 @@ run:
 # The README's test command, as CI's .ci/run runs it.
 test:
 	. $(BIN)/activate && ruff check . && python -m pytest
+
+# The whole suite as .ci/run runs it, the tests that otherwise skip required: newman from package-lock.json (needs
+# node and npm), clip-as-service's client in its own environment, the browser test (needs chromium and chromedriver
+# installed). After `make venv` (or the README's test command). The Docker image check still skips without an engine.
+test-all:
+	npm ci --include=dev --no-audit --no-fund
+	$(PYTHON) -m venv .venv-clip-client
+	.venv-clip-client/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-clip-client.txt
+	. $(BIN)/activate && export $(REQUIRED) && ruff check . && python -m pytest
 
 # The service against transformers alone on a ViT-B/32 stand-in; BENCH_ARGS for more (bench/perf.py --help).
 bench:

@@ -1,6 +1,6 @@
 """Search your images by text: index them in a vector database through clipsvc's OpenAI-compatible API.
 
-    pip install openai qdrant-client
+    pip install -r requirements-examples.txt     # openai and qdrant-client, at the tested versions
     python examples/image_search.py --url http://localhost:8081/v1 photos/*.jpg --query "a dog on a beach"
 
 The embedder is the plain `openai` SDK pointed at clipsvc (`base_url`), as LangChain, LlamaIndex or a vector

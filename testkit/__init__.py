@@ -7,7 +7,7 @@
 - faults: bounded waits, client load threads and reported figures for the fault tests
 - images: encoded test pictures (and a PNG header that claims a huge size)
 - responses: the checks on our error shape many test files make
-- readme: the README's examples, taken from their section and run as written
+- readme: the guides' examples (README.md, docs/), taken from their section and run as written
 - models: model directories in the shapes operators mount them (zipped)
 - dockerfile, dockerignore: small readers of the Dockerfile and .dockerignore
 - kustomize, deploy: a small kustomize and the repo's deployment files read through it

@@ -1,6 +1,6 @@
 """Optional API keys (CLIP_API_KEYS, CLIP_API_KEYS_FILE; clipsvc.web.auth): a table of requests against an app with
 keys, the routes that stay open, the 401's shapes, constant-time comparison, and a real gunicorn with keys that the
-openai SDK and the README's curl line reach, whose log never holds a key."""
+openai SDK and docs/api.md's curl line reach, whose log never holds a key."""
 
 from __future__ import annotations
 
@@ -168,8 +168,8 @@ def test_the_openai_sdk_with_a_wrong_key_gets_an_authentication_error(keyed_serv
     assert caught.value.status_code == 401 and caught.value.code == "unauthorized"
 
 
-def test_the_readmes_curl_line_works_verbatim(keyed_server):
-    (line,) = [line for line in (ROOT / "README.md").read_text().splitlines()
+def test_the_guides_curl_line_works_verbatim(keyed_server):
+    (line,) = [line for line in (ROOT / "docs" / "api.md").read_text().splitlines()
                if line.startswith("curl ") and '"Authorization: Bearer $KEY"' in line]
     line = line.replace("http://127.0.0.1:8081", keyed_server.url)
     for key, vectors in [(KEY, True), (WRONG, False)]:

@@ -128,3 +128,21 @@ def test_items_of_other_types_are_refused_locally():
     with pytest.raises(TypeError, match="pathlib.Path"):
         as_json_item(3.5)
     assert as_json_item(Path(__file__))["img_blob"]
+
+
+def test_requirements_client_pins_every_import_of_the_client():
+    import ast
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    names = set()
+    for path in (root / "clipsvc" / "client").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                names |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names.add(node.module.split(".")[0])
+    third_party = {n for n in names if n not in sys.stdlib_module_names and n != "__future__"}
+    pinned = {line.split("==")[0] for line in (root / "requirements-client.txt").read_text().splitlines()
+              if line and not line.startswith("#")}
+    assert third_party == pinned == {"requests", "numpy", "tqdm", "pyarrow"}

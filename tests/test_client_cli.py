@@ -148,3 +148,20 @@ def test_texts_are_embedded_with_their_captions(served, tmp_path):
 def test_the_console_script_name_is_declared():
     assert 'clipsvc-client = "clipsvc.client.cli:main"' in (ROOT / "pyproject.toml").read_text()
     assert os.access(ROOT / "clipsvc" / "client" / "__main__.py", os.R_OK)
+
+
+def test_the_readmes_commands_run_as_written(served, tmp_path):
+    """README's "Index a folder of photos": its two commands verbatim, against the test server."""
+    from testkit.readme import README, run_bash, section_blocks
+
+    [block] = [b for b in section_blocks("## Index a folder of photos", README) if b.language == "bash"]
+    photos = tmp_path / "photos" / "2024"
+    photos.mkdir(parents=True)
+    for i, color in enumerate([(220, 20, 20), (20, 220, 20), (20, 20, 220), (200, 200, 0)]):
+        (photos / f"p{i}.jpg").write_bytes(image_bytes("JPEG", (48, 32), color=color))
+    (photos / "notes.txt").write_text("not a photo")
+    done = run_bash(block.code, served.url, cwd=tmp_path, env={"PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "embedded 4 of 5" in done.stdout and "unsupported_image: 1" in done.stdout, done.stdout
+    ranked = [line for line in done.stdout.splitlines() if line[:3] in ("1. ", "2. ", "3. ")]
+    assert len(ranked) == 3 and all("photos/2024/p" in line for line in ranked)

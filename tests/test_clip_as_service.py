@@ -20,7 +20,7 @@ from conftest import image_bytes
 
 from clipsvc.settings import Settings
 from clipsvc.web.app import create_app
-from testkit.readme import ADDRESS, code_blocks, run_bash
+from testkit.readme import ADDRESS, API, code_blocks, run_bash
 from testkit.responses import assert_error
 
 PNG = image_bytes("PNG", (32, 24))
@@ -113,19 +113,19 @@ def test_metrics_label_post_by_route(served):
     assert any('"/post"' in line for line in metrics.splitlines() if line.startswith("clipsvc_")), metrics[:2000]
 
 
-# --- The README's section, run as written (against the test server's address) -----------------------------
+# --- docs/api.md's section, run as written (against the test server's address) ----------------------------
 
 SECTION = "### clip-as-service: `POST /post`"
 
 
-def test_the_readmes_curl_example_runs(served):
-    (code,) = [block for block in code_blocks(SECTION, "bash") if "curl" in block]
+def test_the_guides_curl_example_runs(served):
+    (code,) = [block for block in code_blocks(SECTION, "bash", API) if "curl" in block]
     body = json.loads(run_bash(code, served.url).stdout)
     assert [len(d["embedding"]) > 0 for d in body["data"]] == [True, True]
 
 
 ROOT = Path(__file__).resolve().parent.parent
-# The client's own environment, as .ci/run makes it (README: clip-as-service), or another named by the variable.
+# The client's own environment, as .ci/run makes it (docs/api.md: clip-as-service), or another named by the variable.
 CLIENT = os.environ.get("CLIP_CLIENT_PYTHON") or str(ROOT / ".venv-clip-client" / "bin" / "python")
 
 
@@ -141,7 +141,7 @@ def client_python() -> str:
 
 
 def test_the_real_clip_client_encodes_and_ranks_as_encode_and_rank(client_python, served, tmp_path):
-    (code,) = code_blocks(SECTION, "python")
+    (code,) = code_blocks(SECTION, "python", API)
     (tmp_path / "apple.png").write_bytes(PNG)
     script = code.replace(ADDRESS, served.url) + (
         "\nimport json\nprint(json.dumps({'encoded': r.tolist(), 'texts': ranked['@m', 'text'], "

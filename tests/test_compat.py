@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import image_bytes
 
-from testkit.readme import code_blocks, run_bash
+from testkit.readme import API, code_blocks, run_bash
 from testkit.responses import assert_error
 
 JPEG, PNG = image_bytes("JPEG", (96, 64)), image_bytes("PNG", (40, 30), color=(20, 90, 200))
@@ -134,16 +134,16 @@ def test_the_new_routes_are_counted_by_route(client):
     assert 'endpoint="/vectorize"' in text and 'endpoint="/model_versions/<version>/predict"' in text
 
 
-# --- The README's examples, run as written against real gunicorn -----------------------------------------------
+# --- docs/api.md's examples, run as written against real gunicorn ----------------------------------------------
 
 @pytest.mark.parametrize("heading, keys", [
     ("### BentoML's image vectorizer", ["vector"]),
     ("### The CLIP Truss", LABELS),
 ])
-def test_the_readmes_examples_run(served, tmp_path, heading, keys):
+def test_the_guides_examples_run(served, tmp_path, heading, keys):
     for name in ("image.jpg", "cat.jpg"):
         (tmp_path / name).write_bytes(JPEG)
-    (code,) = code_blocks(heading, "bash")
+    (code,) = code_blocks(heading, "bash", API)
     done = run_bash(code, served.url, tmp_path)
     assert list(json.loads(done.stdout)) == keys, done.stdout[:300]
 

@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "clipsvc"
 # Lower layers never import higher ones. parsing and the encoder share a layer and never import each other:
 # data meets the model only in web (scoring). The standin shim sits above all; the package's __init__ holds only
 # __version__, which every layer may read.
-LAYERS = {"settings": 0, "errors": 1, "parsing": 2, "encoder": 2, "server": 3, "web": 4}
+LAYERS = {"settings": 0, "settings_docs": 1, "errors": 1, "parsing": 2, "encoder": 2, "server": 3, "web": 4}
 # Third-party packages a layer must not touch: parsing is pure, the encoder knows nothing of HTTP.
 FORBIDDEN = {"parsing": {"flask", "torch", "transformers"}, "encoder": {"flask", "werkzeug", "gunicorn"},
              "settings": {"flask", "werkzeug", "torch"}, "errors": {"flask", "torch"},

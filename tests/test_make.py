@@ -65,3 +65,19 @@ def test_image_names_agree_across_makefile_compose_and_kubernetes():
     assert app_container("cpu")["image"].split(":")[0] == compose()["services"]["clipsvc"]["image"]
     assert app_container("gpu")["image"].split(":")[0] == compose()["services"]["clipsvc-gpu"]["image"]
 
+
+
+def test_make_test_all_installs_the_optional_tools_and_requires_their_tests_as_ci_does():
+    """`make test-all`, which the README offers for the tests that skip: newman from the lock file, clip-as-service's
+    client in its own environment, then the README's test command with every CLIPSVC_REQUIRE_* that .ci/run sets."""
+    lines = make_dry_run("test-all").strip().splitlines()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert lines[0] in ci  # npm ci, exactly as CI runs it
+    assert "-m venv .venv-clip-client" in lines[1]
+    assert lines[2] == (".venv-clip-client/bin/python -m pip install --quiet --disable-pip-version-check "
+                        "-r requirements-clip-client.txt") and lines[2] in ci
+    required = sorted(re.findall(r"^export (CLIPSVC_REQUIRE_\w+=1)$", ci, flags=re.MULTILINE))
+    exported = re.findall(r"CLIPSVC_REQUIRE_\w+=1", lines[3])
+    assert len(required) == 3 and sorted(exported) == required
+    assert lines[3] == f". .venv/bin/activate && export {' '.join(exported)} && {readme_test_command()}"
+    assert "make test-all" in README.read_text()

@@ -10,7 +10,7 @@ import openai
 import pytest
 from conftest import image_bytes
 
-from testkit.readme import ADDRESS, code_blocks, run_bash
+from testkit.readme import ADDRESS, API, code_blocks, run_bash
 
 MODEL = "clip-tiny"  # the stand-in's directory name: what /meta and /v1/models call the model
 
@@ -168,20 +168,20 @@ def test_the_sdk_lists_the_model_and_raises_its_own_errors(sdk):
     assert caught.value.code == "token_ids_unsupported" and caught.value.param == "input"
 
 
-# --- The README's examples, run as written (against the test server's address) -----------------------------
+# --- docs/api.md's examples, run as written (against the test server's address) ----------------------------
 
 SECTION = "## OpenAI-compatible API"
 
 
-def test_the_readmes_python_example_runs(served):
-    (code,) = code_blocks(SECTION, "python")
+def test_the_guides_python_example_runs(served):
+    (code,) = code_blocks(SECTION, "python", API)
     scope: dict = {}
-    exec(code.replace(ADDRESS, served.url), scope)  # our own README, run as a user would
+    exec(code.replace(ADDRESS, served.url), scope)  # our own guide, run as a user would
     assert len(scope["vectors"]) == 2 and scope["model"] == MODEL
 
 
-def test_the_readmes_curl_example_runs(served, tmp_path):
-    (code,) = code_blocks(SECTION, "bash")
+def test_the_guides_curl_example_runs(served, tmp_path):
+    (code,) = code_blocks(SECTION, "bash", API)
     (tmp_path / "dog.jpg").write_bytes(image_bytes("JPEG"))
     body = json.loads(run_bash(code, served.url, tmp_path).stdout)
     assert [d["index"] for d in body["data"]] == [0, 1] and body["usage"]["prompt_tokens"] > 0

@@ -2,7 +2,7 @@
 installed by `npm ci`) sends every request to the session's real gunicorn and runs every test script, the
 collection variables they set included; one failing Postman assertion fails here, named with its message.
 
-The command is the README's, verbatim but for the server's URL and the folder of images; the images the
+The command is docs/api.md's, verbatim but for the server's URL and the folder of images; the images the
 multipart requests name are made here. Needs node and node_modules/.bin/newman (`npm ci`, which `.ci/run`
 runs): without them the newman tests skip, unless CLIPSVC_REQUIRE_NEWMAN=1 (set by CI) makes that a failure.
 The checks newman cannot make (the collection's format, its routes, its saved examples against the real
@@ -28,18 +28,18 @@ COLLECTION_PATH = ROOT / "examples" / "clipsvc.postman_collection.json"
 COLLECTION = json.loads(COLLECTION_PATH.read_text())
 ITEMS = COLLECTION["item"]
 NEWMAN = ROOT / "node_modules" / ".bin" / "newman"
-# In the README's command, what a test replaces: the default server and the folder of the user's images.
+# In docs/api.md's command, what a test replaces: the default server and the folder of the user's images.
 README_URL, README_IMAGES = "http://127.0.0.1:8081", "path/to/images"
 RUN_TIMEOUT_S = 120
 PROXY_VARS = {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}
 
 
 def readme_command() -> list[str]:
-    """The README's newman command line, as the shell splits it."""
-    readme = (ROOT / "README.md").read_text().replace("\\\n", " ")
+    """docs/api.md's newman command line, as the shell splits it."""
+    readme = (ROOT / "docs" / "api.md").read_text().replace("\\\n", " ")
     lines = [line for block in re.findall(r"^```bash\n(.*?)^```", readme, re.MULTILINE | re.DOTALL)
              for line in block.splitlines() if line.startswith("node_modules/.bin/newman run ")]
-    assert len(lines) == 1, "the README shows one newman command"
+    assert len(lines) == 1, "docs/api.md shows one newman command"
     return shlex.split(lines[0], comments=True)
 
 
@@ -55,7 +55,7 @@ def image_files(folder: Path) -> list[str]:
 
 
 def run_newman(collection: Path, url: str, images: Path, report: Path) -> tuple[subprocess.CompletedProcess, dict]:
-    """The README's command with `url` and `images` (and `collection`) in place of its own, plus a JSON report;
+    """docs/api.md's command with `url` and `images` (and `collection`) in place of its own, plus a JSON report;
     the process (its output) and the parsed report."""
     args = readme_command()
     assert f"baseUrl={README_URL}" in args and README_IMAGES in args and str(COLLECTION_PATH.relative_to(ROOT)) in args

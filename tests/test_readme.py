@@ -1,24 +1,37 @@
-"""The README is part of the contract: its commands, table and docker line must match the code."""
+"""The README and the guides in docs/ are part of the contract: their commands, tables, links and docker lines must
+match the code."""
 
 import importlib.util
+import json
 import re
 import shlex
 import subprocess
 from pathlib import Path, PurePosixPath
 
 import pytest
+import requests
+from conftest import image_bytes
 
 from clipsvc.encoder.modeldir import resolve_model_dir
 from clipsvc.errors import Code
 from clipsvc.parsing.images import FORMATS
-from clipsvc.settings import ENV_VARS, Settings, markdown_table
+from clipsvc.settings import ENV_VARS, Settings
+from clipsvc.settings_docs import markdown_table
 from testkit.models import zip_model
+from testkit.readme import blocks, same_shape
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
+API = (ROOT / "docs" / "api.md").read_text()
+CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
+ARCHITECTURE = (ROOT / "docs" / "architecture.md").read_text()
 # Where commands are shown to be copied; docs/deployment.md repeats the docker lines.
-GUIDES = {path: (ROOT / path).read_text() for path in ("README.md", "docs/deployment.md", "bench/README.md",
-                                                        "SECURITY.md", "docs/reliability.md", "docs/performance.md")}
+GUIDES = {path: (ROOT / path).read_text() for path in (
+    "README.md", "docs/api.md", "docs/configuration.md", "docs/architecture.md", "docs/deployment.md",
+    "bench/README.md", "SECURITY.md", "docs/reliability.md", "docs/performance.md")}
+# Every Markdown page whose links must lead somewhere.
+PAGES = sorted({*GUIDES, "wheels/README.md"})
+README_MAX_LINES = 260  # about 250: the first ten minutes, the photo-indexing section, and links to the rest
 SEED_IMAGE = "Firefly man staring at the moon, moon is made of mechanical parts 74156.jpg"
 
 
@@ -33,22 +46,44 @@ def load_script(name: str):
 SETTINGS_TABLE = load_script("settings_table")
 
 
-def config_table() -> dict[str, str]:
-    rows = re.findall(r"^\| `([A-Z_]+)` \| (.+?) \|", SETTINGS_TABLE.readme_table(README), flags=re.MULTILINE)
+def table_rows(table: str) -> dict[str, str]:
+    """variable -> default, of a Markdown settings table."""
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (.+?) \|", table, flags=re.MULTILINE)
     return {name: default.strip() for name, default in rows}
+
+
+def config_table() -> dict[str, str]:
+    return table_rows(SETTINGS_TABLE.document_table(CONFIGURATION))
 
 
 def test_the_settings_table_is_generated_from_the_declarations():
     """Variables, defaults and meanings all come from clipsvc/settings.py, so the table cannot drift from it."""
-    assert SETTINGS_TABLE.readme_table(README) == markdown_table(), (
-        "README.md's settings table is not the one clipsvc/settings.py declares; "
+    assert SETTINGS_TABLE.document_table(CONFIGURATION) == SETTINGS_TABLE.table(), (
+        "docs/configuration.md's settings table is not the one clipsvc/settings.py declares; "
         "run `python scripts/settings_table.py --write`")
     assert set(config_table()) == {var for var, _ in ENV_VARS.values()}
 
 
+def test_the_generated_table_is_the_declarations_with_links_for_docs():
+    """Only the links differ from `markdown_table()`: written for the root, they lead to the same places from docs/."""
+    link = re.compile(r"\]\([^)]*\)")
+    assert link.sub("](x)", SETTINGS_TABLE.table()) == link.sub("](x)", markdown_table())
+    assert SETTINGS_TABLE.relocated("docs/performance.md#precision") == "performance.md#precision"
+    assert SETTINGS_TABLE.relocated("#api-keys") == "api.md#api-keys"
+    assert SETTINGS_TABLE.relocated("SECURITY.md") == "../SECURITY.md"
+    assert SETTINGS_TABLE.relocated("#logs") == "#logs"
+
+
 def test_the_table_writer_replaces_a_stale_table_and_nothing_else():
-    stale = README.replace("| `PORT` | `8081` |", "| `PORT` | `80` |")
-    assert stale != README and SETTINGS_TABLE.with_table(stale) == README
+    stale = CONFIGURATION.replace("| `PORT` | `8081` |", "| `PORT` | `80` |")
+    assert stale != CONFIGURATION and SETTINGS_TABLE.with_table(stale) == CONFIGURATION
+
+
+def test_the_readmes_short_settings_table_agrees_with_the_full_one():
+    """The README lists the settings a newcomer sets first; each with its real default."""
+    table = README.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    short = table_rows(table)
+    assert len(short) == 5 and {name: config_table()[name] for name in short} == short
 
 
 @pytest.mark.parametrize("field, spec", ENV_VARS.items())
@@ -62,8 +97,8 @@ def test_documented_defaults_equal_the_code(field, spec):
 
 
 def test_the_module_map_lists_every_module_and_no_other():
-    """The README's "How it is built" is a newcomer's map: a module added or removed without it is a defect."""
-    block = README.split("## How it is built", 1)[1].split("```")[1]
+    """docs/architecture.md is a newcomer's map: a module added or removed without it is a defect."""
+    block = ARCHITECTURE.split("## Modules", 1)[1].split("```")[1]
     tree = block.split("clipsvc/\n", 1)[1].split("tests/", 1)[0]
     listed, packages = set(), {}  # packages: indentation -> the package opened at that depth
     for line in tree.splitlines():
@@ -99,6 +134,44 @@ def test_serve_command_names_the_gunicorn_config():
 def test_the_test_command_states_no_count_or_duration_that_goes_stale():
     assert not re.search(r"\b\d+ tests\b", README)
     assert "a few minutes on 2 cores" in README
+
+
+def test_the_readme_says_how_to_run_the_tests_that_skip():
+    """What each skipping test needs, and the one target that installs what it can and requires them all."""
+    tests = README.split("## Tests", 1)[1].split("\n## ", 1)[0]
+    for needed in ("npm ci", "requirements-clip-client.txt", "chromium", "Docker engine", "make test-all"):
+        assert needed in tests, needed
+
+
+def test_the_readme_is_what_a_newcomer_needs_and_links_the_rest():
+    lines = README.count("\n")
+    assert lines <= README_MAX_LINES, f"README.md has {lines} lines; reference material belongs in docs/"
+    assert re.findall(r"^## (.+)$", README, flags=re.MULTILINE)[0] == "Quickstart", "the quickstart comes first"
+    for page in ("docs/api.md", "docs/configuration.md", "docs/architecture.md", "docs/deployment.md",
+                 "docs/performance.md", "docs/reliability.md", "SECURITY.md"):
+        assert f"]({page}" in README, page
+    troubleshooting = README.split("## Troubleshooting", 1)[1].split("\n## ", 1)[0]
+    for symptom in ("does not exist", "Connection in use", "model_not_ready", "413", "too_many_pixels", "-sS",
+                    "stand-in", "first request"):
+        assert symptom in troubleshooting, symptom
+
+
+def github_anchor(heading: str) -> str:
+    return SETTINGS_TABLE.slug(heading)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_link_leads_somewhere(page):
+    """Each relative link names a file of the repo and, with `#anchor`, a heading there (as GitHub makes anchors)."""
+    text = re.sub(r"^```.*?^```", "", (ROOT / page).read_text(), flags=re.MULTILINE | re.DOTALL)
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+:", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (ROOT / page).parent / path if path else ROOT / page
+        assert file.exists(), f"{page}: {target} names no file"
+        if anchor:
+            assert file.suffix == ".md" and anchor in SETTINGS_TABLE.anchors(file), f"{page}: {target}: no such section"
 
 
 def shell_blocks(text: str) -> list[str]:
@@ -166,7 +239,8 @@ def test_documented_zip_mounts_work(model_dir, tmp_path, guide, args):
     assert (resolve_model_dir(model, tmp_path / "cache") / "config.json").is_file()
 
 
-MOUNT_TEXTS = ["README.md", "docs/deployment.md", "docker-compose.yml", "Dockerfile", "Dockerfile.gpu",
+MOUNT_TEXTS = ["README.md", "docs/api.md", "docs/configuration.md", "docs/deployment.md", "docker-compose.yml",
+               "Dockerfile", "Dockerfile.gpu",
                *sorted(str(path.relative_to(ROOT)) for path in (ROOT / "deploy").rglob("*.yaml"))]
 
 
@@ -176,17 +250,47 @@ def test_no_zip_is_mounted_onto_the_model_directory(path):
 
 
 def test_the_accepted_image_formats_are_the_decoders():
-    """The README's list is the parser's table (clipsvc.parsing.images.FORMATS), in the same order."""
-    sentence = README.split("Accepted formats:", 1)[1].split("(Radiance", 1)[0]
+    """docs/api.md's list is the parser's table (clipsvc.parsing.images.FORMATS), in the same order."""
+    sentence = API.split("Accepted formats:", 1)[1].split("(Radiance", 1)[0]
     named = [name.strip() for name in re.split(r",|\band\b", re.sub(r"\([^)]*\)", "", sentence)) if name.strip()]
     assert named == list(FORMATS)
 
 
 def test_the_error_table_agrees_with_the_code_table():
-    """The README lists the common errors; each one it names has the status clipsvc.errors.Code gives it."""
-    table = README.split("### Errors", 1)[1].split("\n## ", 1)[0]
+    """docs/api.md lists the common errors; each one it names has the status clipsvc.errors.Code gives it."""
+    table = API.split("### Errors", 1)[1].split("\n## ", 1)[0]
     rows = re.findall(r"^\| (\d{3}) \| (.+?) \|", table, flags=re.MULTILINE)
     named = {code: int(status) for status, codes in rows for code in re.findall(r"`([a-z_]+)`", codes)}
     assert len(named) >= 20
     statuses = {code.id: code.status for code in Code}
     assert {code: statuses.get(code) for code in named} == named
+
+
+# --- The log lines docs/configuration.md shows, against the real ones ---------------------------------------------
+
+def shown_log_lines() -> dict[str, dict]:
+    """The ```json blocks of the Logs section, by their `event` (the request line by its message)."""
+    section = CONFIGURATION.split("\n## Logs\n", 1)[1]
+    shown = {}
+    for block, _ in blocks(ROOT / "docs" / "configuration.md"):
+        if block.language == "json" and block.heading == "## Logs" and block.code.strip() in section:
+            record = json.loads(block.code)
+            shown[record.get("event") or record["message"]] = record
+    return shown
+
+
+def test_the_shown_log_lines_have_the_real_ones_keys(served):
+    """Each line shown (`model_loaded`, `ready`, a request) has exactly the keys, in order, and the types of the line
+    the served gunicorn wrote."""
+    shown = shown_log_lines()
+    assert set(shown) == {"model_loaded", "ready", "request"}
+    requests.post(f"{served.url}/syte_test/clip", headers={"request_id": "logged-1"}, timeout=60,
+                  files={"image-1": ("a.png", image_bytes("PNG"))}, data={"text-1": "a dog"}).raise_for_status()
+    records = served.log_records()
+    real = {
+        "model_loaded": next(r for r in records if r.get("event") == "model_loaded"),
+        "ready": next(r for r in records if r.get("event") == "ready"),
+        "request": next(r for r in records if r.get("request_id") == "logged-1"),
+    }
+    for name, record in shown.items():
+        same_shape(record, real[name], name)

@@ -20,7 +20,7 @@ from .modeldir import ModelLoadError
 log = logging.getLogger(__name__)
 
 # Images per forward pass, but with batching on a GPU (CLIP_MAX_BATCH there): bounds activation memory for a request
-# with many images. /meta reports it as max_batch; the README's CLIP_MAX_BATCH row quotes it (tests/test_settings.py).
+# with many images. /meta reports it as max_batch; the CLIP_MAX_BATCH setting's doc quotes it (tests/test_settings.py).
 IMAGE_BATCH = 8
 
 
