@@ -126,12 +126,12 @@ class Client:
         return out
 
     def batches(self, items: Sequence[Any], batch_size: int = 16, concurrency: int = 4, show_progress: bool = False,
-                start: int = 0) -> Iterator[Batch]:
+                start: int = 0, unit: str = "item") -> Iterator[Batch]:
         """Each batch's outcome in input order, `concurrency` batches in flight; the CLI writes them as they come."""
         limits = self.meta()["limits"]
         size = max(1, min(batch_size, limits["max_items"]))
         plan = self._plan(items, start, size, limits)
-        progress = _progress(len(items) - start, show_progress)
+        progress = _progress(len(items) - start, show_progress, unit)
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
             pending = []
             for chunk in plan:
@@ -248,13 +248,13 @@ def _size(item: Any) -> float:
     return 1_000_000.0  # a PIL image: about a megabyte as PNG
 
 
-def _progress(total: int, show: bool) -> Callable[..., None]:
+def _progress(total: int, show: bool, unit: str) -> Callable[..., None]:
     """A tqdm bar (images/s and ETA) when asked for; tqdm is imported only then."""
     if not show:
         return lambda n, close=False: None
     from tqdm import tqdm
 
-    bar = tqdm(total=total, unit="item", smoothing=0.1)
+    bar = tqdm(total=total, unit=unit, smoothing=0.1)  # shows unit/s and the time left
 
     def update(n: int, close: bool = False) -> None:
         bar.update(n)

@@ -42,7 +42,7 @@ def run_embed(client: Client, items: list, names: list[str], kind: str, args: ar
         print(f"resuming at {start} of {len(items)} ({writer.progress.chunks} chunks already written)",
               file=sys.stderr)
     for batch in client.batches(items, args.batch_size, args.concurrency, show_progress=not args.quiet,
-                                start=start):
+                                start=start, unit="img" if kind == "image" else "text"):
         writer.add(batch)
     progress = writer.finish()
     seconds = time.monotonic() - started
