@@ -49,7 +49,26 @@ class Outcome:
     error: BaseException | None = None
 
 
-class Load:
+class ClientThreads:
+    """Threads started on entering and told to stop (`stopped`) and joined on leaving; a hung one fails the test."""
+
+    threads: list[threading.Thread]
+    stopped: threading.Event
+    timeout: float
+
+    def __enter__(self):
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stopped.set()
+        for thread in self.threads:
+            thread.join(self.timeout + 5)
+        assert not any(thread.is_alive() for thread in self.threads), "a client thread hung"
+
+
+class Load(ClientThreads):
     """Client threads that send valid requests back to back until stopped, every outcome recorded (epoch times)."""
 
     def __init__(self, server, threads: int, files, stop_on_error: bool = False, timeout: float = 30):
@@ -74,17 +93,6 @@ class Load:
 
     def successes(self) -> int:
         return sum(o.status == 200 for o in self.outcomes)
-
-    def __enter__(self) -> Load:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stopped.set()
-        for thread in self.threads:
-            thread.join(self.timeout + 5)
-        assert not any(thread.is_alive() for thread in self.threads), "a client thread hung"
 
 
 def cause(error: BaseException) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import requests
 from conftest import image_bytes
 
-from testkit.faults import report, wait_for
+from testkit.faults import ClientThreads, report, wait_for
 from testkit.jsonlog import epoch
 from testkit.server import HOST, gunicorn
 from testkit.server import TEST_WORKERS as WORKERS
@@ -73,7 +73,7 @@ def answer(attempt: Attempt, connection: http.client.HTTPConnection) -> Attempt:
     return attempt
 
 
-class RawLoad:
+class RawLoad(ClientThreads):
     """Client threads that post one prepared request after another, each on a new connection, until stopped or
     refused."""
 
@@ -100,17 +100,6 @@ class RawLoad:
 
     def successes(self) -> int:
         return sum(a.status == 200 for a in self.attempts)
-
-    def __enter__(self) -> RawLoad:
-        for thread in self.threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.stopped.set()
-        for thread in self.threads:
-            thread.join(self.timeout + 5)
-        assert not any(thread.is_alive() for thread in self.threads), "a client thread hung"
 
 
 def probe_until_refused(port: int, deadline: float) -> tuple[list[Attempt], float | None]:
