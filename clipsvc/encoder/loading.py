@@ -82,9 +82,10 @@ def load_model(model_dir: Path, device: str = "auto", threads: int | None = None
         tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
         processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
         if chosen != "fp32":
-            model, cosine, fell_back = _in_precision(model, chosen, formats.threshold(chosen, min_cosine),
-                                                     formats.Probe.build(processor, tokenizer,
-                                                                         model.config.vision_config.image_size))
+            guard = formats.threshold(chosen, min_cosine)
+            probe = (formats.Probe.build(processor, tokenizer, model.config.vision_config.image_size)
+                     if guard > 0 else None)  # no guard, no probe to preprocess
+            model, cosine, fell_back = _in_precision(model, chosen, guard, probe)
             if fell_back:
                 model = _fp32_model(model_dir, target)
         # oneDNN's packed weights pay for fp32 only (docs/performance.md).
@@ -124,10 +125,10 @@ def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:
     return model.to(target).eval()
 
 
-def _in_precision(model: CLIPModel, precision: str, min_cosine: float, probe: formats.Probe
+def _in_precision(model: CLIPModel, precision: str, min_cosine: float, probe: formats.Probe | None
                   ) -> tuple[CLIPModel, float | None, bool]:
     """The model converted, the guard's worst cosine against fp32, and whether it must fall back to fp32."""
-    reference = probe.vectors(model) if min_cosine > 0 else None
+    reference = probe.vectors(model) if probe is not None else None
     model = formats.convert(model, precision)
     if reference is None:
         return model, None, False
