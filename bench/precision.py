@@ -3,11 +3,12 @@
     python bench/precision.py [--arch vit-l-14 | --model-dir DIR] [--threads 2] [--images 8] [--texts 8]
 
 Each format is loaded in a fresh process, as a worker loads it (ClipEncoder.load, 2 torch threads): fp32 as
-transformers loads it, fp32 with oneDNN-packed linears (CLIP_CPU_PACKED_WEIGHTS), bf16 and int8. Each runs the
-image tower at batch 1 over `--images` noise pictures and the text tower at batch 1 over `--texts` captions,
-after one warm-up pass; then reports ms per item, the worst cosine against fp32 per tower, the worst change of the
-0-100 score over every image-text pair (before rounding), the process's private memory (smaps_rollup) and the
-load time with and without the accuracy guard. A benchmark: it exits 0 whatever the numbers.
+transformers loads it, fp32 and bf16 each without and with the image tower's oneDNN-packed linears
+(CLIP_CPU_PACKED_WEIGHTS, on in the service), and int8. Each runs the image tower at batch 1 over `--images` noise
+pictures and the text tower at batch 1 over `--texts` captions, after one warm-up pass; then reports ms per item,
+the worst cosine against fp32 per tower, the worst change of the 0-100 score over every image-text pair (before
+rounding), the process's private memory (smaps_rollup) and the load time with and without the accuracy guard. A
+benchmark: it exits 0 whatever the numbers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-FORMATS = {"fp32": ("fp32", False), "fp32-packed": ("fp32", True), "bf16": ("bf16", False), "int8": ("int8", False)}
+FORMATS = {"fp32": ("fp32", False), "fp32-packed": ("fp32", True), "bf16": ("bf16", False),
+           "bf16-packed": ("bf16", True), "int8": ("int8", False)}
 CAPTIONS = ["Man staring at the moon, moon is made of mechanical parts", "a photo of a dog", "a red car",
             "two people walking on a beach at sunset", "a bowl of soup", "a city skyline at night in the rain",
             "a close-up of a cat's face", "an old map of Europe"]
@@ -57,7 +59,8 @@ def one(name: str, model_dir: Path, threads: int, images: int, texts: int, out: 
         info = encoder.info
         del encoder
         started = time.perf_counter()
-        ClipEncoder.load(model_dir, device="cpu", threads=threads, precision=precision, min_cosine=0)
+        ClipEncoder.load(model_dir, device="cpu", threads=threads, precision=precision, packed_weights=packed,
+                         min_cosine=0)
         unguarded_s = time.perf_counter() - started
     else:
         info = encoder.info

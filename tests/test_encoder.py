@@ -52,18 +52,6 @@ def test_batching_does_not_change_vectors(encoder):
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
-def test_packed_weights_give_the_same_vectors(model_dir, encoder):
-    """CLIP_CPU_PACKED_WEIGHTS (the default in the service): oneDNN's linear layers, the same numbers."""
-    packed = ClipEncoder.load(model_dir, device="cpu", threads=1, packed_weights=True)
-    assert packed.info.packed_weights and not encoder.info.packed_weights
-    assert any(type(m).__name__ == "MkldnnLinear" for m in packed.model.modules())
-    images = [Image.new("RGB", (90, 60), (i * 40, 200 - i * 30, 90)) for i in range(4)]
-    texts = ["a red square", "a much longer caption about a dog on a sofa"]
-    for ours, theirs in ((packed.encode_images(images), encoder.encode_images(images)),
-                         (packed.encode_texts(texts), encoder.encode_texts(texts))):
-        assert (ours * theirs).sum(axis=1).min() > 0.9999
-
-
 def test_long_texts_are_truncated_to_77_tokens(encoder):
     vectors = encoder.encode_texts(["word " * 200, "short"])
     assert vectors.shape == (2, encoder.info.embedding_dim)

@@ -73,12 +73,14 @@ def test_planted_outliers_leave_fp32_unchanged(model_dir, planted, encoder):
     assert (outliers.encode_images(IMAGES) * encoder.encode_images(IMAGES)).sum(axis=1).min() > 0.999
 
 
-@pytest.mark.parametrize("name", ["bf16", "int8"])
-def test_a_model_too_inaccurate_in_low_precision_falls_back_to_fp32(planted, encoder, caplog, name):
+@pytest.mark.parametrize("name, packed", [("bf16", False), ("bf16", True), ("int8", False)])
+def test_a_model_too_inaccurate_in_low_precision_falls_back_to_fp32(planted, encoder, caplog, name, packed):
+    """Packed or not (CLIP_CPU_PACKED_WEIGHTS): the guard measures the layers that will serve."""
     caplog.set_level(logging.WARNING, logger="clipsvc.encoder.loading")
-    fallen = ClipEncoder.load(planted, device="cpu", threads=1, precision=name)
+    fallen = ClipEncoder.load(planted, device="cpu", threads=1, precision=name, packed_weights=packed)
     info = fallen.info
     assert (info.precision, info.dtype, info.precision_fallback) == ("fp32", "float32", True)
+    assert info.packed_weights == packed  # the fp32 model it falls back to is packed as asked
     assert info.precision_cosine < precision.MIN_COSINE[name]
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "precision_fallback"]
     assert record.precision == name and record.precision_cosine == info.precision_cosine

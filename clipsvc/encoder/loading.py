@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -81,18 +80,16 @@ def load_model(model_dir: Path, device: str = "auto", threads: int | None = None
         model = _fp32_model(model_dir, target)
         tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
         processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
-        if chosen != "fp32":
+        pack = packed_weights and target.type == "cpu"
+        if chosen == "fp32":
+            model, packed_weights = formats.convert(model, "fp32", pack)
+        else:
             guard = formats.threshold(chosen, min_cosine)
             probe = (formats.Probe.build(processor, tokenizer, model.config.vision_config.image_size)
                      if guard > 0 else None)  # no guard, no probe to preprocess
-            model, cosine, fell_back = _in_precision(model, chosen, guard, probe)
+            model, packed_weights, cosine, fell_back = _in_precision(model, chosen, guard, probe, pack)
             if fell_back:
-                model = _fp32_model(model_dir, target)
-        # oneDNN's packed weights pay for fp32 only (docs/performance.md).
-        packed_weights = (packed_weights and target.type == "cpu" and torch.backends.mkldnn.is_available()
-                          and (chosen == "fp32" or fell_back))
-        if packed_weights:
-            model = _packed(model)
+                model, packed_weights = formats.convert(_fp32_model(model_dir, target), "fp32", pack)
         # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
         tokenizer(["warm up"], truncation=True, max_length=model.config.text_config.max_position_embeddings)
     except Exception as exc:  # transformers raises many types for a broken directory
@@ -125,32 +122,19 @@ def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:
     return model.to(target).eval()
 
 
-def _in_precision(model: CLIPModel, precision: str, min_cosine: float, probe: formats.Probe | None
-                  ) -> tuple[CLIPModel, float | None, bool]:
-    """The model converted, the guard's worst cosine against fp32, and whether it must fall back to fp32."""
+def _in_precision(model: CLIPModel, precision: str, min_cosine: float, probe: formats.Probe | None, pack: bool
+                  ) -> tuple[CLIPModel | None, bool, float | None, bool]:
+    """The model converted (and packed), whether it is packed, the guard's worst cosine against fp32, and whether
+    it must fall back to fp32 (then no model: the caller reloads it)."""
     reference = probe.vectors(model) if probe is not None else None
-    model = formats.convert(model, precision)
+    model, packed = formats.convert(model, precision, pack)
     if reference is None:
-        return model, None, False
+        return model, packed, None, False
     cosine = formats.worst_cosine(probe.vectors(model), reference)
     if cosine >= min_cosine:
-        return model, cosine, False
+        return model, packed, cosine, False
     log.warning("%s is too inaccurate for this model: worst cosine %.6f against fp32 on the probe, below %s; "
                 "computing in fp32 instead", precision, cosine, min_cosine,
                 extra={"event": "precision_fallback", "precision": precision, "precision_cosine": cosine,
                        "min_cosine": min_cosine})
-    return None, cosine, True
-
-
-def _packed(model: CLIPModel) -> CLIPModel:
-    """The image tower with oneDNN linear layers (torch.utils.mkldnn), which hold their weights packed once.
-
-    Only the image tower: its inputs have few shapes (rows per pass), while texts come in every length, and
-    oneDNN keeps state per shape that made a worker's memory grow under varied texts.
-    """
-    with warnings.catch_warnings():  # the module is built on torch.jit.script_method, deprecated since torch 2.10
-        warnings.simplefilter("ignore", DeprecationWarning)
-        from torch.utils import mkldnn
-    model.vision_model = mkldnn.to_mkldnn(model.vision_model)
-    model.visual_projection = mkldnn.to_mkldnn(model.visual_projection)
-    return model
+    return None, False, cosine, True

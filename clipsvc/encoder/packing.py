@@ -1,0 +1,86 @@
+"""oneDNN-packed linear layers for the image tower on CPUs (CLIP_CPU_PACKED_WEIGHTS), in fp32 and bf16.
+
+Each weight is reordered once, at load, into the blocked layout oneDNN's matrix kernels read (AMX or AVX-512
+tiles), instead of on every pass, and CLIP's quick-GELU runs inside the first MLP layer's kernel as a swish
+post-op. The op is `mkldnn::_linear_pointwise`, what torch.compile's CPU backend emits for the same layers.
+Only the image tower: its inputs come in few shapes (257 rows per ViT-L/14 image), and oneDNN keeps state per
+shape, which texts of every length would multiply.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+from torch import nn
+from transformers import CLIPModel
+from transformers.models.clip.modeling_clip import CLIPMLP
+
+log = logging.getLogger(__name__)
+
+# quick_gelu(x) = x * sigmoid(1.702 x) = swish(1.702 x) / 1.702: the factor goes into fc1's weights (its swish
+# post-op then gives 1.702 quick_gelu(x)) and its inverse into fc2's, so the activation costs no pass of its own.
+QUICK_GELU_SLOPE = 1.702
+
+
+@functools.cache
+def supported(dtype: torch.dtype) -> bool:
+    """Whether this torch and CPU run oneDNN's packed linear in `dtype` (bf16 needs AVX-512 at least)."""
+    if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+        return False
+    try:
+        layer = PackedLinear(nn.Linear(8, 8), dtype)
+        return bool(torch.isfinite(layer(torch.ones(2, 8, dtype=dtype))).all())
+    except RuntimeError as exc:  # no oneDNN primitive for this dtype on this CPU
+        log.info("oneDNN's packed linear is not available in %s: %s", dtype, exc)
+        return False
+
+
+class PackedLinear(nn.Module):
+    """A Linear layer, with an optional activation fused, on a weight held in oneDNN's blocked layout."""
+
+    def __init__(self, linear: nn.Linear, dtype: torch.dtype, weight_scale: float = 1.0, bias_scale: float = 1.0,
+                 activation: str = "none"):
+        super().__init__()
+        self.out_features, self.activation = linear.out_features, activation
+        # Scaled in fp32, then rounded once into `dtype`.
+        weight = (linear.weight.detach().float() * weight_scale).to(dtype)
+        self.register_buffer("weight", torch.ops.mkldnn._reorder_linear_weight(weight, None), persistent=False)
+        bias = None if linear.bias is None else (linear.bias.detach().float() * bias_scale).to(dtype)
+        self.register_buffer("bias", bias, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        out = torch.ops.mkldnn._linear_pointwise(rows, self.weight, self.bias, self.activation, [], "")
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+
+class PackedMLP(nn.Module):
+    """CLIPMLP with quick-GELU folded into the layers around it (QUICK_GELU_SLOPE)."""
+
+    def __init__(self, mlp: CLIPMLP, dtype: torch.dtype):
+        super().__init__()
+        self.fc1 = PackedLinear(mlp.fc1, dtype, QUICK_GELU_SLOPE, QUICK_GELU_SLOPE, "swish")
+        self.fc2 = PackedLinear(mlp.fc2, dtype, 1 / QUICK_GELU_SLOPE)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(hidden_states))
+
+
+def pack_image_tower(model: CLIPModel, dtype: torch.dtype) -> bool:
+    """Swap the image tower's linear layers and its projection for packed ones in `dtype` (the caller converts
+    the rest); False, with the model untouched, where this CPU or torch cannot."""
+    if not supported(dtype):
+        return False
+    fold = model.config.vision_config.hidden_act == "quick_gelu"
+    swaps = [(model, "visual_projection")]
+    for parent in model.vision_model.modules():
+        if fold and isinstance(parent, CLIPMLP):
+            continue  # swapped whole
+        swaps += [(parent, name) for name, child in parent.named_children()
+                  if isinstance(child, nn.Linear) or (fold and isinstance(child, CLIPMLP))]
+    for parent, name in swaps:  # one at a time: each plain weight is freed as its packed copy is made
+        child = getattr(parent, name)
+        setattr(parent, name, PackedMLP(child, dtype) if isinstance(child, CLIPMLP) else PackedLinear(child, dtype))
+    return True
