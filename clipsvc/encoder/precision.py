@@ -50,10 +50,10 @@ def resolve(requested: str, device: torch.device) -> str:
 
 
 def convert(model: CLIPModel, precision: str, pack: bool = False) -> tuple[CLIPModel, bool]:
-    """The fp32 model in `precision`, in place where the format allows, and whether its image tower is packed.
+    """The fp32 model in `precision`, in place where the format allows, and whether it is packed.
 
-    `pack` (CPU, fp32 or bf16): the image tower's linear layers get oneDNN's packed weights (encoder.packing),
-    made from the fp32 weights so that each is rounded once. int8 is dynamic quantisation of every Linear layer
+    `pack` (CPU, fp32 or bf16): linear layers get oneDNN's packed weights (encoder.packing), made from the fp32
+    weights so that each is rounded once. int8 is dynamic quantisation of every Linear layer
     (int8 weights, activations quantised per batch), eager PyTorch's own CPU kernels (oneDNN / fbgemm with VNNI):
     torchao, its successor, needs torch.compile for fast int8 on CPUs, which would add a compile per worker start.
     """
@@ -63,7 +63,7 @@ def convert(model: CLIPModel, precision: str, pack: bool = False) -> tuple[CLIPM
             from torch.ao.quantization import quantize_dynamic
 
             return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True), False
-    packed = pack and precision in PACKABLE and packing.pack_image_tower(model, DTYPES[precision])
+    packed = pack and precision in PACKABLE and packing.pack(model, DTYPES[precision])
     return model.to(DTYPES[precision]), packed
 
 
