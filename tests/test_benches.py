@@ -32,3 +32,9 @@ def test_labels_reports_the_ratio_and_text_throughput(model_dir):
 def test_serialize_reports_both_writers():
     out = run("serialize.py", "--rows", "4", "--dim", "8", "--repeat", "3")
     assert "json.dumps(tolist())" in out and "orjson" in out
+
+
+def test_text_shapes_reports_each_format(model_dir):
+    out = run("text_shapes.py", "--model-dir", str(model_dir), "--passes", "3", "--threads", "1")
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == ["bf16", "bf16-packed", "fp32-packed", "int8"]

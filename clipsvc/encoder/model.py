@@ -54,9 +54,9 @@ class ClipEncoder:
              packed_weights: bool = False, precision: str = "fp32", min_cosine: float | None = None) -> ClipEncoder:
         """Load weights, tokenizer and image processor from a resolved model directory.
 
-        `packed_weights` (CPU, fp32 or bf16): the image tower's linear layers get oneDNN's packed copy of their
-        weights (clipsvc.encoder.packing); image passes are 15-30% faster with 2 threads, but in fp32 the copy is
-        this process's own, not the weights file's pages that every worker shares. `precision` (CLIP_PRECISION)
+        `packed_weights` (CPU, fp32 or bf16): linear layers get oneDNN's packed copy of their weights
+        (clipsvc.encoder.packing); image passes are 15-30% faster with 2 threads, but in fp32 the copy is this
+        process's own, not the weights file's pages that every worker shares. `precision` (CLIP_PRECISION)
         and the accuracy guard's `min_cosine`: clipsvc.encoder.precision.
         """
         return cls(*load_model(model_dir, device, threads, packed_weights, precision, min_cosine))
