@@ -4,9 +4,9 @@
 
 Each format is loaded in a fresh process as a worker loads it (ClipEncoder.load): bf16 with plain linears, bf16
 packed (the default where the CPU has bf16: the text tower's rows rounded up to a few sizes), fp32 packed (the
-default elsewhere: texts on MKL's plain linears) and int8. Each times 16 short labels in one text pass, then
-runs `--passes` text passes of 1-16 texts of 1-70 words (seeded) and prints the process's RSS before and after
-every third of them. A benchmark: it exits 0 whatever the numbers.
+default elsewhere: texts on MKL's plain linears) and int8. Each times 16 short labels in one text pass, then runs
+`--passes` text passes of 1-16 texts of one length, 1-70 words (seeded) and prints the process's RSS before and
+after every third of them. A benchmark: it exits 0 whatever the numbers.
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def one(name: str, model_dir: Path, threads: int, passes: int) -> None:
     rng = random.Random(0)
     rss = [procs.smaps_rollup("self")["rss_mib"]]
     for done in range(1, passes + 1):
-        texts = [" ".join(rng.choices(WORDS, k=rng.randint(1, 70))) for _ in range(rng.randint(1, 16))]
+        length = rng.randint(1, 70)  # a pass's texts are as long as its longest: one length per pass
+        texts = [" ".join(rng.choices(WORDS, k=length)) for _ in range(rng.randint(1, 16))]
         encoder.forward_texts(encoder._tokens(texts))
         if done % max(passes // 3, 1) == 0:
             rss.append(procs.smaps_rollup("self")["rss_mib"])
