@@ -30,12 +30,15 @@ QUICK_GELU_SLOPE = 1.702
 
 @functools.cache
 def supported(dtype: torch.dtype) -> bool:
-    """Whether this torch and CPU run oneDNN's packed linear in `dtype` (bf16 needs AVX-512 at least)."""
+    """Whether this torch and CPU run oneDNN's packed linear in `dtype` (bf16 needs AVX-512 at least), and it
+    computes what the plain layer does."""
     if not torch.backends.mkldnn.is_available() or not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
         return False
     try:
-        layer = PackedLinear(nn.Linear(8, 8), dtype)
-        return bool(torch.isfinite(layer(torch.ones(2, 8, dtype=dtype))).all())
+        with torch.no_grad():
+            plain, x = nn.Linear(8, 8), torch.linspace(-1, 1, 16).reshape(2, 8)
+            ours = PackedLinear(plain, dtype)(x.to(dtype)).float()
+            return bool(torch.allclose(ours, plain(x), rtol=0.05, atol=0.05))
     except RuntimeError as exc:  # no oneDNN primitive for this dtype on this CPU
         log.info("oneDNN's packed linear is not available in %s: %s", dtype, exc)
         return False
