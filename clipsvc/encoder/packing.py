@@ -91,15 +91,14 @@ def pack(model: CLIPModel, dtype: torch.dtype) -> bool:
     converts the rest); False, with the model untouched, where this CPU or torch cannot."""
     if not supported(dtype):
         return False
-    _pack_tower(model.vision_model, model, "visual_projection", model.config.vision_config.hidden_act, dtype, False)
+    _pack_tower(model.vision_model, model, "visual_projection", dtype, bucketed=False)
     if dtype == torch.bfloat16:
-        _pack_tower(model.text_model, model, "text_projection", model.config.text_config.hidden_act, dtype, True)
+        _pack_tower(model.text_model, model, "text_projection", dtype, bucketed=True)
     return True
 
 
-def _pack_tower(tower: nn.Module, model: CLIPModel, projection: str, activation: str, dtype: torch.dtype,
-                bucketed: bool) -> None:
-    fold = activation == "quick_gelu"
+def _pack_tower(tower: nn.Module, model: CLIPModel, projection: str, dtype: torch.dtype, bucketed: bool) -> None:
+    fold = tower.config.hidden_act == "quick_gelu"
     swaps = [(model, projection)]
     for parent in tower.modules():
         if fold and isinstance(parent, CLIPMLP):

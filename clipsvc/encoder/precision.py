@@ -21,10 +21,10 @@ from . import packing
 from .modeldir import ModelLoadError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
+PACKABLE = ("fp32", "bf16")  # on CPUs (encoder.packing): fp16 is for GPUs, and int8 has its own kernels
 # The guard's default threshold per format: measured worst cosines are ~0.9999 (bf16, fp16) and ~0.9995 (int8) on
 # the stand-ins; real weights with outlier channels do worse, and a cosine of 0.99 still moves the 0-100 score
 # by about one point.
-PACKABLE = ("fp32", "bf16")  # on CPUs: oneDNN has no packed fp16 linear there, and int8 has its own kernels
 MIN_COSINE = {"bf16": 0.999, "fp16": 0.999, "int8": 0.99}
 PROBE_TEXTS = ("a photo of a dog", "a red car parked on a street at night",
                "Man staring at the moon, moon is made of mechanical parts", "a bowl of fruit on a wooden table")
@@ -53,9 +53,9 @@ def convert(model: CLIPModel, precision: str, pack: bool = False) -> tuple[CLIPM
     """The fp32 model in `precision`, in place where the format allows, and whether it is packed.
 
     `pack` (CPU, fp32 or bf16): linear layers get oneDNN's packed weights (encoder.packing), made from the fp32
-    weights so that each is rounded once. int8 is dynamic quantisation of every Linear layer
-    (int8 weights, activations quantised per batch), eager PyTorch's own CPU kernels (oneDNN / fbgemm with VNNI):
-    torchao, its successor, needs torch.compile for fast int8 on CPUs, which would add a compile per worker start.
+    weights so that each is rounded once. int8 is dynamic quantisation of every Linear layer (int8 weights,
+    activations quantised per batch), eager PyTorch's own CPU kernels (oneDNN / fbgemm with VNNI): torchao, its
+    successor, needs torch.compile for fast int8 on CPUs, which would add a compile per worker start.
     """
     if precision == "int8":
         with warnings.catch_warnings():  # torch.ao.quantization is deprecated in favour of torchao
