@@ -15,6 +15,7 @@ from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from .batching import Batcher
 from .cputhreads import ThreadBudget
 from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
+from .features import pooled, unit_rows
 from .loading import IMAGE_BATCH, EncoderInfo, load_model
 from .modeldir import ModelLoadError
 from .pixels import PixelRecipe, crop_rows, pixel_batch
@@ -90,7 +91,7 @@ class ClipEncoder:
             # before the inference thread starts: capture needs the GPU to itself.
             self.chunk = max_batch
             self._image_graphs = capture_or_none(
-                lambda x: _pooled(self.model.get_image_features(pixel_values=x)),
+                lambda x: pooled(self.model.get_image_features(pixel_values=x)),
                 torch.zeros(1, 3, self.info.image_size, self.info.image_size, device=self.device, dtype=self.dtype),
                 graph_sizes(max_batch))
         runners = {kind: self._budgeted(forward, budget) for kind, forward in self._forwards.items()}
@@ -185,11 +186,5 @@ def _ignore(kind: str, rows: int) -> None:
     """The default forward-pass listener: nobody is counting."""
 
 
-def _pooled(output: torch.Tensor | object) -> torch.Tensor:
-    """transformers 5 returns an output object whose pooler_output is the projection; 4.x a tensor."""
-    return output if isinstance(output, torch.Tensor) else output.pooler_output
-
-
 def _unit_rows(output: torch.Tensor | object) -> np.ndarray:
-    features = torch.nn.functional.normalize(_pooled(output).float(), dim=-1)
-    return features.cpu().numpy()
+    return unit_rows(output).numpy()

@@ -18,6 +18,7 @@ from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
 from ..settings import env_var
 from . import packing
+from .features import unit_rows
 from .modeldir import ModelLoadError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
@@ -97,8 +98,7 @@ class Probe:
             images = model.get_image_features(pixel_values=self.pixels.to(device, dtype))
             texts = model.get_text_features(input_ids=self.input_ids.to(device),
                                             attention_mask=self.attention_mask.to(device))
-        rows = [getattr(out, "pooler_output", out).float().cpu() for out in (images, texts)]
-        return torch.nn.functional.normalize(torch.cat(rows), dim=-1)
+        return torch.cat([unit_rows(images), unit_rows(texts)])
 
 
 def worst_cosine(ours: torch.Tensor, reference: torch.Tensor) -> float:
