@@ -40,6 +40,17 @@ def test_the_least_recently_used_entry_goes_first():
     assert set(cache.lookup([[1], [2], [3]])[0]) == {(1,), (3,)}
 
 
+def test_resizing_keeps_the_most_recent_entries_and_the_listener():
+    cache, seen = TextCache(3), []
+    cache.on_lookup = lambda hits, misses: seen.append((hits, misses))
+    cache.store([[1], [2], [3]], [np.zeros(2)] * 3)
+    cache.resize(2)
+    assert set(cache.lookup([[1], [2], [3]])[0]) == {(2,), (3,)} and seen == [(2, 1)]
+    cache.resize(0)
+    cache.store([[4]], [np.zeros(2)])
+    assert len(cache) == 0
+
+
 def test_size_zero_keeps_nothing():
     cache = TextCache(0)
     cache.store([[1]], [np.zeros(2)])

@@ -64,9 +64,7 @@ class ClipEncoder:
 
     def cache_texts(self, entries: int) -> None:
         """Keep up to `entries` text vectors (CLIP_TEXT_CACHE_SIZE); 0 turns the cache off."""
-        listener = self.text_cache.on_lookup
-        self.text_cache = TextCache(entries)
-        self.text_cache.on_lookup = listener
+        self.text_cache.resize(entries)
         self.info = replace(self.info, text_cache_size=entries)
 
     def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:

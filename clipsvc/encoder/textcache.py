@@ -59,5 +59,14 @@ class TextCache:
                 frozen.flags.writeable = False
                 self._vectors[tuple(row)] = frozen
                 self._vectors.move_to_end(tuple(row))
-            while len(self._vectors) > self.size:
-                self._vectors.popitem(last=False)
+            self._evict()
+
+    def resize(self, size: int) -> None:
+        """Keep at most `size` entries from now on (0: none), the least recently used going first."""
+        with self._lock:
+            self.size = size
+            self._evict()
+
+    def _evict(self) -> None:
+        while len(self._vectors) > max(self.size, 0):
+            self._vectors.popitem(last=False)
