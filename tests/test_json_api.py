@@ -133,8 +133,9 @@ def test_urlsafe_and_unpadded_base64_are_accepted():
     assert item.image.size == (32, 24)
 
 
-def test_deeply_nested_json_is_a_400_not_a_500(client):
-    response = client.post("/encode", data="[" * 100_000, content_type="application/json")
+@pytest.mark.parametrize("body", ["[" * 100_000, "[" * 5_000 + "]" * 5_000], ids=["unclosed", "valid-but-deep"])
+def test_deeply_nested_json_is_a_400_not_a_500(client, body):
+    response = client.post("/encode", data=body, content_type="application/json")
     assert response.status_code == 400 and response.json["error"]["code"] == "invalid_json"
 
 

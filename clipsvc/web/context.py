@@ -62,10 +62,8 @@ def json_body(any_type: bool = False) -> object:
     if not any_type and not request.is_json:
         raise ApiError(Code.UNSUPPORTED_MEDIA_TYPE, f"Content-Type is {request.mimetype or 'none'}; send "
                                                     "application/json", field="Content-Type")
-    try:
-        body = request.get_json(force=any_type, silent=True)
-    except RecursionError:  # deeply nested arrays: the stdlib parser gives up, and so do we
-        body = None
+    # Deeply nested arrays too: orjson (web.serialize.VectorJSON) refuses them past 1024 levels as invalid JSON.
+    body = request.get_json(force=any_type, silent=True)
     if body is None:
         raise ApiError(Code.INVALID_JSON, "The body is not valid JSON")
     return body
