@@ -65,6 +65,7 @@ ORIGIN_PATTERN = re.compile(r"\*|https?://([a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0
                             r"(:\d{1,5})?")
 # An API key (SECURITY.md): 16-512 visible ASCII characters but the comma, CLIP_API_KEYS' separator.
 API_KEY_PATTERN = re.compile(r"[!-+\--~]{16,512}")
+LIST_SEPARATOR = re.compile(r"[\s,]+")  # between the entries of a list setting (hosts, origins, networks)
 SWITCH_WORDS = {"on": True, "true": True, "1": True, "yes": True, "off": False, "false": False, "0": False, "no": False}
 
 
@@ -91,19 +92,19 @@ def _switch(raw: str) -> bool:
 
 
 def _host_list(raw: str) -> tuple[str, ...]:
-    return tuple(host.lower().rstrip(".") for host in re.split(r"[\s,]+", raw) if host)
+    return tuple(host.lower().rstrip(".") for host in LIST_SEPARATOR.split(raw) if host)
 
 
 def _origin_list(raw: str) -> tuple[str, ...]:
     """Origins as browsers send them (lower-case scheme and host, no trailing slash), or `*` alone."""
-    return tuple(dict.fromkeys(origin.rstrip("/").lower() for origin in re.split(r"[\s,]+", raw) if origin))
+    return tuple(dict.fromkeys(origin.rstrip("/").lower() for origin in LIST_SEPARATOR.split(raw) if origin))
 
 
 def _network_list(raw: str) -> tuple[str, ...]:
     """Addresses and CIDR networks, each as `ipaddress` writes it (a lone address becomes its /32 or /128); a network
     with host bits set (10.0.0.7/8) is refused as the typo it most likely is, not widened."""
     # ipaddress's ValueError names the entry: "'proxy' does not appear to be an IPv4 or IPv6 network".
-    return tuple(dict.fromkeys(str(ipaddress.ip_network(entry)) for entry in re.split(r"[\s,]+", raw) if entry))
+    return tuple(dict.fromkeys(str(ipaddress.ip_network(entry)) for entry in LIST_SEPARATOR.split(raw) if entry))
 
 
 def _key_list(raw: str, separator: str = ",") -> tuple[str, ...]:
