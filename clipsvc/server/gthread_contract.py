@@ -144,13 +144,11 @@ def _stop(broken: list[Mismatch]) -> NoReturn:
     """The first mismatch as one JSON line (the others named in it), then exit status 1."""
     version = _gunicorn_version()
     first = broken[0]
-    record = logging.LogRecord(log.name, logging.ERROR, __file__, 0, (
-        f"gunicorn {version} does not have what clipsvc's worker relies on: {first.member.label} "
-        f"({first.member.kind.value}): expected {first.member.expected}, found: {first.found}; "
-        f"start-up stopped (see {ON_MISMATCH})"), None, None)
-    record.__dict__.update(event="gunicorn_contract_broken", **first.as_dict(version),
-                           other_members=[m.member.label for m in broken[1:]])
-    write_now(record)
+    write_now(log.name, f"gunicorn {version} does not have what clipsvc's worker relies on: {first.member.label} "
+              f"({first.member.kind.value}): expected {first.member.expected}, found: {first.found}; "
+              f"start-up stopped (see {ON_MISMATCH})",
+              event="gunicorn_contract_broken", **first.as_dict(version),
+              other_members=[m.member.label for m in broken[1:]])
     raise SystemExit(1)
 
 

@@ -90,9 +90,11 @@ class JsonHandler(logging.Handler):
             super().handleError(record)
 
 
-def write_now(record: logging.LogRecord) -> None:
-    """`record` as one JSON line on the real stderr, whatever logging is configured: for refusals that stop start-up
-    before gunicorn has set up logging (its config file, the worker class's import)."""
+def write_now(logger: str, message: str, **fields: object) -> None:
+    """An error record of `logger` with `fields`, as one JSON line on the real stderr, whatever logging is configured:
+    for refusals that stop start-up before gunicorn has set up logging (its config file, the worker class's import)."""
+    record = logging.LogRecord(logger, logging.ERROR, __file__, 0, message, None, None)
+    record.__dict__.update(fields)
     handler = JsonHandler()
     handler.setFormatter(JsonFormatter())
     handler.handle(record)
@@ -101,11 +103,9 @@ def write_now(record: logging.LogRecord) -> None:
 def refuse_configuration(exc: SettingsError) -> NoReturn:
     """Stop start-up on a bad setting: one JSON line naming the variable, the value (never a secret's), the problem
     and what is accepted, then exit status 78 (sysexits' EX_CONFIG: systemd shows it as "CONFIG")."""
-    record = logging.LogRecord("clipsvc.settings", logging.ERROR, __file__, 0, "bad configuration: %s", (exc,), None)
-    fields = {"event": "bad_configuration", "variable": exc.variable, "value": exc.value, "problem": exc.problem,
-              "accepted": exc.accepted}
-    record.__dict__.update({key: value for key, value in fields.items() if value is not None})
-    write_now(record)
+    fields = {"variable": exc.variable, "value": exc.value, "problem": exc.problem, "accepted": exc.accepted}
+    write_now("clipsvc.settings", f"bad configuration: {exc}", event="bad_configuration",
+              **{key: value for key, value in fields.items() if value is not None})
     sys.exit(os.EX_CONFIG)
 
 
