@@ -17,8 +17,9 @@ import io
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,18 +133,20 @@ class Client:
         size = max(1, min(batch_size, limits["max_items"]))
         plan = self._plan(items, start, size, limits)
         progress = _progress(len(items) - start, show_progress, unit)
+
+        def finished(future: Future[Batch]) -> Batch:
+            batch = future.result()
+            progress(len(batch.indexes) + len(batch.failures))
+            return batch
+
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            pending = []
+            pending: deque[Future[Batch]] = deque()
             for chunk in plan:
                 pending.append(pool.submit(self._embed, items, chunk))
                 while len(pending) > concurrency:
-                    batch = pending.pop(0).result()
-                    progress(len(batch.indexes) + len(batch.failures))
-                    yield batch
-            for future in pending:
-                batch = future.result()
-                progress(len(batch.indexes) + len(batch.failures))
-                yield batch
+                    yield finished(pending.popleft())
+            while pending:
+                yield finished(pending.popleft())
         progress(0, close=True)
 
     def _plan(self, items: Sequence[Any], start: int, size: int, limits: dict) -> Iterator[list[int]]:
