@@ -23,7 +23,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from perf import cpu_model, photo_jpeg, standin_model  # noqa: E402
+from perf import chosen_model, cpu_model, photo_jpeg  # noqa: E402
 
 from testkit.server import serve  # noqa: E402
 
@@ -65,7 +65,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
-    model_dir = args.model_dir or standin_model(args.arch)
+    model_dir = chosen_model(args)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         folder.mkdir()

@@ -26,7 +26,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-from perf import cpu_model, photo_jpeg, setting, standin_model  # noqa: E402
+from perf import chosen_model, cpu_model, photo_jpeg, setting  # noqa: E402
 
 from testkit.server import serve  # noqa: E402
 
@@ -69,7 +69,7 @@ def main() -> None:
     parser.add_argument("--env", type=setting, action="append", default=[], metavar="CLIP_X=VALUE",
                         help="a setting other than its default, e.g. CLIP_PRECISION=fp32 (repeatable)")
     args = parser.parse_args()
-    model_dir = args.model_dir or standin_model(args.arch)
+    model_dir = chosen_model(args)
     blob = base64.b64encode(photo_jpeg(640, 480, seed=1)).decode()
     seen = [f"a photo of a {thing}" for thing in THINGS[:args.labels]]
     with tempfile.TemporaryDirectory() as tmp, serve(model_dir, Path(tmp) / "server.log", dict(args.env),

@@ -34,6 +34,7 @@ import json
 import os
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -98,6 +99,18 @@ def standin_model(arch: str) -> Path:
     finally:
         shutil.rmtree(building, ignore_errors=True)  # already renamed, or lost a race: either way gone
     return target
+
+
+def chosen_model(args: argparse.Namespace) -> Path:
+    """`--model-dir`, or the stand-in of `--arch` (standin_model): how every bench picks its model."""
+    return args.model_dir.resolve() if args.model_dir else standin_model(args.arch)
+
+
+def in_fresh_process(script: str, name: str, *args: str) -> dict:
+    """`script --one name *args` in a new Python process (its memory, oneDNN's state and torch's threads its own,
+    as a worker's), and the JSON object its last line prints."""
+    done = subprocess.run([sys.executable, script, "--one", name, *args], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def cores() -> int:
@@ -170,7 +183,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # building a stand-in would draw bars in the printout
     n_cores = cores()
-    model_dir = args.model_dir.resolve() if args.model_dir else standin_model(args.arch)
+    model_dir = chosen_model(args)
     work = direct.Work([photo_jpeg(*IMAGE_SIZE, seed=i) for i in range(args.images)], captions(args.texts))
     payload = Payload.build(work, args.encoding)
     direct_threads, baseline = describe_baseline(args, n_cores)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -80,27 +79,22 @@ def main() -> None:
     parser.add_argument("--one", choices=FORMATS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.model_dir is None:
-        from perf import standin_model
-
-        args.model_dir = standin_model(args.arch)
-    if args.one:
+    if args.one:  # a child: the parent names the model
         return one(args.one, args.model_dir, args.threads, args.images, args.texts, args.out)
-    from perf import cpu_model
+    from perf import chosen_model, cpu_model, in_fresh_process
 
     from clipsvc.web.scoring import CLIPSCORE_WEIGHT
 
+    model_dir = chosen_model(args)
     rows, vectors = [], {}
     for name in FORMATS:
         out = Path(f"/tmp/clipsvc-precision-{name}.npz")
-        done = subprocess.run([sys.executable, __file__, "--one", name, "--model-dir", str(args.model_dir),
-                               "--threads", str(args.threads), "--images", str(args.images), "--texts",
-                               str(args.texts), "--out", str(out)], capture_output=True, text=True, check=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        rows.append(in_fresh_process(__file__, name, "--model-dir", str(model_dir), "--threads", str(args.threads),
+                                     "--images", str(args.images), "--texts", str(args.texts), "--out", str(out)))
         vectors[name] = np.load(out)
         out.unlink()
     exact = vectors["fp32"]
-    print(f"{args.model_dir.name}, {cpu_model()}, {args.threads} threads, batch 1, {args.images} images / "
+    print(f"{model_dir.name}, {cpu_model()}, {args.threads} threads, batch 1, {args.images} images / "
           f"{args.texts} texts")
     print("| format | image ms | × fp32 | text ms | × fp32 | worst cosine image / text | worst score change | "
           "private MiB | load s (unguarded) |")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -61,22 +60,17 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=600)
     parser.add_argument("--one", choices=FORMATS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.model_dir is None:
-        from perf import standin_model
-
-        args.model_dir = standin_model(args.arch)
-    if args.one:
+    if args.one:  # a child: the parent names the model
         return one(args.one, args.model_dir, args.threads, args.passes)
-    from perf import cpu_model
+    from perf import chosen_model, cpu_model, in_fresh_process
 
-    print(f"{args.model_dir.name}, {cpu_model()}, {args.threads} threads, {args.passes} passes of varied texts")
+    model_dir = chosen_model(args)
+    print(f"{model_dir.name}, {cpu_model()}, {args.threads} threads, {args.passes} passes of varied texts")
     print("| format | 16 labels, one pass | RSS MiB: before, then after each third | growth |")
     print("| --- | --- | --- | --- |")
     for name in FORMATS:
-        done = subprocess.run([sys.executable, __file__, "--one", name, "--model-dir", str(args.model_dir),
-                               "--threads", str(args.threads), "--passes", str(args.passes)],
-                              capture_output=True, text=True, check=True)
-        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row = in_fresh_process(__file__, name, "--model-dir", str(model_dir), "--threads", str(args.threads),
+                               "--passes", str(args.passes))
         rss = row["rss_mib"]
         print(f"| {name} | {row['labels_ms']} ms | {' → '.join(f'{r:.0f}' for r in rss)} | "
               f"{rss[-1] - rss[0]:+.0f} MiB |")
