@@ -156,15 +156,11 @@ def test_the_readme_is_what_a_newcomer_needs_and_links_the_rest():
         assert symptom in troubleshooting, symptom
 
 
-def github_anchor(heading: str) -> str:
-    return SETTINGS_TABLE.slug(heading)
-
-
 @pytest.mark.parametrize("page", PAGES)
 def test_every_link_leads_somewhere(page):
     """Each relative link names a file of the repo and, with `#anchor`, a heading there (as GitHub makes anchors)."""
     text = re.sub(r"^```.*?^```", "", (ROOT / page).read_text(), flags=re.MULTILINE | re.DOTALL)
-    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+    for target in SETTINGS_TABLE.LINK.findall(text):
         if re.match(r"[a-z]+:", target):
             continue
         path, _, anchor = target.partition("#")
