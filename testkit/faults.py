@@ -50,11 +50,16 @@ class Outcome:
 
 
 class ClientThreads:
-    """Threads started on entering and told to stop (`stopped`) and joined on leaving; a hung one fails the test."""
+    """`count` threads running `_run`, started on entering, told to stop (`stopped`) and joined on leaving; a hung one
+    fails the test."""
 
-    threads: list[threading.Thread]
-    stopped: threading.Event
-    timeout: float
+    def __init__(self, count: int, timeout: float):
+        self.timeout = timeout
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def __enter__(self):
         for thread in self.threads:
@@ -72,10 +77,9 @@ class Load(ClientThreads):
     """Client threads that send valid requests back to back until stopped, every outcome recorded (epoch times)."""
 
     def __init__(self, server, threads: int, files, stop_on_error: bool = False, timeout: float = 30):
-        self.server, self.files, self.stop_on_error, self.timeout = server, files, stop_on_error, timeout
+        super().__init__(threads, timeout)
+        self.server, self.files, self.stop_on_error = server, files, stop_on_error
         self.outcomes: list[Outcome] = []
-        self.stopped = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
 
     def _run(self) -> None:
         while not self.stopped.is_set():

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import http.client
 import signal
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -78,10 +77,9 @@ class RawLoad(ClientThreads):
     refused."""
 
     def __init__(self, port: int, body: bytes, content_type: str, timeout: float = 60):
-        self.port, self.body, self.content_type, self.timeout = port, body, content_type, timeout
+        super().__init__(CLIENTS, timeout)
+        self.port, self.body, self.content_type = port, body, content_type
         self.attempts: list[Attempt] = []
-        self.stopped = threading.Event()
-        self.threads = [threading.Thread(target=self._run, daemon=True) for _ in range(CLIENTS)]
 
     def _run(self) -> None:
         while not self.stopped.is_set():
