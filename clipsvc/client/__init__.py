@@ -3,6 +3,6 @@
 Needs requirements-client.txt (requests, numpy, tqdm, pyarrow), not the service's requirements.
 """
 
-from .api import Batch, Client, Failure, ItemsRefused, ServiceError
+from .api import Batch, Client, Failure, ItemsRefused, ServiceError, Unreachable
 
-__all__ = ["Batch", "Client", "Failure", "ItemsRefused", "ServiceError"]
+__all__ = ["Batch", "Client", "Failure", "ItemsRefused", "ServiceError", "Unreachable"]

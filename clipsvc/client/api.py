@@ -3,38 +3,80 @@
 Batches go to `POST /encode?encoding=base64` (float32 bytes, no JSON numbers), several at once, each thread on its
 own keep-alive connection. The rules for faults, with their defaults:
 
-- a connection error, a 503 or a 408 is retried up to `retries` (5) times, waiting `backoff` (0.5 s) doubling each
-  time, or what the server's `Retry-After` says;
+- 503, 408 and 429 (busy) are retried up to `retries` (5) times, waiting `backoff` (0.5 s) doubling each time, or
+  what the server's `Retry-After` says; another 5xx, or a connection lost mid-request, is tried once more;
+- a connection that cannot be made (refused, a host name that does not resolve, no answer to connect within 5 s)
+  raises `Unreachable`: after about 1.5 s when the server has never answered this client (a wrong `url`), after the
+  whole `retries` once it has (a restart);
 - a 4xx that names an item (`error.field`, e.g. `[3].img_blob`) drops that item, records it with the server's code
   and message (`Failure`), and sends the rest of the batch again: one broken file never fails a run;
-- any other error raises `ServiceError`.
+- a batch that fails otherwise (a 5xx that persists, a 4xx that names no item, no answer in time) is halved, down to
+  the item that fails alone, which is dropped the same way, as long as the server still embeds a tiny probe;
+  when it does not, or answers 401/403, `ServiceError` stops the run: the server fails every request.
 """
 
 from __future__ import annotations
 
 import base64
+import errno
 import io
+import itertools
+import logging
 import re
+import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
 
-RETRIED = (408, 503)
+log = logging.getLogger(__name__)
+
+RETRIED = (408, 429, 503)  # busy or slow: wait as the server says and try again, `retries` times
+ERROR_RETRIES = 1  # another 5xx, or a connection lost mid-request: once more, then the batch is halved
+FIRST_CONTACT_RETRIES = 2  # a refused connection before the server ever answered: 0.5 + 1 s, then Unreachable
+CONNECT_TIMEOUT = 5.0  # seconds to make a connection; `timeout` is for the answer
+FATAL = (401, 403)  # a missing or wrong key: every request would fail the same way
+# errno of a connection that could not be made (as opposed to one lost mid-request)
+NOT_CONNECTED = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)
 ITEM_FIELD = re.compile(r"\[(\d+)\]")  # /encode's error.field for an item: "[3]", "[3].img_blob"
 # What a request may carry: the server's limits (GET /meta), and a share of the body for base64's growth.
 BASE64_GROWTH = 4 / 3
+# Sent when a batch fails for no item's reason: if the server embeds these, it works and the batch holds the cause.
+PROBES = {"image": {"img_blob": "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mNsaGhgwAaYGHCAwSkBADAXAZDU"
+                                "exXGAAAAAElFTkSuQmCC"},  # an 8x8 grey PNG
+          "text": {"text": "a photo"}}
 
 
 class ServiceError(RuntimeError):
     """The service refused a request, not one of its items, or could not be reached after every retry."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class Unreachable(ServiceError):
+    """No connection to the server could be made: nothing listens there, its name does not resolve, or TLS failed."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(f"no connection to {url}: {reason}")
+        self.url, self.reason = url, reason
+
+
+class NoAnswer(ServiceError):
+    """A connection was made, but it closed or timed out before the answer (a worker that died, a slow batch)."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -54,6 +96,42 @@ class Batch:
     indexes: list[int]
     vectors: np.ndarray
     failures: list[Failure]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A request that failed: the HTTP status (0: no answer), the error's code, message and field."""
+
+    status: int
+    code: str
+    message: str
+    field: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status or 'no answer'} {self.code}: {self.message}"
+
+
+@dataclass
+class _Outcome:
+    """What sending a batch gave so far: (input index, vector) rows and the items dropped."""
+
+    rows: list[tuple[int, np.ndarray]] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+
+def check_url(url: str) -> str:
+    """`url` if it can address a server; a ValueError that says what to write instead (requests' own is a traceback)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ValueError(f"{url!r} is not an http:// or https:// address: write e.g. "
+                         f"http://{url.split('://', 1)[-1] or '127.0.0.1:8081'}")
+    try:
+        parts.port  # noqa: B018 - raises for a port that is not a number from 0 to 65535
+    except ValueError:
+        raise ValueError(f"{url!r}: the port is not a number from 1 to 65535") from None
+    if not parts.hostname:
+        raise ValueError(f"{url!r} names no host: write e.g. http://127.0.0.1:8081")
+    return url
 
 
 def describe(item: Any) -> str:
@@ -93,11 +171,12 @@ class Client:
 
     def __init__(self, url: str, api_key: str | None = None, timeout: float = 120, retries: int = 5,
                  backoff: float = 0.5):
-        self.url = url.rstrip("/")
+        self.url = check_url(url).rstrip("/")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
         self._meta: dict | None = None
+        self._answered = False  # whether the server has ever answered: then a refused connection is a restart
 
     def _session(self) -> requests.Session:
         """One keep-alive connection per thread: batches are pipelined on it, never a new connect each."""
@@ -109,7 +188,15 @@ class Client:
     def meta(self) -> dict:
         """GET /meta, once: the model's size and the limits a batch must respect."""
         if self._meta is None:
-            self._meta = self._request("GET", "/meta").json()
+            response = self._request("GET", "/meta")
+            if not response.ok:
+                raise ServiceError(f"GET /meta: {_refusal(response)}", response.status_code)
+            try:
+                meta = response.json()
+                meta["embedding_dim"], meta["limits"]["max_items"], meta["limits"]["max_request_mb"]  # noqa: B018
+            except (ValueError, KeyError, TypeError):
+                raise ServiceError(f"{self.url} answers GET /meta, but not as a clipsvc server does") from None
+            self._meta = meta
         return self._meta
 
     def encode(self, items: Sequence[Any], batch_size: int = 16, concurrency: int = 4,
@@ -139,7 +226,8 @@ class Client:
             progress(len(batch.indexes) + len(batch.failures))
             return batch
 
-        with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, concurrency))
+        try:
             pending: deque[Future[Batch]] = deque()
             for chunk in plan:
                 pending.append(pool.submit(self._embed, items, chunk))
@@ -147,7 +235,9 @@ class Client:
                     yield finished(pending.popleft())
             while pending:
                 yield finished(pending.popleft())
-        progress(0, close=True)
+        finally:  # a batch that stopped the run: the batches not started are not sent
+            pool.shutdown(wait=True, cancel_futures=True)
+            progress(0, close=True)
 
     def _plan(self, items: Sequence[Any], start: int, size: int, limits: dict) -> Iterator[list[int]]:
         """Consecutive indexes, `size` at most and within the request size limit (file sizes read from disk)."""
@@ -165,8 +255,8 @@ class Client:
             yield chunk
 
     def _embed(self, items: Sequence[Any], indexes: list[int]) -> Batch:
-        """One batch, resent without each item the service names, until the rest is embedded."""
-        failures: list[Failure] = []
+        """One batch: what cannot be sent is recorded without a request, the rest goes to _send."""
+        outcome = _Outcome()
         body: list[tuple[int, dict]] = []
         max_image = self.meta()["limits"]["max_image_mb"] * 1024 * 1024
         for index in indexes:
@@ -176,46 +266,111 @@ class Client:
                     raise ValueError(f"larger than the server's image limit ({max_image / 2**20:g} MB)")
                 body.append((index, as_json_item(item)))
             except (OSError, ValueError, TypeError) as exc:
-                failures.append(Failure(index, describe(item), "unreadable" if isinstance(exc, OSError)
-                                        else "too_large" if isinstance(exc, ValueError) else "unsupported_item",
-                                        str(exc)))
-        while body:
-            response = self._request("POST", "/encode?encoding=base64", json=[entry for _, entry in body],
-                                     allowed=lambda r: r.ok or 400 <= r.status_code < 500)
-            if response.ok:
-                rows = [np.frombuffer(base64.b64decode(v), dtype="<f4") for v in response.json()]
-                return Batch([i for i, _ in body], np.stack(rows).astype(np.float32), failures)
-            error = response.json().get("error", {})
-            position = _item_position(error.get("field"), len(body))
-            if position is None:
-                raise ServiceError(f"POST /encode: {response.status_code} {error.get('code')}: {error.get('message')}")
-            index, _ = body.pop(position)
-            # "[12].img_blob is not ...": the position is this batch's, meaningless to the caller
-            message = error.get("message", "").removeprefix(error["field"]).strip()
-            failures.append(Failure(index, describe(items[index]), error.get("code", "?"), message))
-        return Batch([], np.empty((0, self.meta()["embedding_dim"]), dtype=np.float32), failures)
+                outcome.failures.append(Failure(index, describe(item), "unreadable" if isinstance(exc, OSError)
+                                                else "too_large" if isinstance(exc, ValueError)
+                                                else "unsupported_item", str(exc)))
+        self._send(items, body, outcome)
+        outcome.rows.sort(key=lambda row: row[0])
+        vectors = (np.stack([vector for _, vector in outcome.rows]) if outcome.rows
+                   else np.empty((0, self.meta()["embedding_dim"])))
+        return Batch([index for index, _ in outcome.rows], vectors.astype(np.float32),
+                     sorted(outcome.failures, key=lambda failure: failure.index))
 
-    def _request(self, method: str, path: str, allowed: Callable[[requests.Response], bool] | None = None,
-                 **kwargs: Any) -> requests.Response:
-        """One call with the retry rules: connection errors, 503 and 408 wait and try again."""
-        allowed = allowed or (lambda r: r.ok)
+    def _send(self, items: Sequence[Any], body: list[tuple[int, dict]], outcome: _Outcome) -> None:
+        """Embed `body`'s items. One the server names is dropped and the rest sent again; a batch that fails for no
+        named item is halved down to the item that fails alone, dropped too, while the server embeds the probe."""
+        while body:
+            answer = self._post(body)
+            if isinstance(answer, requests.Response):
+                rows = [np.frombuffer(base64.b64decode(v), dtype="<f4") for v in answer.json()]
+                outcome.rows += zip([index for index, _ in body], rows, strict=True)
+                return
+            position = _item_position(answer.field, len(body)) if 400 <= answer.status < 500 else None
+            if position is not None:
+                index, _ = body.pop(position)
+                # "[12].img_blob is not ...": the position is this batch's, meaningless to the caller
+                message = answer.message.removeprefix(answer.field or "").strip()
+                outcome.failures.append(Failure(index, describe(items[index]), answer.code, message))
+                continue
+            if answer.status in FATAL or not self._probe(body):
+                raise ServiceError(f"the server fails every request: POST /encode: {answer}", answer.status or None)
+            if len(body) == 1:
+                [(index, _)] = body
+                outcome.failures.append(Failure(index, describe(items[index]), answer.code,
+                                                f"{answer.status or 'no answer'} for this item alone, after "
+                                                f"retries, while the server embeds others: {answer.message}"))
+                return
+            half = len(body) // 2
+            self._send(items, body[:half], outcome)
+            self._send(items, body[half:], outcome)
+            return
+
+    def _post(self, body: list[tuple[int, dict]]) -> requests.Response | Refusal:
+        """POST /encode with the retry rules: the answer when it is 2xx, otherwise why not."""
+        try:
+            response = self._request("POST", "/encode?encoding=base64", json=[entry for _, entry in body])
+        except NoAnswer as exc:
+            return Refusal(0, exc.code, str(exc))
+        return response if response.ok else _refusal(response)
+
+    def _probe(self, body: list[tuple[int, dict]]) -> bool:
+        """Whether the server embeds a tiny item of each kind in `body`: if so, the batch, not the server, fails."""
+        kinds = sorted({"text" if "text" in entry else "image" for _, entry in body})
+        return isinstance(self._post([(0, PROBES[kind]) for kind in kinds]), requests.Response)
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        """One call with the retry rules: the last answer, whatever its status; raises Unreachable when no connection
+        can be made, NoAnswer when one closed or timed out before the answer."""
         delay = self.backoff
-        for attempt in range(self.retries + 1):
+        for attempt in itertools.count():
             try:
-                response = self._session().request(method, self.url + path, timeout=self.timeout, **kwargs)
-            except requests.ConnectionError as exc:
-                if attempt == self.retries:
-                    raise ServiceError(f"{method} {path}: {exc}") from exc
+                response = self._session().request(method, self.url + path,
+                                                   timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout),
+                                                   **kwargs)
+            except requests.RequestException as exc:
+                error, retries = self._failure(exc)
+                if attempt >= retries:
+                    raise error from None
                 self._local.session = None  # a fresh connection next time
-                time.sleep(delay)
+                wait, why = delay, str(error)
             else:
-                if response.status_code not in RETRIED or attempt == self.retries:
-                    if allowed(response):
-                        return response
-                    raise ServiceError(f"{method} {path}: {response.status_code} {response.text[:300]}")
-                time.sleep(_retry_after(response, delay))
+                self._answered = True
+                if attempt >= self._retries_for(response.status_code):
+                    return response
+                wait, why = _retry_after(response, delay), f"{response.status_code} {response.reason}"
+            log.log(logging.WARNING if self._answered else logging.DEBUG, "%s %s: %s; trying again in %.1f s",
+                    method, path, why, wait)
+            time.sleep(wait)
             delay *= 2
         raise AssertionError("unreachable")
+
+    def _retries_for(self, status: int) -> int:
+        """Busy answers are worth every retry, another 5xx one more try (it may be the batch), the rest none."""
+        if status in RETRIED:
+            return self.retries
+        return min(self.retries, ERROR_RETRIES) if status >= 500 else 0
+
+    def _failure(self, exc: requests.RequestException) -> tuple[ServiceError, int]:
+        """What a requests exception means, and how many tries it is worth: a server that has answered before is
+        given every retry (it may be restarting); one that never has, few (the address is probably wrong)."""
+        patient = self.retries if self._answered else 0
+        causes = list(_causes(exc))
+        refused = next((c for c in causes if isinstance(c, OSError) and c.errno in NOT_CONNECTED), None)
+        if isinstance(exc, requests.exceptions.SSLError):
+            return Unreachable(self.url, f"TLS failed ({_last_words(causes)})"), 0
+        if isinstance(exc, requests.ConnectTimeout):
+            return Unreachable(self.url, f"no connection within {min(CONNECT_TIMEOUT, self.timeout):g} s"), patient
+        if any(isinstance(c, socket.gaierror) for c in causes):
+            return Unreachable(self.url, f"the host name {urlsplit(self.url).hostname!r} does not resolve"), patient
+        if refused is not None:
+            return (Unreachable(self.url, (refused.strerror or "refused").lower()),
+                    patient or min(self.retries, FIRST_CONTACT_RETRIES))
+        if isinstance(exc, requests.Timeout):
+            return NoAnswer("timeout", f"no answer within {self.timeout:g} s"), 0
+        if isinstance(exc, requests.ConnectionError):
+            return NoAnswer("connection_lost", "the connection closed before the answer"), min(self.retries,
+                                                                                             ERROR_RETRIES)
+        return ServiceError(f"{type(exc).__name__}: {exc}"), 0
 
 
 class ItemsRefused(ServiceError):
@@ -225,6 +380,34 @@ class ItemsRefused(ServiceError):
         super().__init__(f"{len(failures)} item(s) refused, e.g. #{failures[0].index} {failures[0].item}: "
                          f"{failures[0].code}")
         self.failures, self.vectors = failures, vectors
+
+
+def _refusal(response: requests.Response) -> Refusal:
+    """A failed answer's error, from our JSON body or, from a proxy or another server, its status and text."""
+    try:
+        error = response.json().get("error")
+    except (ValueError, AttributeError):
+        error = None
+    error = error if isinstance(error, dict) else {}
+    message = error.get("message") or response.text.strip()[:200] or response.reason or ""
+    return Refusal(response.status_code, str(error.get("code") or f"http_{response.status_code}"), str(message),
+                   error.get("field") if isinstance(error.get("field"), str) else None)
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: requests' args, urllib3's `reason`, Python's __cause__ and __context__."""
+    todo, seen = [exc], set()
+    while todo:
+        current = todo.pop()
+        if not isinstance(current, BaseException) or id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
+
+
+def _last_words(causes: list[BaseException]) -> str:
+    return str(causes[-1]).splitlines()[0][:160] if causes else "?"
 
 
 def _item_position(field: str | None, count: int) -> int | None:
