@@ -24,6 +24,11 @@ from .api import Batch
 # kind -> (folder, file name pattern, metadata column)
 LAYOUT = {"image": ("img_emb", "img_emb_{}.npy", "image_path"), "text": ("text_emb", "text_emb_{}.npy", "caption")}
 PROGRESS_FILE = "clipsvc_progress.json"
+OURS = {folder for folder, _, _ in LAYOUT.values()} | {"metadata", PROGRESS_FILE}  # what an index folder holds
+
+
+class IndexRefused(ValueError):
+    """A folder that cannot be this run's index (a file, someone else's folder, another run) or is no index."""
 
 
 @dataclass
@@ -49,10 +54,12 @@ class ChunkWriter:
 
     def __init__(self, out: Path, kind: str, names: Sequence[str], chunk_size: int):
         self.out, self.kind, self.names, self.chunk_size = out, kind, list(names), chunk_size
-        folder, _, _ = LAYOUT[kind]
-        (out / folder).mkdir(parents=True, exist_ok=True)
-        (out / "metadata").mkdir(parents=True, exist_ok=True)
+        check_out(out)
+        out.mkdir(parents=True, exist_ok=True)
         self.progress = self._load_or_start()
+        folder, _, _ = LAYOUT[kind]
+        (out / folder).mkdir(exist_ok=True)
+        (out / "metadata").mkdir(exist_ok=True)
         self._rows: list[tuple[int, np.ndarray]] = []  # (input index, vector), not yet in a chunk
         self._skips: list[dict] = []  # skipped inputs not yet covered by a written chunk
 
@@ -61,13 +68,18 @@ class ChunkWriter:
         return self.progress.next_input
 
     def _load_or_start(self) -> Progress:
+        """This run's saved progress, or a fresh one saved at once: a run stopped before its first chunk is ours."""
         path = self.out / PROGRESS_FILE
         fresh = Progress(self.kind, len(self.names), digest(self.names), self.chunk_size)
         if not path.exists():
+            _save(path, fresh)
             return fresh
-        saved = Progress(**json.loads(path.read_text()))
+        try:
+            saved = Progress(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            raise IndexRefused(f"{path} is damaged: remove {self.out} to start over") from None
         if (saved.kind, saved.digest, saved.chunk_size) != (fresh.kind, fresh.digest, fresh.chunk_size):
-            raise SystemExit(f"{self.out} holds another run (other inputs, kind or chunk size); use a new --out")
+            raise IndexRefused(f"{self.out} holds another run (other inputs, kind or chunk size): use a new --out")
         return saved
 
     def add(self, batch: Batch) -> None:
@@ -110,8 +122,23 @@ class ChunkWriter:
         self.progress.skipped += [{k: v for k, v in s.items() if k != "index"} for s in done]
 
     def _save(self) -> None:
-        text = json.dumps(asdict(self.progress), indent=1)
-        _replace(self.out / PROGRESS_FILE, lambda path: Path(path).write_text(text), ".json")
+        _save(self.out / PROGRESS_FILE, self.progress)
+
+
+def _save(path: Path, progress: Progress) -> None:
+    text = json.dumps(asdict(progress), indent=1)
+    _replace(path, lambda temporary: Path(temporary).write_text(text), ".json")
+
+
+def check_out(out: Path) -> None:
+    """Refuse an --out that is a file, or a folder holding anything but an index: its files would be mixed in."""
+    if out.exists() and not out.is_dir():
+        raise IndexRefused(f"--out {out} is a file: name a folder (a new one, or one embed wrote)")
+    if out.is_dir() and not (out / PROGRESS_FILE).exists():
+        others = sorted(p.name for p in out.iterdir() if p.name not in OURS and not p.name.startswith("."))
+        if others:
+            raise IndexRefused(f"--out {out} holds other files ({', '.join(others[:3])}"
+                               f"{', ...' if len(others) > 3 else ''}): name a new or empty folder")
 
 
 def _replace(target: Path, write, suffix: str) -> None:
@@ -126,9 +153,14 @@ def read_index(out: Path, kind: str = "image") -> tuple[np.ndarray, list[str]]:
     import pyarrow.parquet as pq
 
     folder, pattern, column = LAYOUT[kind]
+    if not out.is_dir():
+        raise IndexRefused(f"--index {out}: no such folder")
     count = len(list((out / folder).glob(pattern.format("*"))))
     if count == 0:
-        raise SystemExit(f"no {pattern.format('K')} under {out / folder}: is {out} an index written by embed?")
+        if (out / PROGRESS_FILE).exists():
+            raise IndexRefused(f"{out} holds no vectors yet: its run embedded nothing so far ({PROGRESS_FILE} lists "
+                               "what was skipped and why)")
+        raise IndexRefused(f"no {pattern.format('K')} under {out / folder}: is {out} an index written by embed?")
     vectors = [np.load(out / folder / pattern.format(k)) for k in range(count)]
     names = [name for k in range(count) for name in pq.read_table(out / "metadata" / f"metadata_{k}.parquet")
              .column(column).to_pylist()]
