@@ -5,16 +5,13 @@ import signal
 import sys
 
 from clipsvc.encoder.modeldir import ModelDirError, ModelLoadError
-from clipsvc.server import gunicorn_errors, lifecycle, native_stderr
-from clipsvc.server.logs import logging_config, refuse_configuration
-from clipsvc.settings import Settings, SettingsError
+from clipsvc.server import gunicorn_errors, lifecycle, native_stderr, start
+from clipsvc.server.logs import logging_config
 
-# A bad value stops start-up with one JSON line naming the variable (exit status 78). WEB_CONCURRENCY that is not a
-# whole number never gets here: gunicorn reads it as it is imported (clipsvc.server.start, docs/deployment.md).
-try:
-    settings = Settings.from_env()
-except SettingsError as exc:
-    refuse_configuration(exc)
+# A bad value, or two that cannot work together, stops start-up with one JSON line naming the variable (exit status
+# 78) before any worker boots. WEB_CONCURRENCY that is not a whole number never gets here: gunicorn reads it as it is
+# imported (clipsvc.server.start, docs/deployment.md).
+settings = start.checked_settings()
 
 # --- Server socket
 bind = [f"0.0.0.0:{settings.port}"]
@@ -62,8 +59,10 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Master: find and check the model (unzipping it once) before any worker forks."""
+    """Master: warn of CLIP_* variables that are no setting, find and check the model (unzipping it once) before any
+    worker forks."""
     lifecycle.server_starting()  # what the `ready` line's seconds count from
+    start.warn_unknown_variables()  # here, once a start: gunicorn runs this file's body again on SIGHUP
     native_stderr.capture()  # from now on, what native code writes to fd 2 is logged as JSON lines
     lifecycle.prepare_metrics_dir()
     try:
