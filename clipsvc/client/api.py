@@ -1,18 +1,9 @@
 """The Python client: items in, float32 unit vectors out, in input order, over the service's fastest transport.
 
 Batches go to `POST /encode?encoding=base64` (float32 bytes, no JSON numbers), several at once, each thread on its
-own keep-alive connection. The rules for faults, with their defaults:
-
-- 503, 408 and 429 (busy) are retried up to `retries` (5) times, waiting `backoff` (0.5 s) doubling each time, or
-  what the server's `Retry-After` says; another 5xx, or a connection lost mid-request, is tried once more;
-- a connection that cannot be made (refused, a host name that does not resolve, no answer to connect within 5 s)
-  raises `Unreachable`: after about 1.5 s when the server has never answered this client (a wrong `url`), after the
-  whole `retries` once it has (a restart);
-- a 4xx that names an item (`error.field`, e.g. `[3].img_blob`) drops that item, records it with the server's code
-  and message (`Failure`), and sends the rest of the batch again: one broken file never fails a run;
-- a batch that fails otherwise (a 5xx that persists, a 4xx that names no item, no answer in time) is halved, down to
-  the item that fails alone, which is dropped the same way, as long as the server still embeds a tiny probe;
-  when it does not, or answers 401/403, `ServiceError` stops the run: the server fails every request.
+own keep-alive connection. Faults (docs/client.md has the rules): busy answers are retried; an item the server names,
+or that fails alone when its batch is halved, is dropped with the reason; a server that cannot be reached
+(`Unreachable`) or fails every request, a probe's too (`ServiceError`), stops the run.
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -44,23 +35,20 @@ ERROR_RETRIES = 1  # another 5xx, or a connection lost mid-request: once more, t
 FIRST_CONTACT_RETRIES = 2  # a refused connection before the server ever answered: 0.5 + 1 s, then Unreachable
 CONNECT_TIMEOUT = 5.0  # seconds to make a connection; `timeout` is for the answer
 FATAL = (401, 403)  # a missing or wrong key: every request would fail the same way
-# errno of a connection that could not be made (as opposed to one lost mid-request)
-NOT_CONNECTED = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)
+NOT_CONNECTED = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)  # not lost
 ITEM_FIELD = re.compile(r"\[(\d+)\]")  # /encode's error.field for an item: "[3]", "[3].img_blob"
-# What a request may carry: the server's limits (GET /meta), and a share of the body for base64's growth.
-BASE64_GROWTH = 4 / 3
-# Sent when a batch fails for no item's reason: if the server embeds these, it works and the batch holds the cause.
-PROBES = {"image": {"img_blob": "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mNsaGhgwAaYGHCAwSkBADAXAZDU"
-                                "exXGAAAAAElFTkSuQmCC"},  # an 8x8 grey PNG
-          "text": {"text": "a photo"}}
+BASE64_GROWTH = 4 / 3  # a request carries the server's max_request_mb (GET /meta) less base64's growth
+# Sent when a batch fails for no item's reason: if the server embeds these (an 8x8 grey PNG, a text), it works.
+GREY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mNsaGhgwAaYGHCAwSkBADAXAZDUexXGAAAAAElFTkSuQmCC"
+PROBES = {"image": {"img_blob": GREY_PNG}, "text": {"text": "a photo"}}
 
 
 class ServiceError(RuntimeError):
     """The service refused a request, not one of its items, or could not be reached after every retry."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, code: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status, self.code = status, code
 
 
 class Unreachable(ServiceError):
@@ -74,15 +62,10 @@ class Unreachable(ServiceError):
 class NoAnswer(ServiceError):
     """A connection was made, but it closed or timed out before the answer (a worker that died, a slow batch)."""
 
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
 
 @dataclass(frozen=True)
 class Failure:
     """An item the service refused, or that could not be sent: its index in the input and why."""
-
     index: int
     item: str
     code: str
@@ -92,7 +75,6 @@ class Failure:
 @dataclass(frozen=True)
 class Batch:
     """One batch's outcome: the input indexes embedded, their vectors (rows in the same order), and the failures."""
-
     indexes: list[int]
     vectors: np.ndarray
     failures: list[Failure]
@@ -101,7 +83,6 @@ class Batch:
 @dataclass(frozen=True)
 class Refusal:
     """A request that failed: the HTTP status (0: no answer), the error's code, message and field."""
-
     status: int
     code: str
     message: str
@@ -109,14 +90,6 @@ class Refusal:
 
     def __str__(self) -> str:
         return f"{self.status or 'no answer'} {self.code}: {self.message}"
-
-
-@dataclass
-class _Outcome:
-    """What sending a batch gave so far: (input index, vector) rows and the items dropped."""
-
-    rows: list[tuple[int, np.ndarray]] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
 
 
 def check_url(url: str) -> str:
@@ -147,10 +120,7 @@ def describe(item: Any) -> str:
 
 def as_json_item(item: Any) -> dict[str, str]:
     """A text (str), an image URL (an http(s) str), a file (Path), image bytes, or a PIL image -> /encode's item.
-
-    A str is always a text unless it is an http(s) URL: name files with pathlib.Path, so a caption that happens to
-    look like a file name is never read from disk.
-    """
+    A str is a text unless an http(s) URL: files are pathlib.Paths, so a caption like a file name is never read."""
     if isinstance(item, str):
         if item.startswith(("http://", "https://")):
             return {"img_uri": item}
@@ -173,6 +143,7 @@ class Client:
                  backoff: float = 0.5):
         self.url = check_url(url).rstrip("/")
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        self._timeouts = (min(CONNECT_TIMEOUT, timeout), timeout)  # to connect, to answer
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._local = threading.local()
         self._meta: dict | None = None
@@ -256,7 +227,8 @@ class Client:
 
     def _embed(self, items: Sequence[Any], indexes: list[int]) -> Batch:
         """One batch: what cannot be sent is recorded without a request, the rest goes to _send."""
-        outcome = _Outcome()
+        rows: list[tuple[int, np.ndarray]] = []  # (input index, vector)
+        failures: list[Failure] = []
         body: list[tuple[int, dict]] = []
         max_image = self.meta()["limits"]["max_image_mb"] * 1024 * 1024
         for index in indexes:
@@ -266,43 +238,40 @@ class Client:
                     raise ValueError(f"larger than the server's image limit ({max_image / 2**20:g} MB)")
                 body.append((index, as_json_item(item)))
             except (OSError, ValueError, TypeError) as exc:
-                outcome.failures.append(Failure(index, describe(item), "unreadable" if isinstance(exc, OSError)
-                                                else "too_large" if isinstance(exc, ValueError)
-                                                else "unsupported_item", str(exc)))
-        self._send(items, body, outcome)
-        outcome.rows.sort(key=lambda row: row[0])
-        vectors = (np.stack([vector for _, vector in outcome.rows]) if outcome.rows
-                   else np.empty((0, self.meta()["embedding_dim"])))
-        return Batch([index for index, _ in outcome.rows], vectors.astype(np.float32),
-                     sorted(outcome.failures, key=lambda failure: failure.index))
+                code = "unreadable" if isinstance(exc, OSError) else "too_large" if isinstance(exc, ValueError) else ""
+                failures.append(Failure(index, describe(item), code or "unsupported_item", str(exc)))
+        self._send(items, body, rows, failures)
+        rows.sort(key=lambda row: row[0])
+        vectors = np.stack([vector for _, vector in rows]) if rows else np.empty((0, self.meta()["embedding_dim"]))
+        return Batch([index for index, _ in rows], vectors.astype(np.float32), sorted(failures, key=lambda f: f.index))
 
-    def _send(self, items: Sequence[Any], body: list[tuple[int, dict]], outcome: _Outcome) -> None:
+    def _send(self, items: Sequence[Any], body: list[tuple[int, dict]], rows: list[tuple[int, np.ndarray]],
+              failures: list[Failure]) -> None:
         """Embed `body`'s items. One the server names is dropped and the rest sent again; a batch that fails for no
         named item is halved down to the item that fails alone, dropped too, while the server embeds the probe."""
         while body:
             answer = self._post(body)
             if isinstance(answer, requests.Response):
-                rows = [np.frombuffer(base64.b64decode(v), dtype="<f4") for v in answer.json()]
-                outcome.rows += zip([index for index, _ in body], rows, strict=True)
+                vectors = [np.frombuffer(base64.b64decode(v), dtype="<f4") for v in answer.json()]
+                rows += zip([index for index, _ in body], vectors, strict=True)
                 return
             position = _item_position(answer.field, len(body)) if 400 <= answer.status < 500 else None
             if position is not None:
                 index, _ = body.pop(position)
                 # "[12].img_blob is not ...": the position is this batch's, meaningless to the caller
                 message = answer.message.removeprefix(answer.field or "").strip()
-                outcome.failures.append(Failure(index, describe(items[index]), answer.code, message))
+                failures.append(Failure(index, describe(items[index]), answer.code, message))
                 continue
             if answer.status in FATAL or not self._probe(body):
                 raise ServiceError(f"the server fails every request: POST /encode: {answer}", answer.status or None)
             if len(body) == 1:
                 [(index, _)] = body
-                outcome.failures.append(Failure(index, describe(items[index]), answer.code,
-                                                f"{answer.status or 'no answer'} for this item alone, after "
-                                                f"retries, while the server embeds others: {answer.message}"))
+                why = f"{answer.status or 'no answer'} for this item alone, after retries; the server embeds others"
+                failures.append(Failure(index, describe(items[index]), answer.code, f"{why}: {answer.message}"))
                 return
             half = len(body) // 2
-            self._send(items, body[:half], outcome)
-            self._send(items, body[half:], outcome)
+            self._send(items, body[:half], rows, failures)
+            self._send(items, body[half:], rows, failures)
             return
 
     def _post(self, body: list[tuple[int, dict]]) -> requests.Response | Refusal:
@@ -310,7 +279,7 @@ class Client:
         try:
             response = self._request("POST", "/encode?encoding=base64", json=[entry for _, entry in body])
         except NoAnswer as exc:
-            return Refusal(0, exc.code, str(exc))
+            return Refusal(0, exc.code or "no_answer", str(exc))
         return response if response.ok else _refusal(response)
 
     def _probe(self, body: list[tuple[int, dict]]) -> bool:
@@ -319,14 +288,11 @@ class Client:
         return isinstance(self._post([(0, PROBES[kind]) for kind in kinds]), requests.Response)
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """One call with the retry rules: the last answer, whatever its status; raises Unreachable when no connection
-        can be made, NoAnswer when one closed or timed out before the answer."""
+        """One call with the retry rules: the last answer, whatever its status; Unreachable, NoAnswer without one."""
         delay = self.backoff
         for attempt in itertools.count():
             try:
-                response = self._session().request(method, self.url + path,
-                                                   timeout=(min(CONNECT_TIMEOUT, self.timeout), self.timeout),
-                                                   **kwargs)
+                response = self._session().request(method, self.url + path, timeout=self._timeouts, **kwargs)
             except requests.RequestException as exc:
                 error, retries = self._failure(exc)
                 if attempt >= retries:
@@ -346,30 +312,26 @@ class Client:
 
     def _retries_for(self, status: int) -> int:
         """Busy answers are worth every retry, another 5xx one more try (it may be the batch), the rest none."""
-        if status in RETRIED:
-            return self.retries
-        return min(self.retries, ERROR_RETRIES) if status >= 500 else 0
+        return self.retries if status in RETRIED else min(self.retries, ERROR_RETRIES) if status >= 500 else 0
 
     def _failure(self, exc: requests.RequestException) -> tuple[ServiceError, int]:
-        """What a requests exception means, and how many tries it is worth: a server that has answered before is
-        given every retry (it may be restarting); one that never has, few (the address is probably wrong)."""
+        """An exception's meaning, and the retries it is worth: all if the server answered before, else few."""
         patient = self.retries if self._answered else 0
         causes = list(_causes(exc))
         refused = next((c for c in causes if isinstance(c, OSError) and c.errno in NOT_CONNECTED), None)
         if isinstance(exc, requests.exceptions.SSLError):
-            return Unreachable(self.url, f"TLS failed ({_last_words(causes)})"), 0
+            return Unreachable(self.url, f"TLS failed ({str(causes[-1])[:160]})"), 0
         if isinstance(exc, requests.ConnectTimeout):
-            return Unreachable(self.url, f"no connection within {min(CONNECT_TIMEOUT, self.timeout):g} s"), patient
+            return Unreachable(self.url, f"no connection within {self._timeouts[0]:g} s"), patient
         if any(isinstance(c, socket.gaierror) for c in causes):
             return Unreachable(self.url, f"the host name {urlsplit(self.url).hostname!r} does not resolve"), patient
         if refused is not None:
             return (Unreachable(self.url, (refused.strerror or "refused").lower()),
                     patient or min(self.retries, FIRST_CONTACT_RETRIES))
         if isinstance(exc, requests.Timeout):
-            return NoAnswer("timeout", f"no answer within {self.timeout:g} s"), 0
+            return NoAnswer(f"no answer within {self.timeout:g} s", code="timeout"), 0
         if isinstance(exc, requests.ConnectionError):
-            return NoAnswer("connection_lost", "the connection closed before the answer"), min(self.retries,
-                                                                                             ERROR_RETRIES)
+            return NoAnswer("the connection closed before the answer", code="connection_lost"), self._retries_for(500)
         return ServiceError(f"{type(exc).__name__}: {exc}"), 0
 
 
@@ -385,10 +347,9 @@ class ItemsRefused(ServiceError):
 def _refusal(response: requests.Response) -> Refusal:
     """A failed answer's error, from our JSON body or, from a proxy or another server, its status and text."""
     try:
-        error = response.json().get("error")
-    except (ValueError, AttributeError):
-        error = None
-    error = error if isinstance(error, dict) else {}
+        error = dict(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        error = {}
     message = error.get("message") or response.text.strip()[:200] or response.reason or ""
     return Refusal(response.status_code, str(error.get("code") or f"http_{response.status_code}"), str(message),
                    error.get("field") if isinstance(error.get("field"), str) else None)
@@ -406,14 +367,9 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         todo += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
 
 
-def _last_words(causes: list[BaseException]) -> str:
-    return str(causes[-1]).splitlines()[0][:160] if causes else "?"
-
-
 def _item_position(field: str | None, count: int) -> int | None:
     match = ITEM_FIELD.match(field or "")
-    position = int(match.group(1)) if match else None
-    return position if position is not None and position < count else None
+    return int(match.group(1)) if match and int(match.group(1)) < count else None
 
 
 def _retry_after(response: requests.Response, default: float) -> float:
@@ -441,9 +397,4 @@ def _progress(total: int, show: bool, unit: str) -> Callable[..., None]:
     from tqdm import tqdm
 
     bar = tqdm(total=total, unit=unit, smoothing=0.1)  # shows unit/s and the time left
-
-    def update(n: int, close: bool = False) -> None:
-        bar.update(n)
-        if close:
-            bar.close()
-    return update
+    return lambda n, close=False: bar.close() if close else bar.update(n)
