@@ -22,7 +22,9 @@ class Code(Enum):
     UNKNOWN_KEY = 400, ("a form key other than `image-<id>` / `text-<id>` (`field` is the key; \"\" for a part "
                         "without a name)")
     DUPLICATE_KEY = 400, "the same form key twice"
-    TOO_MANY_ITEMS = 400, f"more items (images + texts, all lists of the request together) than {env_var('max_items')}"
+    TOO_MANY_ITEMS = 400, (f"more items (images + texts, all lists of the request together) than "
+                           f"{env_var('max_items')} (a form: also more than 2 x {env_var('max_items')} + 16 parts or "
+                           "fields, whatever their keys)")
     IMAGE_NOT_A_FILE = 400, ("`image-<id>` sent as a plain text value instead of a file part (also any `image-<id>` "
                              "in a urlencoded body: images need multipart/form-data)")
     EMPTY_FILE = 400, "a zero-byte image"
@@ -35,15 +37,16 @@ class Code(Enum):
                           f"{MAX_TEXT_FILE_BYTES // 1024} KiB)")
     INVALID_ENCODING = 400, "?encoding= (/v1/embeddings: encoding_format) other than float or base64"
     INVALID_JSON = 400, "JSON endpoints: the body is not valid JSON"
-    INVALID_ITEMS = 400, ("JSON endpoints: not a non-empty list of items (/rank: not an object with two lists; "
-                          "Truss predict: no unique `labels` list, or not exactly one of `image`, `image_url`)")
+    INVALID_ITEMS = 400, ("JSON endpoints: not a non-empty list of items, e.g. a body of JSON null (/rank: not an "
+                          "object with two lists; Truss predict: not an object, no unique `labels` list, or not "
+                          "exactly one of `image`, `image_url`)")
     INVALID_ITEM = 400, "JSON endpoints: an item without exactly one of text, img_blob, img_uri, or not a string"
     INVALID_BASE64 = 400, "JSON endpoints: img_blob (or a data: URI's payload) is not valid base64"
     INVALID_PIXELS = 400, "Truss predict: `image` is not an H x W x 3 list of numbers from 0 to 255"
     INVALID_URI = 400, "JSON endpoints: img_uri is neither a data: URI nor an http(s) URL"
-    INVALID_DOCUMENTS = 400, ("clip-as-service (POST /post, or its envelope on /encode, /rank): `data` is not a "
-                              "non-empty list of documents, exec_endpoint is not /, /encode or /rank, or parameters "
-                              "is not an object")
+    INVALID_DOCUMENTS = 400, ("clip-as-service (POST /post, or its envelope on /encode, /rank): the body is not an "
+                              "object with `data`, `data` is not a non-empty list of documents, exec_endpoint is not "
+                              "/, /encode or /rank, or parameters is not an object")
     INVALID_DOCUMENT = 400, ("clip-as-service: a document with no text, blob or uri (or one, or its id, that is not "
                              "a string), or, for /rank, without a non-empty list of matches")
     URL_FETCH_DISABLED = 400, f"img_uri is an http(s) URL and {env_var('fetch_allow_hosts')} is not set"
@@ -66,10 +69,10 @@ class Code(Enum):
     REQUEST_TIMEOUT = 408, (f"the request line and headers ({env_var('header_timeout_s')}) or the body "
                             f"({env_var('client_timeout_s')}, then {env_var('client_min_rate')} bytes a second) "
                             "came too slowly; the connection is closed")
-    REQUEST_TOO_LARGE = 413, f"the body is over {env_var('max_request_mb')} (refused from Content-Length, unread)"
+    REQUEST_TOO_LARGE = 413, (f"the body is over {env_var('max_request_mb')} (refused from Content-Length, unread; a "
+                              "chunked body as soon as it passes the limit)")
     IMAGE_TOO_LARGE = 413, f"one image is over {env_var('max_image_mb')}"
-    FORM_TOO_LARGE = 413, (f"more form parts or fields than 2 x {env_var('max_items')} + 16, or a text part (a "
-                           f"urlencoded body: the whole body) over {MAX_FORM_MEMORY_BYTES} bytes")
+    FORM_TOO_LARGE = 413, f"a text part (a urlencoded body: the whole body) over {MAX_FORM_MEMORY_BYTES} bytes"
     URL_TOO_LARGE = 413, f"the image fetched from img_uri is over {env_var('max_image_mb')}"
     URI_TOO_LONG = 414, "gunicorn: the request line is too long"
     UNSUPPORTED_MEDIA_TYPE = 415, ("the body is neither multipart/form-data nor application/x-www-form-urlencoded "

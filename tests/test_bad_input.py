@@ -1,8 +1,13 @@
 """The bad-input matrix: every case gets a clear JSON answer (never a 5xx or HTML), and the app serves on."""
 
 import io
+import json
 import resource
+import select
+import socket
+import time
 import uuid
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -11,6 +16,8 @@ from PIL import Image
 
 from clipsvc.server.request_id import REPLACED_HEADER
 from testkit.images import png_header_only
+from testkit.rawhttp import parse_reply
+from testkit.server import gunicorn
 
 
 def animated_gif() -> bytes:
@@ -86,8 +93,8 @@ def test_matrix(client, fields, status, code):
 @pytest.mark.parametrize("name, request_kwargs, status, code", [
     ("duplicate keys", dict(data={"text-1": ["a", "b"]}, content_type="multipart/form-data"), 400, "duplicate_key"),
     ("JSON body", dict(json={"text-1": "a"}), 415, "unsupported_media_type"),
-    ("10 000 fields", dict(data={f"f{i}": "x" for i in range(10_000)}, content_type="multipart/form-data"), 413,
-     "form_too_large"),
+    ("10 000 fields", dict(data={f"f{i}": "x" for i in range(10_000)}, content_type="multipart/form-data"), 400,
+     "too_many_items"),
     ("no body", dict(), 415, "unsupported_media_type"),
     ("multipart without boundary", dict(data=b"--x\r\n", content_type="multipart/form-data"), 400, "empty_request"),
 ])
@@ -130,3 +137,101 @@ def test_exif_rotated_jpeg_gives_the_upright_vector(client):
     u, r, p = (np.array(body[f"image_{k}_vector"]) for k in "urp")
     assert float(u @ r) > 0.99
     assert float(u @ r) > float(u @ p)  # the orientation tag, not luck, made them equal
+
+
+# Chunked bodies over CLIP_MAX_REQUEST_MB, on every POST endpoint of real gunicorn: each body is what the endpoint
+# takes (valid JSON, a valid form), only too long, and endless for all the server can tell: a 64 MB body sent
+# chunk by chunk until a reply comes. The image limit equals the request limit, so /vectorize's read reaches it.
+LIMIT_MB = 0.25
+LIMIT = int(LIMIT_MB * 1024 * 1024)
+CHUNK = 64 * 1024
+SENT = 64 * 1024 * 1024  # what the client would send in all
+SENT_BOUND = 24 * 1024 * 1024  # the limit plus loopback's socket buffers; far less than the body
+SECONDS_BOUND = 5
+BOUNDARY = "chunked-boundary"
+MULTIPART_IMAGE = (f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image-1"; filename="a.png"\r\n'
+                   "Content-Type: image/png\r\n\r\n").encode()
+JSON = "application/json"
+# (path, Content-Type, what comes first, what fills the body, what would end it)
+CHUNKED_BODIES = [
+    ("/syte_test/clip", f"multipart/form-data; boundary={BOUNDARY}", MULTIPART_IMAGE, b"\0",
+     f"\r\n--{BOUNDARY}--\r\n".encode()),
+    ("/syte_test/clip", "application/x-www-form-urlencoded", b"text-1=", b"a", b""),
+    ("/encode", JSON, b"", b" ", b'[{"text": "a dog"}]'),
+    ("/rank", JSON, b"", b" ", b'{"queries": [{"text": "a"}], "candidates": [{"text": "b"}]}'),
+    ("/vectorize", "image/png", b"\x89PNG\r\n\x1a\n", b"\0", b""),
+    ("/v1/embeddings", JSON, b"", b" ", b'{"input": "a dog"}'),
+    ("/post", JSON, b"", b" ", b'{"data": [{"text": "a dog"}]}'),
+    ("/v1/models/model:predict", JSON, b"", b" ", b'{"labels": ["a", "b"], "image": [[[0, 0, 0]]]}'),
+    ("/predict", "application/x-www-form-urlencoded", b"", b" ", b'{"labels": ["a", "b"], "image": [[[0, 0, 0]]]}'),
+    ("/model_versions/abc123/predict", JSON, b"", b" ", b'{"labels": ["a"], "image": [[[0, 0, 0]]]}'),
+    ("/production/predict", JSON, b"", b" ", b'{"labels": ["a"], "image": [[[0, 0, 0]]]}'),
+]
+
+
+@pytest.fixture(scope="module")
+def small_limit_server(model_dir, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("chunked") / "server.log"
+    with gunicorn(model_dir, log_path, CLIP_MAX_REQUEST_MB=str(LIMIT_MB), CLIP_MAX_IMAGE_MB=str(LIMIT_MB)) as server:
+        yield server
+
+
+def test_the_chunked_table_covers_every_post_endpoint(app):
+    """A POST route added later fails here until its row is in CHUNKED_BODIES."""
+    adapter = app.url_map.bind("localhost")
+    posted = {rule.endpoint for rule in app.url_map.iter_rules() if "POST" in rule.methods}
+    assert {adapter.match(path, "POST")[0] for path, *_ in CHUNKED_BODIES} == posted
+
+
+def chunks(head: bytes, filler: bytes, tail: bytes) -> Iterator[bytes]:
+    """SENT bytes of body, in CHUNK pieces: `head`, then `filler` repeated, then `tail`."""
+    yield from filter(None, [head])  # an empty chunk would end the body
+    for _ in range((SENT - len(head) - len(tail)) // CHUNK):
+        yield filler * CHUNK
+    yield from filter(None, [tail])
+
+
+def post_chunked(port: int, path: str, content_type: str, pieces: Iterator[bytes]) -> tuple[bytes, int, float]:
+    """Send the body chunked until the server answers (or stops reading); the reply, the body bytes sent before
+    it, and the seconds it took."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+                     "Transfer-Encoding: chunked\r\nrequest_id: chunked-1\r\n\r\n".encode())
+        started, sent = time.monotonic(), 0
+        try:
+            for piece in pieces:
+                if select.select([sock], [], [], 0)[0]:  # the reply (or the close) has come
+                    break
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+            else:
+                sock.sendall(b"0\r\n\r\n")
+        except OSError:  # the server closed the connection after answering
+            pass
+        return read_one_reply(sock), sent, time.monotonic() - started
+
+
+def read_one_reply(sock: socket.socket) -> bytes:
+    """Headers, then Content-Length bytes, or whatever came before the server closed."""
+    data = b""
+    while True:
+        head, found, body = data.partition(b"\r\n\r\n")
+        if found and len(body) >= int(parse_reply(head + found)[1].get("content-length", 0)):
+            return data
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
+@pytest.mark.parametrize("path, content_type, head, filler, tail", CHUNKED_BODIES,
+                         ids=[f"{row[0]} {row[1].split(';')[0]}" for row in CHUNKED_BODIES])
+def test_a_chunked_body_over_the_limit_is_a_413_while_it_is_read(small_limit_server, path, content_type, head,
+                                                                 filler, tail):
+    raw, sent, seconds = post_chunked(small_limit_server.port, path, content_type, chunks(head, filler, tail))
+    status, headers, body = parse_reply(raw)
+    assert status == 413, body[:300]
+    assert headers["content-type"] == "application/json" and headers["request_id"] == "chunked-1"
+    error = json.loads(body)["error"]
+    assert error["code"] == "request_too_large" and "CLIP_MAX_REQUEST_MB" in error["message"]
+    assert sent < SENT_BOUND and seconds < SECONDS_BOUND, (sent, seconds)

@@ -8,7 +8,7 @@ from werkzeug.datastructures import FileStorage, MultiDict
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from clipsvc.errors import ApiError
-from clipsvc.parsing.form import URLENCODED, FormParser, parse_form, require_form
+from clipsvc.parsing.form import URLENCODED, FormParser, parse_form, parts_limit, require_form
 from clipsvc.parsing.items import ItemRules
 from clipsvc.settings import Settings
 
@@ -83,9 +83,12 @@ def test_both_form_types_are_accepted(mimetype):
     require_form(mimetype)
 
 
-def parse_urlencoded(body: bytes, content_length: int | None = -1, memory: int = 100, parts: int = 4) -> MultiDict:
+PARTS = parts_limit(1)  # the parsers below allow one item: 18 parts
+
+
+def parse_urlencoded(body: bytes, content_length: int | None = -1, memory: int = 100) -> MultiDict:
     """FormParser on a urlencoded body; content_length -1 declares the body's own length, None none (chunked)."""
-    parser = FormParser(max_form_memory_size=memory, max_form_parts=parts)
+    parser = FormParser(1, max_form_memory_size=memory)
     declared = len(body) if content_length == -1 else content_length
     _, form, files = parser.parse(io.BytesIO(body), URLENCODED, declared)
     assert not files
@@ -96,7 +99,7 @@ def parse_urlencoded(body: bytes, content_length: int | None = -1, memory: int =
     (b"text-1=a+dog&text-2=caf%C3%A9", -1, [("text-1", "a dog"), ("text-2", "café")]),
     (b"text-1=a dog", None, [("text-1", "a dog")]),  # chunked: no Content-Length
     (b"text-1=" + b"a" * 93, -1, [("text-1", "a" * 93)]),  # exactly the memory limit
-    (b"a=1&b=2&c=3&d=4", -1, [("a", "1"), ("b", "2"), ("c", "3"), ("d", "4")]),  # exactly the parts limit
+    (b"&".join([b"f=1"] * PARTS), -1, [("f", "1")] * PARTS),  # exactly the parts limit
     (b"text-1=\xffdog", -1, [("text-1", "\ufffddog")]),  # not UTF-8: replaced, as in multipart text parts
     (b"", -1, []),
 ])
@@ -108,16 +111,57 @@ def test_urlencoded_bodies_within_the_limits_are_parsed(body, content_length, ex
     (b"text-1=" + b"a" * 94, -1),  # one byte over the memory limit, declared
     (b"text-1=" + b"a" * 94, None),  # the same, chunked: read one byte past the limit, then refused
     (b"x", 10_000),  # refused from the declared length alone, unread
-    (b"a=1&b=2&c=3&d=4&e=5", -1),  # one field over the parts limit
-    (b"&&&&", -1),
 ])
-def test_urlencoded_bodies_over_the_limits_are_refused(body, content_length):
+def test_urlencoded_bodies_over_the_memory_limit_are_refused(body, content_length):
     with pytest.raises(RequestEntityTooLarge):
         parse_urlencoded(body, content_length)
 
 
+@pytest.mark.parametrize("body", [b"&".join([b"f=1"] * (PARTS + 1)), b"&" * PARTS], ids=["one over", "empty"])
+def test_urlencoded_bodies_over_the_parts_limit_get_the_item_limits_answer(body):
+    with pytest.raises(ApiError) as caught:
+        parse_urlencoded(body)
+    assert caught.value.error.id == "too_many_items" and "CLIP_MAX_ITEMS" in caught.value.description
+
+
+def multipart(count: int, boundary: bytes = b"b") -> bytes:
+    """`count` text parts named text-<i>, then the closing delimiter."""
+    parts = b"".join(b'--%s\r\nContent-Disposition: form-data; name="text-%d"\r\n\r\na dog\r\n' % (boundary, i)
+                     for i in range(count))
+    return parts + b"--%s--\r\n" % boundary
+
+
+def parse_multipart(body: bytes, boundary: str = "b", stream=None, memory: int = 100_000) -> MultiDict:
+    parser = FormParser(1, max_form_memory_size=memory)
+    _, form, _ = parser.parse(stream or io.BytesIO(body), "multipart/form-data", len(body), {"boundary": boundary})
+    return form
+
+
 def test_multipart_goes_to_werkzeug_unchanged():
-    body = b'--b\r\nContent-Disposition: form-data; name="text-1"\r\n\r\na dog\r\n--b--\r\n'
-    _, form, _ = FormParser(max_form_memory_size=100, max_form_parts=4).parse(
-        io.BytesIO(body), "multipart/form-data", len(body), {"boundary": "b"})
-    assert form["text-1"] == "a dog"
+    assert parse_multipart(multipart(1))["text-0"] == "a dog"
+
+
+@pytest.mark.parametrize("read_size", [1, 3, 7, 65536])
+def test_multipart_parts_are_counted_across_reads(read_size):
+    """A delimiter split between two reads counts once: the parts limit holds exactly, whatever the reads."""
+    class Trickle(io.BytesIO):
+        def read(self, size=-1):
+            return super().read(min(size, read_size) if size > 0 else read_size)
+
+    body = multipart(PARTS, b"Xy")
+    assert len(parse_multipart(body, "Xy", Trickle(body))) == PARTS
+    over = multipart(PARTS + 1, b"Xy")
+    with pytest.raises(ApiError) as caught:
+        parse_multipart(over, "Xy", Trickle(over))
+    assert caught.value.error.id == "too_many_items"
+
+
+def test_a_multipart_field_over_the_memory_limit_is_still_too_large():
+    body = b'--b\r\nContent-Disposition: form-data; name="text-1"\r\n\r\n' + b"a" * 200 + b"\r\n--b--\r\n"
+    with pytest.raises(RequestEntityTooLarge):
+        parse_multipart(body, memory=100)
+
+
+@pytest.mark.parametrize("boundary", ["", "bé"])
+def test_a_multipart_body_without_a_usable_boundary_is_an_empty_form(boundary):
+    assert not parse_multipart(multipart(1), boundary)

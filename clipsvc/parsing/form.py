@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import IO
 
 from PIL import Image
@@ -14,7 +14,7 @@ from werkzeug.formparser import FormDataParser
 from werkzeug.wsgi import LimitedStream
 
 from ..errors import ApiError, Code
-from ..settings import MAX_TEXT_FILE_BYTES
+from ..settings import MAX_TEXT_FILE_BYTES, env_var
 from .items import ImageItem, ItemRules, ParsedRequest, TextItem, check_item_count, checked_image, checked_text
 
 ID_PATTERN = "[A-Za-z0-9_-]{1,64}"  # the <id> of image-<id> / text-<id>; the OpenAPI document quotes it
@@ -38,19 +38,45 @@ def require_form(mimetype: str) -> None:
         )
 
 
-class FormParser(FormDataParser):
-    """werkzeug's parser, with its multipart limits on urlencoded bodies too: werkzeug reads those whole.
+PART_HEADROOM = 16  # parts read beyond two per allowed item, so that unknown keys among them are still reported
 
-    werkzeug 3.1 applies neither limit to urlencoded bodies, so one of up to CLIP_MAX_REQUEST_MB would be read and
-    split into millions of fields. Here a body over `max_form_memory_size` bytes, or with more than
-    `max_form_parts` fields, is refused with RequestEntityTooLarge before it is parsed, as multipart parts are.
+
+def parts_limit(max_items: int) -> int:
+    """The most parts (urlencoded: fields) the parser reads of one form; past them it stops reading."""
+    return 2 * max_items + PART_HEADROOM
+
+
+class FormParser(FormDataParser):
+    """werkzeug's parser, its limits held on multipart and urlencoded bodies alike, the part count as the item limit.
+
+    Past `parts_limit(max_items)` parts a form is refused as too many items, whatever the count: the answer a form
+    just over CLIP_MAX_ITEMS gets. werkzeug's own count is left off (it raises what a field over the memory limit
+    raises); the parts are counted as they are read (MultipartCounter), before the parser stores them. werkzeug 3.1
+    applies neither limit to urlencoded bodies, which would be read whole and split into millions of fields: here
+    one over `max_form_memory_size` bytes is refused with RequestEntityTooLarge, one with too many fields as too
+    many items, before it is parsed.
     """
+
+    def __init__(self, max_items: int, **options) -> None:
+        super().__init__(**options)  # max_form_parts stays None: this parser counts the parts itself
+        self.max_items = max_items
+        self.max_parts = parts_limit(max_items)
 
     def parse(self, stream: IO[bytes], mimetype: str, content_length: int | None,
               options: dict[str, str] | None = None) -> tuple:
+        boundary = (options or {}).get("boundary", "")
+        body: IO[bytes] = stream
         if mimetype == URLENCODED:
-            stream = io.BytesIO(self._bounded_body(stream, content_length))
-        return super().parse(stream, mimetype, content_length, options)
+            body = io.BytesIO(self._bounded_body(stream, content_length))
+        elif mimetype == MULTIPART and boundary:
+            body = MultipartCounter(stream, boundary.encode("ascii", "replace"), self.max_parts, self.too_many_parts)
+        _, form, files = super().parse(body, mimetype, content_length, options)
+        return stream, form, files
+
+    def too_many_parts(self) -> ApiError:
+        """The item limit's answer, for a form whose parts alone are more than it allows."""
+        return ApiError(Code.TOO_MANY_ITEMS, f"The form has more than {self.max_parts} parts; the limit is "
+                                             f"{self.max_items} items ({env_var('max_items')})")
 
     def _bounded_body(self, stream: IO[bytes], content_length: int | None) -> bytes:
         limit = self.max_form_memory_size
@@ -62,10 +88,31 @@ class FormParser(FormDataParser):
             body = LimitedStream(stream, limit + 1, is_max=True).read()
             if len(body) > limit:
                 raise RequestEntityTooLarge()
-        if self.max_form_parts is not None and body.count(b"&") + 1 > self.max_form_parts:
-            raise RequestEntityTooLarge()
+        if body.count(b"&") + 1 > self.max_parts:
+            raise self.too_many_parts()
         # Bytes that are not UTF-8 become U+FFFD, as in multipart text parts; werkzeug would drop the whole form.
         return body.decode("utf-8", "replace").encode()
+
+
+class MultipartCounter:
+    """A multipart body as the parser reads it, its delimiters counted on the way: once there are more than one per
+    allowed part (and the closing one), `refusal()` is raised before the parser sees the bytes."""
+
+    def __init__(self, stream: IO[bytes], boundary: bytes, max_parts: int, refusal: Callable[[], Exception]):
+        self._stream, self._refusal = stream, refusal
+        self._delimiter = b"\r\n--" + boundary
+        self._max_delimiters = max_parts + 1
+        self._tail = b"\r\n"  # the first delimiter may open the body without a line break
+        self.delimiters = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        seen = self._tail + data
+        self.delimiters += seen.count(self._delimiter)
+        self._tail = seen[1 - len(self._delimiter):]  # too short to hold a whole delimiter: none counted twice
+        if self.delimiters > self._max_delimiters:
+            raise self._refusal()
+        return data
 
 
 def parse_form(form: MultiDict, files: MultiDict, rules: ItemRules) -> ParsedRequest:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import IO
+
 from flask import Flask, Request
+from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.utils import cached_property
+from werkzeug.wsgi import LimitedStream, get_input_stream
 
 from ..encoder.model import ClipEncoder
-from ..parsing.form import FormParser
+from ..parsing.form import FormParser, parts_limit
 from ..server import lifecycle, metrics
 from ..server.client_address import TrustedProxies
 from ..server.logs import RequestLog
@@ -17,10 +22,48 @@ from .errors import register_error_handlers
 from .serialize import VectorJSON
 
 
-class FormRequest(Request):
-    """Flask's request, with urlencoded bodies bounded like multipart ones (parsing.form.FormParser)."""
+class BodyLimit(LimitedStream):
+    """A body without Content-Length (chunked) held to MAX_CONTENT_LENGTH while it is read, whoever reads it.
 
-    form_data_parser_class = FormParser
+    werkzeug's own limit stops quietly at its last byte and refuses only a read after it, so a reader that stops
+    there (a JSON body read whole, /vectorize's image) got the body cut short: "not valid JSON", a truncated image.
+    Here the stream looks one byte past the limit as soon as it is reached: a longer body is a 413 at that moment,
+    before the rest is read; a body of exactly the limit ends there and is read whole.
+    """
+
+    def __init__(self, stream: IO[bytes], limit: int):
+        super().__init__(stream, limit, is_max=True)
+        self._body = stream
+
+    def readinto(self, buffer: bytearray) -> int:
+        size = super().readinto(buffer)
+        if self.is_exhausted:
+            self.on_exhausted()
+        return size
+
+    def on_exhausted(self) -> None:
+        """At the limit: the body's end, or a 413 if one more byte comes."""
+        if self._body.read(1):
+            raise RequestEntityTooLarge()
+
+
+class LimitedRequest(Request):
+    """Flask's request, whose body every endpoint reads under the same limits: the request size (BodyLimit) and
+    the form's (parsing.form.FormParser)."""
+
+    @cached_property
+    def stream(self) -> IO[bytes]:
+        """werkzeug's stream (a declared length over the limit is a 413 unread); a chunked body in a BodyLimit."""
+        stream = get_input_stream(self.environ, max_content_length=self.max_content_length)
+        if isinstance(stream, LimitedStream) and self.content_length is None:
+            return BodyLimit(self.input_stream, stream.limit)
+        return stream
+
+    def make_form_data_parser(self) -> FormParser:
+        """werkzeug's arguments, and the item limit whose refusal a form with too many parts gets."""
+        return FormParser(context.get_settings().max_items, stream_factory=self._get_file_stream,
+                          max_form_memory_size=self.max_form_memory_size, max_content_length=self.max_content_length,
+                          cls=self.parameter_storage_class)
 
 
 def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = None) -> Flask:
@@ -28,13 +71,13 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
     app.json = VectorJSON(app)
-    app.request_class = FormRequest
+    app.request_class = LimitedRequest
     app.config.update(
         # werkzeug refuses larger bodies from Content-Length, before reading them (413).
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
-        # Bound the parser's work: room for every allowed item plus some unknown keys to report. Both limits
-        # apply to multipart and urlencoded bodies alike (FormParser).
-        MAX_FORM_PARTS=2 * settings.max_items + 16,
+        # Bound the parser's work; both limits apply to multipart and urlencoded bodies alike (FormParser, which
+        # counts the parts itself: this value is what request.max_form_parts reports).
+        MAX_FORM_PARTS=parts_limit(settings.max_items),
         MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY_BYTES,
     )
     app.json.sort_keys = False  # keep vectors and scores grouped by id, in request order

@@ -12,6 +12,7 @@ from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
 from ..server.logs import note_error
 from ..settings import env_var
 from . import truss
+from .context import get_settings
 from .openai import speaks_openai
 from .serialize import openai_error_body
 
@@ -27,10 +28,10 @@ def _describe(exc: HTTPException) -> tuple[str, str]:
         allowed = ", ".join(sorted(m for m in (exc.valid_methods or []) if m not in ("HEAD", "OPTIONS")))
         return code, f"{request.method} is not allowed on {request.path}; use {allowed or 'another method'}."
     if exc.code == 413:
-        size = f"{request.content_length} bytes" if request.content_length is not None else "over the limit"
-        limit = current_app.config["MAX_CONTENT_LENGTH"] / (1024 * 1024)
-        return Code.REQUEST_TOO_LARGE.id, (f"The request body is {size}; the limit is {limit:g} MB "
-                                           f"({env_var('max_request_mb')}). Send fewer or smaller files.")
+        limit = f"{get_settings().max_request_mb:g} MB ({env_var('max_request_mb')})"
+        size = (f"is {request.content_length} bytes; the limit is {limit}" if request.content_length is not None
+                else f"(chunked) passed the limit of {limit} while it was read")  # web.app.BodyLimit
+        return Code.REQUEST_TOO_LARGE.id, f"The request body {size}. Send fewer or smaller files."
     return code, exc.description or exc.name
 
 
