@@ -245,6 +245,25 @@ def test_urls_are_refused_when_no_host_is_allowed(client, origin):
     assert Origin.hits == []
 
 
+URL = "https://images.example.com/cat.png"
+
+
+@pytest.mark.parametrize("path, body, field, inline", [
+    ("/encode", [{"img_uri": URL}], "[0].img_uri", "img_blob (base64)"),
+    ("/v1/embeddings", {"input": [{"image": URL}]}, "input[0].image", '{"image": "<base64>"}'),
+    ("/v1/models/model:predict", {"labels": ["a"], "image_url": URL}, "image_url", "a data: URI in image_url"),
+    ("/post", {"data": [{"uri": URL}]}, "data[0].uri", "blob (base64)"),
+])
+def test_with_fetching_off_each_api_names_its_own_way_to_send_the_image(client, path, body, field, inline):
+    """Not BentoML's img_blob everywhere: the field of the API the client speaks."""
+    response = client.post(path, json=body)
+    error = response.json["error"]
+    assert response.status_code == 400 and error["code"] == "url_fetch_disabled"
+    assert error.get("field", error.get("param")) == field
+    assert f"send the image itself as {inline}" in error["message"], error["message"]
+    assert ("img_blob" in error["message"]) == (path == "/encode")
+
+
 def test_loopback_is_refused_even_when_listed(settings, encoder, origin):
     """No patched resolver here: the real one, and the real guard."""
     Origin.hits.clear()

@@ -1,6 +1,8 @@
 """POST /encode and /rank with BentoML's JSON shapes, and ?encoding=base64 on every vector endpoint."""
 
 import base64
+import io
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from clipsvc.errors import ApiError
 from clipsvc.parsing.items import ItemRules
 from clipsvc.parsing.json_items import parse_items
 from clipsvc.settings import Settings
+from clipsvc.web.app import create_app
 
 PNG = image_bytes("PNG", (32, 24))
 BLOB = base64.b64encode(PNG).decode()
@@ -143,6 +146,61 @@ def test_oversized_json_body_uses_the_same_code_as_multipart(app, client):
     limit = app.config["MAX_CONTENT_LENGTH"]
     response = client.post("/encode", data=b"[" + b" " * limit + b"]", content_type="application/json")
     assert response.status_code == 413 and response.json["error"]["code"] == "request_too_large"
+
+
+def post_chunked(client, path: str, body: bytes, content_type: str = "application/json"):
+    """A chunked body, as gunicorn hands it to the app: no Content-Length, the stream ended by the server."""
+    return client.post(path, input_stream=io.BytesIO(body), content_type=content_type,
+                       headers={"Transfer-Encoding": "chunked"}, environ_overrides={"wsgi.input_terminated": True})
+
+
+@pytest.fixture
+def small_limit(settings, encoder):
+    """CLIP_MAX_REQUEST_MB (and CLIP_MAX_IMAGE_MB) of 0.01: 10485 bytes."""
+    return create_app(replace(settings, max_request_mb=0.01, max_image_mb=0.01), encoder)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/encode", b'[{"text": "a dog"}]'),
+    ("/v1/embeddings", b'{"input": "a dog"}'),
+    ("/post", b'{"data": [{"text": "a dog"}]}'),
+])
+def test_a_chunked_json_body_of_exactly_the_limit_is_read_whole_and_one_byte_more_is_a_413(small_limit, path, body):
+    """The JSON is valid either way: one byte of padding past the limit makes the 413, not invalid_json."""
+    limit, client = small_limit.config["MAX_CONTENT_LENGTH"], small_limit.test_client()
+    assert post_chunked(client, path, b" " * (limit - len(body)) + body).status_code == 200
+    response = post_chunked(client, path, b" " * (limit - len(body) + 1) + body)
+    assert response.status_code == 413 and response.json["error"]["code"] == "request_too_large"
+    assert response.json["error"]["message"] == ("The request body (chunked) passed the limit of 0.01 MB (CLIP_MAX_"
+                                                 "REQUEST_MB) while it was read. Send fewer or smaller files.")
+
+
+def test_a_chunked_raw_image_over_the_limit_is_a_413_not_a_truncated_image(small_limit):
+    png = image_bytes("PNG", (8, 8))
+    response = post_chunked(small_limit.test_client(), "/vectorize", png + b"\0" * small_limit.config[
+        "MAX_CONTENT_LENGTH"], "image/png")
+    assert response.status_code == 413 and response.json["error"]["code"] == "request_too_large"
+
+
+# Valid JSON of another type than the endpoint takes: each endpoint's own shape code, and a message that says so.
+WRONG_TYPES = [(b"null", "JSON null"), (b"5", "a JSON number"), (b'"a dog"', "a JSON string"), (b"true", "JSON true"),
+               (b"[]", "an empty JSON list")]
+
+
+@pytest.mark.parametrize("path, code, expected", [
+    ("/encode", "invalid_items", "a non-empty JSON list of items"),
+    ("/rank", "invalid_items", '{"queries": [items], "candidates": [items]}'),
+    ("/v1/embeddings", "invalid_input", '{"model": ..., "input": ...}'),
+    ("/post", "invalid_documents", '{"data": [documents]'),
+    ("/v1/models/model:predict", "invalid_items", '{"labels": [...]}'),
+])
+@pytest.mark.parametrize("body, kind", WRONG_TYPES, ids=[kind for _, kind in WRONG_TYPES])
+def test_valid_json_of_the_wrong_type_is_not_called_invalid_json(client, path, code, expected, body, kind):
+    response = client.post(path, data=body, content_type="application/json")
+    error = response.json["error"]
+    assert response.status_code == 400 and error["code"] == code
+    assert error["message"].startswith(f"The body is {kind}: valid JSON") and expected in error["message"]
+    assert "not valid JSON" not in error["message"]
 
 
 def test_rank_counts_both_lists_before_decoding_anything(client):

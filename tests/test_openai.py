@@ -102,6 +102,15 @@ def test_bad_requests_get_openais_error_shape_naming_the_parameter(client, body,
     assert response.json["error"]["message"] and response.headers["request_id"]
 
 
+def test_a_body_of_json_null_is_valid_json_of_the_wrong_shape_in_openais_error_shape(client):
+    response = client.post("/v1/embeddings", data="null", content_type="application/json")
+    assert response.status_code == 400
+    error = response.json["error"]
+    assert (error["code"], error["param"], error["type"]) == ("invalid_input", None, "invalid_request_error")
+    assert error["message"] == ('The body is JSON null: valid JSON, but not what this endpoint takes; send an object '
+                                '{"model": ..., "input": ...}')
+
+
 @pytest.mark.parametrize("path, method, status, code", [
     ("/v1/embeddings", "get", 405, "method_not_allowed"),
     ("/v1/nothing", "get", 404, "not_found"),

@@ -88,20 +88,21 @@ def resolve(host: str, port: int) -> list[str]:
     return addresses
 
 
-def fetch_all(urls: dict[str, str], settings: Settings) -> dict[str, bytes]:
-    """Field -> URL in, field -> body out; fetched in parallel; the first failing field (in order) is raised."""
+def fetch_all(urls: dict[str, str], settings: Settings, inline: str) -> dict[str, bytes]:
+    """Field -> URL in, field -> body out; fetched in parallel; the first failing field (in order) is raised.
+    `inline` says how the caller's API carries an image itself, for the refusal when fetching is off."""
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(urls)), thread_name_prefix="clip-fetch") as pool:
-        futures = {field: pool.submit(fetch, field, url, settings) for field, url in urls.items()}
+        futures = {field: pool.submit(fetch, field, url, settings, inline) for field, url in urls.items()}
         return {field: future.result() for field, future in futures.items()}
 
 
-def fetch(field: str, url: str, settings: Settings) -> bytes:
-    """One URL's body, or an ApiError naming `field` and what went wrong."""
+def fetch(field: str, url: str, settings: Settings, inline: str) -> bytes:
+    """One URL's body, or an ApiError naming `field` and what went wrong (with fetching off, how to send the
+    image itself instead: `inline`, in the words of the API that carried the URL)."""
     if not settings.fetch_allow_hosts:
         raise ApiError(Code.URL_FETCH_DISABLED,
-                       f"{field}: this service does not fetch URLs on a client's behalf; send the image itself as "
-                       "img_blob (base64) or a data: URI (operators can allow hosts with "
-                       f"{env_var('fetch_allow_hosts')})",
+                       f"{field}: this service does not fetch URLs on a client's behalf; send the image itself "
+                       f"{inline} (operators can allow hosts with {env_var('fetch_allow_hosts')})",
                        field=field)
     try:
         return _get(url, settings, time.monotonic() + settings.fetch_timeout_s)

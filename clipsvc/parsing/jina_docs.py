@@ -14,9 +14,11 @@ from dataclasses import dataclass
 
 from ..errors import ApiError, Code
 from .items import Item, ItemRules, check_item_count
-from .json_items import Source, decode_sources
+from .json_items import Source, decode_sources, wrong_body
 
 ENDPOINTS = ("/", "/encode", "/rank")
+BODY_SHAPE = 'an object {"data": [documents], "exec_endpoint": "/encode"}'
+INLINE_IMAGE = "as blob (base64) or as a data: URI in uri"  # with URL fetching off, what to send instead
 
 
 @dataclass(frozen=True)
@@ -37,8 +39,10 @@ def is_envelope(body: object) -> bool:
 
 def parse_envelope(body: object, rules: ItemRules, endpoint: str | None = None) -> Envelope:
     """`endpoint` is the path posted to (/encode, /rank), or None for /post, where the body names it."""
+    if not isinstance(body, dict):
+        raise _invalid(wrong_body(body, BODY_SHAPE), None)
     if not is_envelope(body):
-        raise _invalid('The body must be an object {"data": [documents], "exec_endpoint": "/encode"}', None)
+        raise _invalid(f"The body must be {BODY_SHAPE}", None)
     sent = body.get("exec_endpoint", body.get("execEndpoint"))
     endpoint = endpoint or (sent if sent is not None else "/")
     if endpoint not in ENDPOINTS:
@@ -58,7 +62,7 @@ def parse_envelope(body: object, rules: ItemRules, endpoint: str | None = None) 
     for i, doc in enumerate(docs):
         sources.append(_source(doc, f"data[{i}]"))
         sources += [_source(m, f"data[{i}].matches[{j}]") for j, m in enumerate(doc["matches"] if ranking else ())]
-    return Envelope(endpoint, parameters, docs, decode_sources(sources, rules))
+    return Envelope(endpoint, parameters, docs, decode_sources(sources, rules, INLINE_IMAGE))
 
 
 def _with_matches(doc: dict, field: str) -> dict:

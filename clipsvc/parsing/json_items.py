@@ -16,16 +16,33 @@ from .fetch import fetch_all
 from .items import ImageItem, Item, ItemRules, TextItem, check_item_count, checked_image, checked_text, image_too_large
 
 ITEM_KEYS = ("text", "img_blob", "img_uri")
+ITEMS_SHAPE = 'a non-empty JSON list of items like {"text": "a dog"} or {"img_blob": "<base64>"}'
+RANK_SHAPE = 'an object {"queries": [items], "candidates": [items]}'
+INLINE_IMAGE = "as img_blob (base64) or as a data: URI in img_uri"  # with URL fetching off, what to send instead
 _DATA_URI = re.compile(r"data:(?:image/[\w.+-]+)?(?:;[\w=.+-]+)*;base64,(?P<data>.*)", re.DOTALL | re.IGNORECASE)
 
 
 def parse_rank(body: object, rules: ItemRules) -> tuple[list[Item], list[Item]]:
     """/rank's `{"queries": [...], "candidates": [...]}`: both lists counted together before anything is decoded."""
     if not isinstance(body, dict):
-        raise ApiError(Code.INVALID_ITEMS, 'The body must be an object {"queries": [...], "candidates": [...]}')
+        raise ApiError(Code.INVALID_ITEMS, wrong_body(body, RANK_SHAPE))
     lists = [body.get("queries"), body.get("candidates")]
     check_item_count(sum(len(x) for x in lists if isinstance(x, list)), rules)
     return parse_items(lists[0], "queries", rules), parse_items(lists[1], "candidates", rules)
+
+
+def wrong_body(body: object, expected: str) -> str:
+    """The message for a body that is valid JSON but not the shape an endpoint takes: what it is, what to send."""
+    return f"The body is {_json_kind(body)}: valid JSON, but not what this endpoint takes; send {expected}"
+
+
+def _json_kind(value: object) -> str:
+    if value is None or isinstance(value, bool):
+        return f"JSON {'null' if value is None else str(value).lower()}"
+    if isinstance(value, list):
+        return "a JSON list" if value else "an empty JSON list"
+    kinds = {str: "a JSON string", dict: "a JSON object"}
+    return kinds.get(type(value), "a JSON number")
 
 
 @dataclass(frozen=True)
@@ -42,16 +59,17 @@ class Source:
 def parse_items(items: object, field: str, rules: ItemRules) -> list[Item]:
     """A non-empty JSON list of items; each item's id is its field path, e.g. `queries[0]`."""
     if not isinstance(items, list) or not items:
-        raise ApiError(Code.INVALID_ITEMS, f"{field or 'The body'} must be a non-empty JSON list of items like "
-                                           '{"text": "a dog"} or {"img_blob": "<base64>"}', field=field or None)
+        message = f"{field} must be {ITEMS_SHAPE}" if field else wrong_body(items, ITEMS_SHAPE)
+        raise ApiError(Code.INVALID_ITEMS, message, field=field or None)
     check_item_count(len(items), rules)
-    return decode_sources([_source(item, f"{field}[{i}]") for i, item in enumerate(items)], rules)
+    return decode_sources([_source(item, f"{field}[{i}]") for i, item in enumerate(items)], rules, INLINE_IMAGE)
 
 
-def decode_sources(sources: list[Source], rules: ItemRules) -> list[Item]:
-    """Every item's shape was checked before any URL is fetched; then the URLs are fetched together."""
+def decode_sources(sources: list[Source], rules: ItemRules, inline: str) -> list[Item]:
+    """Every item's shape was checked before any URL is fetched; then the URLs are fetched together. `inline`:
+    how the caller's API carries an image itself (named when fetching is off)."""
     urls = {s.field: s.value for s in sources if s.kind == "img_uri" and _is_url(s.value)}
-    fetched = fetch_all(urls, rules.settings) if urls else {}
+    fetched = fetch_all(urls, rules.settings, inline) if urls else {}
     return [_item(source, fetched, rules) for source in sources]
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from ..errors import ApiError, Code
 from .form import FIELD_ECHO
 from .items import Item, ItemRules, check_item_count
-from .json_items import Source, decode_sources, image_source, keyed_string
+from .json_items import Source, decode_sources, image_source, keyed_string, wrong_body
 from .options import vector_encoding
 
 PARAMETERS = ("model", "input", "encoding_format", "dimensions", "user")
+BODY_SHAPE = 'an object {"model": ..., "input": ...}'
+INLINE_IMAGE = 'as {"image": "<base64>"} or {"image": "data:image/png;base64,..."}'  # with URL fetching off
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ def parse_embeddings_request(body: object, rules: ItemRules, served: str, dimens
     name either, or leave them out, but not ask for another (OpenAI answers another model's name with 404).
     """
     if not isinstance(body, dict):
-        raise ApiError(Code.INVALID_INPUT, 'The body must be an object {"model": ..., "input": ...}')
+        raise ApiError(Code.INVALID_INPUT, wrong_body(body, BODY_SHAPE))
     unknown = sorted(set(body) - set(PARAMETERS))
     if unknown:
         raise ApiError(Code.UNKNOWN_PARAMETER, f"Unrecognized request argument supplied: {unknown[0]}; this "
@@ -62,7 +64,7 @@ def check_model(model: object, served: str) -> None:
 def parse_input(value: object, rules: ItemRules) -> list[Item]:
     """`input` as items whose ids are their positions (`input[0]`, …), in order."""
     if isinstance(value, str):
-        return decode_sources([Source("input", "text", "input", value)], rules)
+        return decode_sources([Source("input", "text", "input", value)], rules, INLINE_IMAGE)
     if not isinstance(value, list) or not value:
         raise ApiError(Code.INVALID_INPUT, "input must be a string or a non-empty list of strings, "
                                            '{"text": ...} or {"image": "<data: URI, URL or base64>"} objects',
@@ -72,7 +74,7 @@ def parse_input(value: object, rules: ItemRules) -> list[Item]:
         raise ApiError(Code.TOKEN_IDS_UNSUPPORTED, "input is token ids; CLIP reads its own tokens, not OpenAI's: "
                                                    "send the texts themselves", field="input")
     check_item_count(len(value), rules)
-    return decode_sources([_source(item, f"input[{i}]") for i, item in enumerate(value)], rules)
+    return decode_sources([_source(item, f"input[{i}]") for i, item in enumerate(value)], rules, INLINE_IMAGE)
 
 
 def _source(item: object, field: str) -> Source:

@@ -14,14 +14,19 @@ from PIL import Image
 from ..errors import ApiError, Code
 from ..settings import env_var
 from .items import ImageItem, ItemRules, TextItem, check_item_count, checked_text
-from .json_items import Source, decode_sources
+from .json_items import Source, decode_sources, wrong_body
+
+BODY_SHAPE = ('an object {"labels": [...]} with exactly one of "image_url" (a URL or data: URI) or "image" '
+              '(H x W x 3 RGB values)')
+INLINE_IMAGE = 'as a data: URI in image_url, or as "image" (H x W x 3 RGB values)'  # with URL fetching off
 
 
 def parse_predict(body: object, rules: ItemRules) -> tuple[ImageItem, list[TextItem]]:
     """The image and its labels, in the order sent; labels must be unique (they key the answer)."""
-    if not isinstance(body, dict) or ("image" in body) == ("image_url" in body):
-        raise ApiError(Code.INVALID_ITEMS, 'The body must be an object {"labels": [...]} with exactly one of '
-                                           '"image_url" (a URL or data: URI) or "image" (H x W x 3 RGB values)')
+    if not isinstance(body, dict):
+        raise ApiError(Code.INVALID_ITEMS, wrong_body(body, BODY_SHAPE))
+    if ("image" in body) == ("image_url" in body):
+        raise ApiError(Code.INVALID_ITEMS, f"The body must be {BODY_SHAPE}")
     labels = body.get("labels")
     if not isinstance(labels, list) or not labels or not all(isinstance(label, str) for label in labels):
         raise ApiError(Code.INVALID_ITEMS, "labels must be a non-empty list of strings", field="labels")
@@ -34,7 +39,7 @@ def parse_predict(body: object, rules: ItemRules) -> tuple[ImageItem, list[TextI
     url = body["image_url"]
     if not isinstance(url, str):
         raise ApiError(Code.INVALID_ITEM, "image_url must be a string", field="image_url")
-    (image,) = decode_sources([Source("image", "img_uri", "image_url", url)], rules)
+    (image,) = decode_sources([Source("image", "img_uri", "image_url", url)], rules, INLINE_IMAGE)
     return image, texts
 
 
