@@ -78,6 +78,25 @@ def exif_orientations() -> Iterator[CorpusFile]:
             yield CorpusFile(f"{fmt.lower()}-exif-orientation-{orientation}", _saved(picture(), fmt, exif=exif))
 
 
+def photos() -> Iterator[CorpusFile]:
+    """Camera-sized and panorama pictures: decoded at a reduced scale and to their centre window, which must still
+    give the reference pipeline's vector."""
+    rotated = Image.Exif()
+    rotated[0x0112] = 6
+    for name, mode, size, fmt, options in [
+        ("jpeg-photo-4000x3000", "RGB", (4000, 3000), "JPEG", {"quality": 90}),
+        ("jpeg-photo-rotated-4000x3000", "RGB", (4000, 3000), "JPEG", {"quality": 90, "exif": rotated}),
+        ("jpeg-panorama-6000x1500", "RGB", (6000, 1500), "JPEG", {"quality": 90}),
+        ("png-photo-1920x1080", "RGB", (1920, 1080), "PNG", {}),
+        ("png-rgba-2400x1600", "RGBA", (2400, 1600), "PNG", {}),
+        ("png-16bit-1800x1200", "I;16", (1800, 1200), "PNG", {}),
+        ("webp-photo-2000x1500", "RGB", (2000, 1500), "WEBP", {"quality": 90}),
+        ("tiff-portrait-1000x3000", "RGB", (1000, 3000), "TIFF", {}),
+        ("jpeg2000-photo-2400x1600", "RGB", (2400, 1600), "JPEG2000", {}),
+    ]:
+        yield CorpusFile(name, _saved(picture(mode, size), fmt, **options))
+
+
 # --- Variants Pillow reads (or knows) but does not write, built byte by byte.
 
 def _dds(pixel_format: bytes, payload: bytes, dx10: int | None = None, size: tuple[int, int] = (8, 8)) -> bytes:
@@ -174,7 +193,7 @@ def bmp_variants() -> Iterator[CorpusFile]:
 
 
 SOURCES: tuple[Callable[[], Iterator[CorpusFile]], ...] = (
-    format_modes, multi_frame, exif_orientations, dds_variants, tiff_variants, bmp_variants)
+    format_modes, multi_frame, exif_orientations, dds_variants, tiff_variants, bmp_variants, photos)
 
 
 def whole_files() -> list[CorpusFile]:

@@ -91,6 +91,7 @@ def test_the_corpus_covers_what_it_promises():
     names = {f.name for f in WHOLE}
     assert {f"jpeg-exif-orientation-{n}" for n in range(1, 9)} <= names
     assert {"gif-animated", "png-animated", "webp-animated", "tiff-animated", "mpo-animated"} <= names
+    assert {"jpeg-photo-4000x3000", "jpeg-panorama-6000x1500", "jpeg2000-photo-2400x1600"} <= names
     assert {"dds-dxgi-93", "dds-pixel-format-flags-8", "dds-fourcc-0", "tiff-compression-50001",
             "tiff-samples-per-pixel-200", "bmp-rle4", "bmp-16bit-555"} <= names
     for fmt in corpus.FORMATS:

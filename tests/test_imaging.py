@@ -3,9 +3,12 @@ import io
 import numpy as np
 import pytest
 from conftest import image_bytes
-from PIL import Image
+from PIL import Image, ImageOps
 
-from clipsvc.parsing.images import ImageRejected, decode_image
+from clipsvc.encoder.pixels import PixelRecipe
+from clipsvc.parsing.images import WINDOW_MARGIN, ImageRejected, decode_image, to_rgb
+from testkit import corpus
+from testkit.hostile import encoded
 from testkit.images import png_header_only
 
 LIMIT = 40_000_000
@@ -113,15 +116,59 @@ def test_high_bit_depth_values_survive():
     assert decoded.min() == 0 and decoded.max() >= 230
 
 
-@pytest.mark.parametrize("fmt, size", [("JPEG", (4000, 3000)), ("PNG", (3000, 2000)), ("JPEG", (3000, 100))])
-def test_large_images_are_decoded_small_but_not_below_twice_the_model_input(fmt, size):
-    full = decode_image(image_bytes(fmt, size), 10**9)
-    fast = decode_image(image_bytes(fmt, size), 10**9, min_side=224)
+RECIPE = PixelRecipe(224, (224, 224), Image.Resampling.BICUBIC, 1 / 255, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0))
+
+
+def crop_of(image: Image.Image) -> np.ndarray:
+    return RECIPE.resize_crop(image).numpy().astype(int)
+
+
+@pytest.mark.parametrize("fmt, size", [("JPEG", (4000, 3000)), ("PNG", (3000, 2000)), ("JPEG", (3000, 100)),
+                                       ("PNG", (100, 3000)), ("JPEG", (640, 480)), ("TIFF", (1000, 7000)),
+                                       ("PNG", (2000, 2000))])
+def test_images_are_decoded_to_what_the_centre_crop_reads(fmt, size):
+    data = encoded(corpus.picture("RGB", size), fmt)
+    full = decode_image(data, 10**9)
+    fast = decode_image(data, 10**9, min_side=224)
     assert full.size == size
-    assert min(fast.size) >= min(448, min(size)) and min(fast.size) < max(896, min(size) + 1)
-    assert abs(fast.size[0] / fast.size[1] - size[0] / size[1]) < 0.02  # aspect ratio kept
-    assert np.abs(np.asarray(fast.resize((64, 48))).astype(int) - np.asarray(full.resize((64, 48)))).max() < 8
+    short = min(size)
+    assert min(fast.size) >= min(448, short) and min(fast.size) < max(896, short + 1)  # reduced, not below 2x
+    assert max(fast.size) <= min(fast.size) * (1 + 2 * WINDOW_MARGIN / 224) + 6  # the long side: its centre only
+    # Box filters (JPEG's DCT scaling, reduce) then the same bicubic: close in pixels; test_corpus.py compares vectors
+    assert np.abs(crop_of(fast) - crop_of(full)).mean() < 5
 
 
-def test_small_images_are_untouched_by_the_fast_path():
-    assert decode_image(image_bytes("JPEG", (640, 480)), LIMIT, min_side=224).size == (640, 480)
+def test_small_images_keep_their_short_side_and_the_crop_pixels():
+    data = encoded(corpus.picture("RGB", (300, 250)), "PNG")
+    fast = decode_image(data, LIMIT, min_side=224)
+    assert fast.size == (262, 250)  # 250 + 2 * (3 * 250 / 224 + 2, rounded up)
+    # No box filter here: only the long side's scale differs, by its rounding to whole pixels (0.1%)
+    assert np.abs(crop_of(fast) - crop_of(decode_image(data, LIMIT))).mean() < 0.5
+
+
+@pytest.mark.parametrize("size", [(10_000_000, 1), (1, 10_000_000), (20_000, 2), (65_500, 3)])
+def test_extreme_aspect_ratios_keep_only_the_centre(size):
+    """The shortest side scaled to 224 would make a 2.24-billion-pixel intermediate of 10 000 000 x 1."""
+    image = decode_image(encoded(Image.new("L", size, 77), "PNG"), LIMIT, min_side=224)
+    assert max(image.size) <= min(size) + 2 * (3 + 2) + 1
+    assert crop_of(image).shape == (224, 224, 3) and (crop_of(image) == 77).all()
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_the_window_is_taken_before_turning_upright_and_still_centred(orientation):
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = encoded(corpus.picture("RGB", (3000, 1000)), "JPEG", exif=exif, quality=95)
+    full = to_rgb(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    fast = decode_image(data, LIMIT, min_side=224)
+    assert (fast.width > fast.height) == (full.width > full.height)
+    assert np.abs(crop_of(fast) - crop_of(full)).mean() < 5
+
+
+@pytest.mark.parametrize("mode, save", [("I;16", {}), ("P", {"transparency": 0}), ("1", {}), ("LA", {}),
+                                        ("F", {}), ("RGBA", {})])
+def test_large_pictures_of_every_mode_are_reduced_like_the_full_decode(mode, save):
+    data = encoded(corpus.picture(mode, (1800, 1000)), "TIFF" if mode == "F" else "PNG", **save)
+    fast = decode_image(data, LIMIT, min_side=224)
+    assert min(fast.size) < 1000  # reduced
+    assert np.abs(crop_of(fast) - crop_of(decode_image(data, LIMIT))).mean() < 5

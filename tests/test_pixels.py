@@ -10,8 +10,13 @@ from PIL import Image
 from clipsvc.encoder.model import ClipEncoder
 from clipsvc.parsing.images import decode_image
 
+# One uint8 level, normalised: where the resized picture would dwarf the crop (a side of 3 pixels), only the crop's
+# box is resized, the same sampling with other float rounding: on average under half a level apart.
+ONE_LEVEL = 1 / 255 / 0.26
 
-@pytest.mark.parametrize("size", [(640, 480), (480, 640), (224, 224), (225, 224), (1000, 333), (97, 61), (3, 500)])
+
+@pytest.mark.parametrize("size", [(640, 480), (480, 640), (224, 224), (225, 224), (1000, 333), (97, 61), (3, 500),
+                                  (5000, 7)])
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA"])
 def test_pixels_equal_the_processors(encoder, size, mode):
     """The uint8 resize-and-crop plus normalisation gives the processor's pixels: any shape, upscaled or down,
@@ -23,7 +28,11 @@ def test_pixels_equal_the_processors(encoder, size, mode):
     expected = encoder.processor(images=[image], return_tensors="pt")["pixel_values"]
     rows = encoder.image_rows([image])
     assert rows[0].dtype == torch.uint8 and rows[0].shape == (224, 224, 3)
-    np.testing.assert_allclose(encoder.preprocess_images([image]).numpy(), expected.numpy(), atol=1e-5)
+    pixels = encoder.preprocess_images([image]).numpy()
+    if max(size) / min(size) > 4:
+        assert np.abs(pixels - expected.numpy()).mean() < ONE_LEVEL / 2
+    else:
+        np.testing.assert_allclose(pixels, expected.numpy(), atol=1e-5)
 
 
 def png(image: Image.Image) -> bytes:

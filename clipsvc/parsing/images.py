@@ -8,7 +8,7 @@ import math
 import warnings
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, UnidentifiedImageError
 
 from ..errors import Code, Rejected
 from ..settings import env_var
@@ -67,19 +67,49 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
 
 
 def _decode(data: bytes, max_pixels: int, min_side: int | None) -> Image.Image:
+    _check_pixels(_webp_size(data), max_pixels)  # libwebp allocates its whole canvas when the file is opened
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's own bomb warning; we enforce our own limit
-        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
-    width, height = image.size
-    if width * height > max_pixels:  # checked from the header, before any pixel is decoded
-        raise _too_large(f"{width}x{height} = {width * height}", max_pixels)
-    image.seek(0)  # animated formats: the first frame
+        image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)  # the first frame; the rest never read
+    _check_pixels(image.size, max_pixels)  # from the header, before any pixel is decoded
+    upright = _orientation(image)  # read before a crop or reduce makes a copy without the file's tags
     if min_side:
-        _draft(image, min_side)
+        _draft(image, data, min_side)
     image.load()
     if min_side:
-        image = _reduce(image, min_side)
-    return to_rgb(ImageOps.exif_transpose(image))
+        image = _reduce(_centre_window(image, min_side), min_side)
+    image = to_rgb(image)
+    return image.transpose(upright) if upright is not None else image
+
+
+def _check_pixels(size: tuple[int, int] | None, max_pixels: int) -> None:
+    if size and size[0] * size[1] > max_pixels:
+        raise _too_large(f"{size[0]}x{size[1]} = {size[0] * size[1]}", max_pixels)
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    """A WebP file's canvas size from its first chunk's header (lossy VP8, lossless VP8L, extended VP8X)."""
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk, little = data[12:16], lambda a, b: int.from_bytes(data[a:b], "little")
+    if chunk == b"VP8X":
+        return little(24, 27) + 1, little(27, 30) + 1
+    if chunk == b"VP8L":
+        bits = little(21, 25)
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8 ":
+        return little(26, 28) & 0x3FFF, little(28, 30) & 0x3FFF
+    return None
+
+
+# EXIF orientation -> the transpose that makes the picture upright (as ImageOps.exif_transpose does).
+_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+            8: Image.Transpose.ROTATE_90}
+
+
+def _orientation(image: Image.Image) -> Image.Transpose | None:
+    return _UPRIGHT.get(image.getexif().get(ExifTags.Base.Orientation))
 
 
 def _shown(exc: Exception) -> str:
@@ -91,24 +121,67 @@ def _shown(exc: Exception) -> str:
 # Keep at least this many source pixels per output pixel, so the model's bicubic resize still
 # averages over the original detail (JPEG draft and reduce() are box filters).
 OVERSAMPLE = 2
+# The centre window keeps this many short sides' worth of pixels / the model's input size beyond the short side:
+# the crop's own rounding (up to one), and the bicubic filter's reach on each side (two).
+WINDOW_MARGIN = 3
+# The modes Pillow's reduce() takes; the others are converted first.
+_REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "I", "F")
+_SIXTEEN_BITS = ("I;16", "I;16B", "I;16L", "I;16N")
 
 
-def _draft(image: Image.Image, min_side: int) -> None:
-    """JPEG only: decode at 1/2, 1/4 or 1/8 scale when the result stays large enough."""
-    if image.format not in ("JPEG", "MPO"):
-        return
+def _draft(image: Image.Image, data: bytes, min_side: int) -> None:
+    """Decode at a reduced scale when the result stays large enough: JPEG at 1/2, 1/4 or 1/8 (DCT scaling),
+    JPEG 2000 at one of the resolution levels its codestream holds (a whole one costs ~14 bytes a pixel)."""
     width, height = image.size
     scale = OVERSAMPLE * min_side / min(width, height)
-    if scale < 1:
+    if scale >= 1:
+        return
+    if image.format in ("JPEG", "MPO"):
         image.draft(image.mode if image.mode in ("RGB", "L") else None,
                     (math.ceil(width * scale), math.ceil(height * scale)))
+    elif image.format == "JPEG2000":
+        image.reduce = min(int(math.log2(1 / scale)), _j2k_levels(data))
+
+
+def _j2k_levels(data: bytes) -> int:
+    """The fewest wavelet decomposition levels the main header's COD and COC markers give (0 if none found): a
+    codestream decodes at 1/2**n of its size for n up to that, and fails beyond it."""
+    start = data.find(b"\xff\x4f\xff\x51")  # SOC then SIZ: the start of the codestream, in a .jp2 box or alone
+    levels, at = [], start + 2
+    while start >= 0 and at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] != 0x90:  # up to the first tile
+        marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
+        if marker == 0x52 and at + 9 < len(data):  # COD: Scod, progression, layers (2), MCT, then the levels
+            levels.append(data[at + 9])
+        elif marker == 0x53 and at + 6 < len(data):  # COC: its component (1 byte with < 257 components), Scoc
+            levels.append(data[at + 6])
+        at += 2 + length
+    return min(levels, default=0)
+
+
+def _centre_window(image: Image.Image, min_side: int) -> Image.Image:
+    """The centred part of the long side that CLIP's centre crop can reach, with a margin for the resize filter's
+    reach: all a later step reads, so an image of any aspect ratio costs what a square of its short side costs.
+    Centred exactly, so it holds whichever way the picture is turned upright afterwards."""
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    margin = math.ceil(WINDOW_MARGIN * short / min_side) + 2
+    keep = long - 2 * ((long - short - 2 * margin) // 2)  # long - short - 2*margin rounded down to even
+    if keep >= long:
+        return image
+    cut = (long - keep) // 2
+    return image.crop((cut, 0, cut + keep, height) if width > height else (0, cut, width, cut + keep))
 
 
 def _reduce(image: Image.Image, min_side: int) -> Image.Image:
-    """Other formats: shrink by a whole factor (a fast box filter) before the model's resize."""
+    """Large pictures: shrink by a whole factor (a fast box filter) before the model's resize, in a mode that
+    Pillow can reduce (the conversion keeps transparency as alpha, and high bit depths as 32 bits)."""
     factor = min(image.size) // (OVERSAMPLE * min_side)
-    if factor < 2 or image.mode not in ("RGB", "RGBA", "L", "LA", "CMYK"):
+    if factor < 2:
         return image
+    if image.mode in _SIXTEEN_BITS:  # reduced as 32 bits, then 16 again: to_rgb scales by the bit depth
+        return image.convert("I").reduce(factor).convert(image.mode)
+    if image.mode not in _REDUCIBLE or "transparency" in image.info:
+        image = image.convert({"1": "L"}.get(image.mode, "RGBA" if _has_alpha(image) else "RGB"))
     return image.reduce(factor)
 
 
@@ -117,6 +190,10 @@ def _too_large(pixels: str, max_pixels: int) -> ImageRejected:
         f"has {pixels} pixels; the limit is {max_pixels} ({env_var('max_image_pixels')}); send a smaller image",
         Code.TOO_MANY_PIXELS,
     )
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -130,8 +207,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         array = np.asarray(image, dtype=np.float64)
         scale = 255.0 if array.max() <= 1.0 else 1.0
         image = Image.fromarray(np.clip(array * scale, 0, 255).round().astype(np.uint8), "L")
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
-    if has_alpha:
+    if _has_alpha(image):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, _WHITE + (255,))
         return Image.alpha_composite(background, rgba).convert("RGB")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import Code, Rejected
-from ..settings import env_var
+from ..settings import MAX_TEXT_CHARS, env_var
 
 _NOT_PRINTABLE_ASCII = re.compile(r"[^\x20-\x7e]")
 _WHITESPACE = re.compile(r"\s+")
@@ -22,7 +22,12 @@ def clean_text(raw: str) -> str:
 
 
 def validate_text(raw: str, max_words: int) -> str:
-    """The cleaned text, or TextRejected when nothing usable is left or it is too long."""
+    """The cleaned text, or TextRejected when nothing usable is left or it is too long. The length is checked
+    first, on the text as sent: a single word of megabytes would otherwise cost the cleaning and the tokenizer
+    seconds of a core, although CLIP reads only its first 77 tokens."""
+    if len(raw) > MAX_TEXT_CHARS:
+        raise TextRejected(f"has {len(raw)} characters; the limit is {MAX_TEXT_CHARS}, more than the model reads "
+                           "(its first 77 tokens); send a shorter text", Code.TEXT_TOO_LONG)
     text = clean_text(raw)
     if not text:
         raise TextRejected(

@@ -1,0 +1,56 @@
+"""What hostile but valid requests cost a worker: wall time and peak-RSS growth, case by case.
+
+    python bench/cost.py [--model-dir models/vit-b-32] [--only SUBSTRING ...] [--json cost.json]
+
+Starts `gunicorn -c gunicorn.conf.py wsgi:app` with every default but one worker (so the worker measured is
+the one that answers), warms it up, then sends each case of testkit/hostile.py in turn: the body is made
+before the clock starts, the worker's VmHWM is reset to its RSS (/proc/PID/clear_refs), and the answer's
+status, error code, seconds and peak growth are printed. Nothing else should run meanwhile. The budget it
+checks is the one docs/reliability.md states (testkit.hostile.BUDGET_*); tests/test_cost.py runs the same
+table, less the heavy cases, against the tiny stand-in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from testkit import hostile  # noqa: E402
+from testkit.server import serve  # noqa: E402
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "models" / "vit-b-32")
+    parser.add_argument("--only", nargs="*", default=(), help="run the cases whose name holds one of these")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    selected = [c for c in hostile.cases() if not args.only or any(s in c.name for s in args.only)]
+    with tempfile.TemporaryDirectory() as tmp, serve(args.model_dir, Path(tmp) / "server.log",
+                                                     {"WEB_CONCURRENCY": "1"}) as server:
+        (pid,) = server.worker_pids()
+        hostile.warm_up(server.url)
+        outcomes = []
+        print(f"{'case':48} {'status':>6} {'code':24} {'seconds':>8} {'peak MiB':>9}  budget")
+        for outcome in hostile.run_all(selected, server.url, pid):
+            verdict = "ok" if hostile.within_budget(outcome) else "OVER"
+            print(f"{outcome.name:48} {outcome.status:>6} {outcome.code or '':24} {outcome.seconds:>8.2f} "
+                  f"{outcome.peak_growth_mib:>9.1f}  {verdict}", flush=True)
+            outcomes.append(outcome)
+        requests.get(server.url + "/livez", timeout=5).raise_for_status()
+    if args.json:
+        args.json.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+    return 0 if all(hostile.within_budget(o) for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
