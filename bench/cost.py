@@ -5,9 +5,9 @@
 Starts `gunicorn -c gunicorn.conf.py wsgi:app` with every default but one worker (so the worker measured is
 the one that answers), warms it up, then sends each case of testkit/hostile.py in turn: the body is made
 before the clock starts, the worker's VmHWM is reset to its RSS (/proc/PID/clear_refs), and the answer's
-status, error code, seconds and peak growth are printed. Nothing else should run meanwhile. The budget it
-checks is the one docs/reliability.md states (testkit.hostile.BUDGET_*); tests/test_cost.py runs the same
-table, less the heavy cases, against the tiny stand-in.
+status, error code, seconds and peak growth are printed beside the case's budget (testkit.hostile.budget, as
+docs/reliability.md states it). Nothing else should run meanwhile. tests/test_cost.py runs the same table, less
+the heavy cases, against the tiny stand-in.
 """
 
 from __future__ import annotations
@@ -38,18 +38,20 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp, serve(args.model_dir, Path(tmp) / "server.log",
                                                      {"WEB_CONCURRENCY": "1"}) as server:
         (pid,) = server.worker_pids()
-        hostile.warm_up(server.url)
+        per_item = hostile.warm_up(server.url)
+        print(f"model: {args.model_dir.name}, {per_item * 1000:.0f} ms an item once warm")
         outcomes = []
-        print(f"{'case':48} {'status':>6} {'code':24} {'seconds':>8} {'peak MiB':>9}  budget")
+        print(f"{'case':48} {'status':>6} {'code':24} {'seconds':>8} {'peak MiB':>9}  budget (s, MiB)")
         for outcome in hostile.run_all(selected, server.url, pid):
-            verdict = "ok" if hostile.within_budget(outcome) else "OVER"
+            seconds, mib = hostile.budget(outcome, per_item)
+            verdict = "ok" if hostile.within_budget(outcome, per_item) else "OVER"
             print(f"{outcome.name:48} {outcome.status:>6} {outcome.code or '':24} {outcome.seconds:>8.2f} "
-                  f"{outcome.peak_growth_mib:>9.1f}  {verdict}", flush=True)
+                  f"{outcome.peak_growth_mib:>9.1f}  {verdict} ({seconds:.1f}, {mib:.0f})", flush=True)
             outcomes.append(outcome)
         requests.get(server.url + "/livez", timeout=5).raise_for_status()
     if args.json:
         args.json.write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
-    return 0 if all(hostile.within_budget(o) for o in outcomes) else 1
+    return 0 if all(hostile.within_budget(o, per_item) for o in outcomes) else 1
 
 
 if __name__ == "__main__":

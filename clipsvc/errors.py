@@ -12,7 +12,7 @@ from enum import Enum
 
 from werkzeug.exceptions import HTTPException
 
-from .settings import MAX_FORM_MEMORY_BYTES, MAX_TEXT_FILE_BYTES, env_var
+from .settings import MAX_FORM_MEMORY_BYTES, MAX_TEXT_CHARS, env_var
 
 
 class Code(Enum):
@@ -33,8 +33,8 @@ class Code(Enum):
     INVALID_IMAGE = 400, "a truncated or corrupt image"
     TOO_MANY_PIXELS = 400, f"more pixels than {env_var('max_image_pixels')} (read from the header, before decoding)"
     EMPTY_TEXT = 400, "nothing left of a text after removing characters outside printable ASCII"
-    TEXT_TOO_LONG = 400, (f"more words than {env_var('max_text_words')} (or a text file part over "
-                          f"{MAX_TEXT_FILE_BYTES // 1024} KiB)")
+    TEXT_TOO_LONG = 400, (f"more words than {env_var('max_text_words')}, or more than {MAX_TEXT_CHARS} characters as "
+                          "sent (on every API, before the text is cleaned or tokenised)")
     INVALID_ENCODING = 400, "?encoding= (/v1/embeddings: encoding_format) other than float or base64"
     INVALID_JSON = 400, "JSON endpoints: the body is not valid JSON"
     INVALID_ITEMS = 400, ("JSON endpoints: not a non-empty list of items, e.g. a body of JSON null (/rank: not an "

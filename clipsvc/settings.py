@@ -47,11 +47,9 @@ def cpu_count() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-# Fixed limits, not settings: a text part or a whole urlencoded body (Flask's default); a text file part (ample).
+# Fixed limits, not settings: a text part or a whole urlencoded body (Flask's default); a text's characters as
+# sent, on every API, before cleaning: 75 tokens of CLIP's longest ASCII token (24) and a space need 1875 at most.
 MAX_FORM_MEMORY_BYTES = 500_000
-MAX_TEXT_FILE_BYTES = 64 * 1024
-# A text's characters as sent, on every API, before cleaning: 75 tokens of CLIP's longest ASCII token (24) and a
-# space need 1875 at most, so a longer text cannot change what the model reads (its 77 tokens with start and end).
 MAX_TEXT_CHARS = 4096
 
 # prometheus_client's own variable: where every worker writes its metrics (see lifecycle.prepare_metrics_dir).

@@ -56,6 +56,11 @@ def item_rules(encoder: ClipEncoder) -> ItemRules:
     return ItemRules(get_settings(), encoder.info.image_size)
 
 
+# Parsed JSON takes up to 30 times its bytes (`[],` is 3 bytes and a 64-byte list): 60 MB of them was 1.9 GB and
+# 11 s. A million values is ~64 MB parsed at worst, and far more than 64 items or a Truss image of 500 x 500 need.
+MAX_JSON_VALUES = 1_000_000
+
+
 def json_body(any_type: bool = False) -> object:
     """The body as JSON; with `any_type`, whatever its Content-Type says (clients of APIs that never checked it,
     like `curl -d`, send form types). Any valid JSON is returned, null included: whether it has the shape an
@@ -64,6 +69,11 @@ def json_body(any_type: bool = False) -> object:
         raise ApiError(Code.UNSUPPORTED_MEDIA_TYPE, f"Content-Type is {request.mimetype or 'none'}; send "
                                                     "application/json", field="Content-Type")
     data = request.get_data()  # a body over CLIP_MAX_REQUEST_MB is a 413 here, chunked too (web.app.BodyLimit)
+    values = sum(data.count(mark) for mark in (b",", b":", b"[", b"{"))  # at least the values parsing would make
+    if values > MAX_JSON_VALUES:
+        raise ApiError(Code.REQUEST_TOO_LARGE, f"The JSON body holds about {values} values (counted by their commas, "
+                                               f"colons and brackets); the limit is {MAX_JSON_VALUES}. Send images "
+                                               "as base64 strings or data: URIs, not as lists of numbers")
     try:
         # Deeply nested arrays too: orjson (web.serialize.VectorJSON) refuses them past 1024 levels as invalid JSON.
         return current_app.json.loads(data)
