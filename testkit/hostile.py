@@ -209,10 +209,32 @@ def tiff_huge_tag(values: int) -> bytes:
     return head + tiff[8:] + directory + b"\0" * (4 * values)
 
 
+def block_flood(fmt: str, count: int) -> bytes:
+    """A tiny image preceded by `count` empty blocks of its format: PNG chunks, JPEG comment markers, GIF comment
+    extensions, JPEG 2000 free boxes (Pillow walks each in Python)."""
+    if fmt == "PNG":
+        return png_with([png_chunk(b"zzZz", b"")] * count)
+    if fmt == "JPEG":
+        jpeg = encoded(Image.new("RGB", (16, 16), (10, 200, 30)), "JPEG")
+        return jpeg[:2] + b"\xff\xfe\x00\x02" * count + jpeg[2:]
+    if fmt == "GIF":
+        gif = encoded(Image.new("P", (8, 8)), "GIF")
+        first_image = gif.index(b"\x2c")
+        return gif[:first_image] + b"\x21\xfe\x01a\x00" * count + gif[first_image:]
+    jp2 = encoded(Image.new("RGB", (16, 16)), "JPEG2000")  # signature and ftyp boxes, then the rest
+    return jp2[:32] + b"\x00\x00\x00\x08free" * count + jp2[32:]
+
+
 def json_bomb(path: str, element: bytes, size: int, wrap: Callable[[bytes], bytes]) -> tuple[str, dict, bytes]:
     """A JSON body of about `size` bytes whose one list holds copies of `element` (objects when parsed)."""
     items = b",".join([element] * (size // (len(element) + 1)))
     return path, {"Content-Type": "application/json"}, wrap(b"[" + items + b"]")
+
+
+@cache
+def camera_photo(seed: int) -> bytes:
+    """A 4000 x 3000 JPEG of one colour a seed: a camera's size in a few kilobytes."""
+    return encoded(Image.new("RGB", (4000, 3000), (seed * 37 % 256, 90, 160)), "JPEG", quality=90)
 
 
 def jpeg_photo(size: tuple[int, int] = (640, 480)) -> bytes:
@@ -223,19 +245,21 @@ def jpeg_photo(size: tuple[int, int] = (640, 480)) -> bytes:
 
 
 def cases(max_items: int = 64, max_words: int = 50, max_request_mb: float = 64) -> list[Case]:
-    """Every hostile case, for a server with these limits (the defaults')."""
-    found: list[Case] = []
-    for name, (fmt, size, options) in EXTREMES.items():
-        found.append(Case(f"image/{name}/multipart",
-                          lambda f=fmt, s=size, o=options: multipart({"image-1": extreme(f, s, o)})))
-    found.append(Case("image/webp-header-16383x10000/multipart", lambda: multipart({"image-1": webp_canvas_claim()})))
-    for api, build in image_bodies(extreme("PNG", (10_000_000, 1), {})).items():
-        if api != "multipart":  # that one is above
-            found.append(Case(f"image/png-10Mx1/{api}", build))
-    for name, (fmt, mode, size, options) in AT_LIMIT.items():
-        found.append(Case(f"image/{name}/multipart",
-                          lambda f=fmt, m=mode, s=size, o=options: multipart({"image-1": at_limit(f, m, s, o)}),
-                          heavy=fmt in ("JPEG2000", "TIFF", "WEBP"), at_pixel_limit=True))
+    """Every hostile case, for a server with these limits (the defaults'), the cheapest kinds first: a worker's
+    RSS stays near its peak after a costly case, which would hide what the next cheaper one costs."""
+    return [*text_cases(max_words), *frame_and_metadata_cases(), *extreme_cases(), *item_cases(max_items, max_words),
+            *json_cases(max_request_mb), *pixel_limit_cases()]
+
+
+def text_cases(max_words: int) -> list[Case]:
+    long_words = " ".join(["w" * 8000] * max_words)
+    return [Case(f"text/{kind}/{api}", build)
+            for kind, text in (("giant-word", "w" * GIANT_WORD), ("long-words", long_words))
+            for api, build in text_bodies(text).items()]
+
+
+def frame_and_metadata_cases() -> list[Case]:
+    found = []
     bombs = (("GIF", {}), ("PNG", {}), ("TIFF", {"compression": "tiff_deflate"}), ("WEBP", {"quality": 10}))
     for fmt, options in bombs:
         found.append(Case(f"frames/{fmt.lower()}-2000",
@@ -245,36 +269,60 @@ def cases(max_items: int = 64, max_words: int = 50, max_request_mb: float = 64) 
         "png-ztxt-over-chunk-limit": lambda: ztxt_bomb(1, 64 * MIB),
         "png-iccp-64MB": lambda: iccp_bomb(64 * MIB),
         "jpeg-300-app1-segments": lambda: jpeg_app_segments(300),
+        "jpeg-100-app1-segments": lambda: jpeg_app_segments(100),  # 6.4 MB of Exif: read, joined, ignored
         "tiff-tag-4M-values": lambda: tiff_huge_tag(4_000_000),
     }
+    for fmt, count in (("PNG", 1_500_000), ("JPEG", 4_500_000), ("GIF", 3_500_000), ("JPEG2000", 2_000_000)):
+        metadata[f"{fmt.lower()}-{count // 100_000 / 10:g}M-empty-blocks"] = lambda f=fmt, n=count: block_flood(f, n)
     for name, make in metadata.items():
         found.append(Case(f"metadata/{name}", lambda m=make: multipart({"image-1": m()})))
-    long_words = " ".join(["w" * 8000] * max_words)
-    for kind, text in (("giant-word", "w" * GIANT_WORD), ("long-words", long_words)):
-        for api, build in text_bodies(text).items():
-            found.append(Case(f"text/{kind}/{api}", build))
-    expand = max_request_mb * MIB * 0.95
-    found += [
-        Case("json/empty-lists/encode", lambda: json_bomb("/encode", b"[]", int(expand), lambda b: b)),
-        Case("json/objects/encode", lambda: json_bomb("/encode", b'{"a":0}', int(expand), lambda b: b)),
-        Case("json/strings/openai", lambda: json_bomb("/v1/embeddings", b'"a"', int(expand),
-                                                       lambda b: b'{"input":' + b + b"}")),
-        Case("json/truss-pixel-rows", lambda: json_bomb(
-            "/v1/models/model:predict", b"[0,0,0]", int(expand),
-            lambda b: b'{"labels":["a"],"image":[' + b + b"]}")),
-    ]
+    return found
+
+
+def extreme_cases() -> list[Case]:
+    found = [Case(f"image/{name}/multipart", lambda f=fmt, s=size, o=options: multipart({"image-1": extreme(f, s, o)}))
+             for name, (fmt, size, options) in EXTREMES.items()]
+    found.append(Case("image/webp-header-16383x10000/multipart", lambda: multipart({"image-1": webp_canvas_claim()})))
+    for api, build in image_bodies(extreme("PNG", (10_000_000, 1), {})).items():
+        if api != "multipart":  # that one is above
+            found.append(Case(f"image/png-10Mx1/{api}", build))
+    return found
+
+
+def item_cases(max_items: int, max_words: int) -> list[Case]:
     photo, words = jpeg_photo(), " ".join(["caption"] * (max_words - 1))
     half = max_items // 2
-    found += [
+    return [
         Case("items/at-limit/multipart", lambda: multipart(
             {**{f"image-{i}": photo for i in range(half)}, **{f"text-{i}": words for i in range(max_items - half)}}),
             items=max_items),
         Case("items/at-limit/encode", lambda: as_json(
             "/encode", [{"img_blob": base64.b64encode(photo).decode()}] * half
             + [{"text": f"{i} {words}"} for i in range(max_items - half)]), items=max_items),
+        # Every item a camera-sized photo (plain, so the body stays small): what decoding keeps of each adds up
+        Case("items/at-limit-4000x3000-photos/multipart", lambda: multipart(
+            {f"image-{i}": camera_photo(i) for i in range(max_items)}), items=max_items),
         Case("items/over-limit/multipart", lambda: multipart({f"text-{i}": "a dog" for i in range(max_items * 2)})),
     ]
-    return found
+
+
+def json_cases(max_request_mb: float) -> list[Case]:
+    size = int(max_request_mb * MIB * 0.95)
+    return [
+        Case("json/empty-lists/encode", lambda: json_bomb("/encode", b"[]", size, lambda b: b)),
+        Case("json/objects/encode", lambda: json_bomb("/encode", b'{"a":0}', size, lambda b: b)),
+        Case("json/strings/openai", lambda: json_bomb("/v1/embeddings", b'"a"', size,
+                                                       lambda b: b'{"input":' + b + b"}")),
+        Case("json/truss-pixel-rows", lambda: json_bomb(
+            "/v1/models/model:predict", b"[0,0,0]", size, lambda b: b'{"labels":["a"],"image":[' + b + b"]}")),
+    ]
+
+
+def pixel_limit_cases() -> list[Case]:
+    return [Case(f"image/{name}/multipart",
+                 lambda f=fmt, m=mode, s=size, o=options: multipart({"image-1": at_limit(f, m, s, o)}),
+                 heavy=fmt in ("JPEG2000", "TIFF", "WEBP"), at_pixel_limit=True)
+            for name, (fmt, mode, size, options) in AT_LIMIT.items()]
 
 
 # -- running a case against one worker -----------------------------------------------------------------------

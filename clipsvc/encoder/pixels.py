@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessorPil
 
+from ..picture import region_of
+
 
 @dataclass(frozen=True)
 class PixelRecipe:
@@ -42,22 +44,26 @@ class PixelRecipe:
                    float(processor.rescale_factor), tuple(processor.image_mean), tuple(processor.image_std))
 
     def resize_crop(self, image: Image.Image) -> torch.Tensor:
-        """H×W×3 uint8 from an RGB picture: the processor's resize, then its centre crop. Where the resized picture
-        would be much larger than the crop (a long panorama; a 10 000 000 × 1 picture would be 2.24 billion
-        pixels), only the crop's box is resized: the same sampling, other float rounding (under half a level on
-        average), at the crop's cost. Pillow's resize releases the GIL, so request threads run it in parallel."""
-        width, height = image.size
+        """H×W×3 uint8 from an RGB picture: the processor's resize, then its centre crop, placed on the whole
+        upright image even where decoding kept only part of it, or at a reduced scale (clipsvc.picture). Where
+        the resized image would dwarf the crop (a 10 000 000 × 1 picture would be 2.24 billion pixels), or only
+        part of it was kept, only the crop's box is resized: the same sampling, other float rounding (under half a
+        level on average), at the crop's cost. Pillow's resize releases the GIL, so request threads run it in
+        parallel."""
+        region = region_of(image)
+        width, height = region.source if region else image.size
         if width <= height:  # transformers' get_resize_output_image_size: the long side rounded down
             size = (self.short_side, int(self.short_side * height / width))
         else:
             size = (int(self.short_side * width / height), self.short_side)
         crop_height, crop_width = self.crop
         left, top = (size[0] - crop_width) // 2, (size[1] - crop_height) // 2
-        if size[0] * size[1] <= 4 * crop_width * crop_height:
+        if region is None and size[0] * size[1] <= 4 * crop_width * crop_height:
             cropped = image.resize(size, self.resample).crop((left, top, left + crop_width, top + crop_height))
         else:
             x, y = width / size[0], height / size[1]
             box = (left * x, top * y, (left + crop_width) * x, (top + crop_height) * y)
+            box = region.in_picture(box, image.size) if region else box
             cropped = image.resize((crop_width, crop_height), self.resample, box=box)
         return torch.from_numpy(np.array(cropped))
 

@@ -8,10 +8,12 @@ import math
 import warnings
 
 import numpy as np
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 
 from ..errors import Code, Rejected
+from ..picture import SourceRegion, attach
 from ..settings import env_var
+from .containers import MAX_METADATA_BYTES, over_limits
 
 # The formats we accept, as users name them -> Pillow's names: the one list (README and the OpenAPI document
 # say it). Restricting Pillow to them keeps risky decoders (EPS runs Ghostscript, for one) out of reach of
@@ -22,6 +24,11 @@ FORMATS = {
     "JPEG 2000": ("JPEG2000",),
 }
 Image.init()  # register every plugin so `formats=` can name them (Pillow loads a few lazily)
+# Metadata is never used but orientation and transparency, and bounded: the blocks and raw bytes of it before
+# Pillow reads the file (parsing.containers), a PNG's compressed text when Pillow inflates it (1 MB a chunk:
+# MAX_TEXT_CHUNK, which ICC profiles need; in all, the same limit as raw metadata, not Pillow's 64 MB).
+PngImagePlugin.MAX_TEXT_MEMORY = MAX_METADATA_BYTES
+METADATA_LIMITS = ("MAX_TEXT_CHUNK", "MAX_TEXT_MEMORY")
 ALLOWED_FORMATS = tuple(name for names in FORMATS.values() for name in names if name in Image.OPEN)
 SUPPORTED_LIST = ", ".join(FORMATS)
 _WHITE = (255, 255, 255)
@@ -59,27 +66,74 @@ def decode_image(data: bytes, max_pixels: int, min_side: int | None = None) -> I
             f"uses a variant of its format that this service cannot decode ({_shown(exc)}); "
             "convert it to PNG or JPEG", Code.UNSUPPORTED_IMAGE
         ) from None
-    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on a client's bytes is the client's problem
-        log.debug("image not decodable", exc_info=True)
+    except ValueError as exc:
+        if not any(limit in str(exc) for limit in METADATA_LIMITS):
+            raise _undecodable(exc) from None
         raise ImageRejected(
-            f"could not be decoded ({exc.__class__.__name__}); the file may be truncated or corrupt"
+            f"has more metadata than this service reads ({PngImagePlugin.MAX_TEXT_CHUNK // 1024 ** 2} MB in one "
+            f"compressed chunk, {PngImagePlugin.MAX_TEXT_MEMORY // 1024 ** 2} MB of text in all); save it again "
+            "without its metadata"
         ) from None
+    except Exception as exc:  # noqa: BLE001 - whatever a decoder raises on a client's bytes is the client's problem
+        raise _undecodable(exc) from None
+
+
+def _undecodable(exc: Exception) -> ImageRejected:
+    log.debug("image not decodable", exc_info=True)
+    return ImageRejected(f"could not be decoded ({exc.__class__.__name__}); the file may be truncated or corrupt")
 
 
 def _decode(data: bytes, max_pixels: int, min_side: int | None) -> Image.Image:
     _check_pixels(_webp_size(data), max_pixels)  # libwebp allocates its whole canvas when the file is opened
+    if problem := over_limits(data):
+        raise ImageRejected(problem)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Pillow's own bomb warning; we enforce our own limit
         image = Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)  # the first frame; the rest never read
-    _check_pixels(image.size, max_pixels)  # from the header, before any pixel is decoded
+    size = image.size
+    _check_pixels(size, max_pixels)  # from the header, before any pixel is decoded
     upright = _orientation(image)  # read before a crop or reduce makes a copy without the file's tags
-    if min_side:
-        _draft(image, data, min_side)
+    if not min_side:
+        image.load()
+        return _turned(to_rgb(image), upright)
+    _draft(image, data, min_side)
     image.load()
-    if min_side:
-        image = _reduce(_centre_window(image, min_side), min_side)
-    image = to_rgb(image)
+    scale = round(size[0] / image.width)  # a JPEG or JPEG 2000 decoded at 1/2**n
+    image, factor = _reduce(image, min_side)
+    image, (left, top) = _centre_window(image, min_side)
+    scale *= factor
+    picture = _turned(to_rgb(image), upright)
+    if scale == 1 and picture.size == _upright_size(size, upright):
+        return picture  # the whole image, as decoded
+    box = (left * scale, top * scale, (left + image.width) * scale, (top + image.height) * scale)
+    return attach(picture, SourceRegion(_upright_size(size, upright), _upright_box(box, size, upright)))
+
+
+def _turned(image: Image.Image, upright: Image.Transpose | None) -> Image.Image:
     return image.transpose(upright) if upright is not None else image
+
+
+_SWAPS = (Image.Transpose.TRANSPOSE, Image.Transpose.TRANSVERSE, Image.Transpose.ROTATE_90,
+          Image.Transpose.ROTATE_270)
+
+
+def _upright_size(size: tuple[int, int], upright: Image.Transpose | None) -> tuple[int, int]:
+    return (size[1], size[0]) if upright in _SWAPS else size
+
+
+def _upright_box(box: tuple[float, ...], size: tuple[int, int], upright: Image.Transpose | None) -> tuple[float, ...]:
+    """A box of the image as stored, in the coordinates of the image turned upright."""
+    (x0, y0, x1, y1), (width, height) = box, size
+    return {
+        None: box,
+        Image.Transpose.FLIP_LEFT_RIGHT: (width - x1, y0, width - x0, y1),
+        Image.Transpose.FLIP_TOP_BOTTOM: (x0, height - y1, x1, height - y0),
+        Image.Transpose.ROTATE_180: (width - x1, height - y1, width - x0, height - y0),
+        Image.Transpose.TRANSPOSE: (y0, x0, y1, x1),
+        Image.Transpose.ROTATE_90: (y0, width - x1, y1, width - x0),
+        Image.Transpose.ROTATE_270: (height - y1, x0, height - y0, x1),
+        Image.Transpose.TRANSVERSE: (height - y1, width - x1, height - y0, width - x0),
+    }[upright]
 
 
 def _check_pixels(size: tuple[int, int] | None, max_pixels: int) -> None:
@@ -127,6 +181,7 @@ WINDOW_MARGIN = 3
 # The modes Pillow's reduce() takes; the others are converted first.
 _REDUCIBLE = ("L", "LA", "La", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV", "I", "F")
 _SIXTEEN_BITS = ("I;16", "I;16B", "I;16L", "I;16N")
+_PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}
 
 
 def _draft(image: Image.Image, data: bytes, min_side: int) -> None:
@@ -158,31 +213,36 @@ def _j2k_levels(data: bytes) -> int:
     return min(levels, default=0)
 
 
-def _centre_window(image: Image.Image, min_side: int) -> Image.Image:
-    """The centred part of the long side that CLIP's centre crop can reach, with a margin for the resize filter's
-    reach: all a later step reads, so an image of any aspect ratio costs what a square of its short side costs.
-    Centred exactly, so it holds whichever way the picture is turned upright afterwards."""
+def _centre_window(image: Image.Image, min_side: int) -> tuple[Image.Image, tuple[int, int]]:
+    """The centred part of the long side that CLIP's centre crop can reach, with a margin for its rounding and the
+    resize filter's reach, and where it starts: all a later step reads, so an image of any aspect ratio costs
+    what a square of its short side costs. Centred to the pixel, so it holds whichever way the picture is turned
+    upright afterwards."""
     width, height = image.size
     short, long = min(width, height), max(width, height)
-    margin = math.ceil(WINDOW_MARGIN * short / min_side) + 2
-    keep = long - 2 * ((long - short - 2 * margin) // 2)  # long - short - 2*margin rounded down to even
+    keep = short + 2 * (math.ceil(WINDOW_MARGIN * short / min_side) + 2)
+    keep += (long - keep) % 2  # as even or odd as the long side
     if keep >= long:
-        return image
+        return image, (0, 0)
     cut = (long - keep) // 2
-    return image.crop((cut, 0, cut + keep, height) if width > height else (0, cut, width, cut + keep))
+    if width > height:
+        return image.crop((cut, 0, cut + keep, height)), (cut, 0)
+    return image.crop((0, cut, width, cut + keep)), (0, cut)
 
 
-def _reduce(image: Image.Image, min_side: int) -> Image.Image:
-    """Large pictures: shrink by a whole factor (a fast box filter) before the model's resize, in a mode that
-    Pillow can reduce (the conversion keeps transparency as alpha, and high bit depths as 32 bits)."""
+def _reduce(image: Image.Image, min_side: int) -> tuple[Image.Image, int]:
+    """Large pictures shrunk by a whole factor (a fast box filter) before the model's resize, in a mode that Pillow
+    can reduce (the conversion keeps transparency as alpha, and high bit depths as 32 bits); and the factor."""
     factor = min(image.size) // (OVERSAMPLE * min_side)
     if factor < 2:
-        return image
+        return image, 1
     if image.mode in _SIXTEEN_BITS:  # reduced as 32 bits, then 16 again: to_rgb scales by the bit depth
-        return image.convert("I").reduce(factor).convert(image.mode)
+        return image.convert("I").reduce(factor).convert(image.mode), factor
     if image.mode not in _REDUCIBLE or "transparency" in image.info:
         image = image.convert({"1": "L"}.get(image.mode, "RGBA" if _has_alpha(image) else "RGB"))
-    return image.reduce(factor)
+    if image.mode in _PREMULTIPLIED:  # averaged with alpha applied, as the composite onto white then sees them
+        return image.convert(_PREMULTIPLIED[image.mode]).reduce(factor).convert(image.mode), factor
+    return image.reduce(factor), factor
 
 
 def _too_large(pixels: str, max_pixels: int) -> ImageRejected:

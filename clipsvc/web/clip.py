@@ -10,6 +10,7 @@ from ..parsing.form import URLENCODED, parse_form, require_form
 from ..parsing.items import ItemRules, ParsedRequest
 from ..parsing.options import vector_encoding
 from ..server.logs import note_items
+from ..settings import MAX_TEXT_CHARS
 from .context import EMBEDDING_CODES, answers, get_encoder, item_rules
 from .scoring import embed
 from .serialize import embeddings_body
@@ -44,9 +45,10 @@ def parse_request(rules: ItemRules) -> ParsedRequest:
 
 
 def _form_too_large(max_items: int) -> str:
-    """The form limit that was hit, in words: urlencoded bodies are bounded as a whole, multipart ones per part."""
-    if request.mimetype == URLENCODED:  # parsing.form.FormParser
-        return (f"The {URLENCODED} body is over {request.max_form_memory_size} bytes or has more than "
-                f"{request.max_form_parts} fields; send at most {max_items} short texts")
-    return (f"The request has too many parts or a text part over {request.max_form_memory_size} bytes; "
-            f"send at most {max_items} items")
+    """The form limit that was hit, in words: urlencoded bodies are bounded as a whole, multipart ones per part
+    (parsing.form counts the parts itself, so too many of them is too_many_items, never this)."""
+    if request.mimetype == URLENCODED:
+        return (f"The {URLENCODED} body is over {request.max_form_memory_size} bytes; send at most {max_items} "
+                f"texts of at most {MAX_TEXT_CHARS} characters")
+    return (f"A text part is over {request.max_form_memory_size} bytes; a text may have at most {MAX_TEXT_CHARS} "
+            "characters")
