@@ -360,17 +360,21 @@ def run_all(selected: list[Case], url: str, pid: int) -> Iterator[Outcome]:
 
 # The budget every case must meet on a worker of the defaults (docs/reliability.md's cost model justifies it):
 # 2 s and 256 MiB of peak growth beyond the model's own passes over the items asked for (`per_item_s`, measured on
-# ordinary items by warm_up); a picture at the pixel limit may take 13 bytes a pixel of it (libwebp's canvas, its
-# copy and Pillow's picture: the most any accepted decoder needs), 496 MiB at the default 40 000 000.
+# ordinary items by warm_up). A picture at the pixel limit may take 16 bytes a pixel of it, and 64 MiB for the
+# request's own bytes: the decoders' whole-frame buffers are the price of CLIP_MAX_IMAGE_PIXELS itself (libwebp's
+# animation decoder keeps two RGBA canvases, then hands over a copy that Pillow copies again: 15 bytes a pixel).
 BUDGET_SECONDS = 2.0
 BUDGET_MIB = 256.0
-BYTES_PER_PIXEL_AT_LIMIT = 13
+BYTES_PER_PIXEL_AT_LIMIT = 16
+REQUEST_MIB_AT_LIMIT = 64.0
 DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def budget(outcome: Outcome, per_item_s: float, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[float, float]:
     """(seconds, MiB) this outcome may take."""
-    mib = max(BUDGET_MIB, BYTES_PER_PIXEL_AT_LIMIT * max_pixels / MIB) if outcome.at_pixel_limit else BUDGET_MIB
+    mib = BUDGET_MIB
+    if outcome.at_pixel_limit:
+        mib = max(mib, REQUEST_MIB_AT_LIMIT + BYTES_PER_PIXEL_AT_LIMIT * max_pixels / MIB)
     return BUDGET_SECONDS + per_item_s * (outcome.items - 1), mib
 
 
