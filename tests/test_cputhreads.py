@@ -9,7 +9,6 @@ import torch
 
 from clipsvc.encoder.cputhreads import ThreadBudget
 from clipsvc.server.workertable import WorkerTable
-from testkit.workertable import busy
 
 
 @pytest.fixture
@@ -34,8 +33,8 @@ def test_each_forward_pass_takes_cores_divided_by_busy_workers(restore_threads, 
     budget = ThreadBudget(cores, table)
     with budget.forward() as threads:
         assert threads == expected == torch.get_num_threads()
-        assert busy(table) == others_busy + 1
-    assert busy(table) == others_busy and budget.last == expected
+        assert table.busy() == others_busy + 1
+    assert table.busy() == others_busy and budget.last == expected
 
 
 def test_the_operators_number_is_kept_whatever_the_load(restore_threads):
@@ -45,14 +44,14 @@ def test_the_operators_number_is_kept_whatever_the_load(restore_threads):
         table.requests(pid, 1)
     with ThreadBudget(2, table, fixed=2).forward() as threads:
         assert threads == 2 == torch.get_num_threads()
-    assert busy(table) == 3
+    assert table.busy() == 3
 
 
 def test_the_entry_is_left_even_when_the_pass_fails(restore_threads):
     table = WorkerTable(slots=2)
     with pytest.raises(RuntimeError), ThreadBudget(2, table).forward():
         raise RuntimeError("out of memory")
-    assert busy(table) == 0
+    assert table.busy() == 0
 
 
 def test_threads_are_set_in_the_thread_that_runs_the_pass(restore_threads):

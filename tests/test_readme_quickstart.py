@@ -93,7 +93,10 @@ def test_the_quickstart_runs_as_written(clone):
     # The steps verbatim, a marker before each so that each one's output can be told apart; then the README's way
     # to stop the server, and its exit status.
     script = "\n".join(f"echo '{MARK.format(i)}'\n{block.code}" for i, block in enumerate(STEPS))
-    script += f"echo '{MARK.format('stop')}'\nkill %1\nwait %1\necho \"server exit status $?\"\n"
+    # Before the stop, the README's `ready` line (every worker loaded): a request can be answered by the first
+    # worker while the second still loads, and stopping then would leave it unloaded.
+    script += ("for _ in $(seq 300); do grep -q '\"event\": \"ready\"' server.log && break; sleep 0.1; done\n"
+               f"echo '{MARK.format('stop')}'\nkill %1\nwait %1\necho \"server exit status $?\"\n")
     env = {k: v for k, v in environment().items()
            if not k.startswith("CLIP_") and k not in ("PORT", "WEB_CONCURRENCY", "GUNICORN_CMD_ARGS")}
     env["GUNICORN_CMD_ARGS"] = f"--bind {HOST}:{PORT}"
