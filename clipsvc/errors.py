@@ -1,7 +1,7 @@
 """Every error a client can see, declared once: its code, HTTP status and meaning, and the one type raised.
 
 Code raises errors by name (`ApiError(Code.TOO_MANY_ITEMS, message, field=...)`); the status comes from
-this table, and the OpenAPI document, the README's table and tests read it too. The Flask handler that
+this table, and the OpenAPI document, docs/api.md's table and tests read it too. The Flask handler that
 turns them into JSON is clipsvc.web.errors; gunicorn's own replies use `error_body` too. Which endpoint
 answers which codes is declared beside each view (clipsvc.web.context.answers), not here.
 """
@@ -16,7 +16,8 @@ from .settings import MAX_FORM_MEMORY_BYTES, MAX_TEXT_CHARS, env_var
 
 
 class Code(Enum):
-    """`error.code` (the member's name in lower case): (HTTP status, when it happens)."""
+    """`error.code` (the member's name in lower case): (HTTP status, when it happens[, seconds to wait before a
+    retry])."""
 
     EMPTY_REQUEST = 400, "no `image-<id>` / `text-<id>` part at all (also a form body that cannot be parsed)"
     UNKNOWN_KEY = 400, ("a form key other than `image-<id>` / `text-<id>` (`field` is the key; \"\" for a part "
@@ -81,13 +82,20 @@ class Code(Enum):
     REQUEST_HEADER_FIELDS_TOO_LARGE = 431, "gunicorn: too many or too large headers"
     INTERNAL_SERVER_ERROR = 500, "a bug: the details go to the log only"
     NOT_IMPLEMENTED = 501, "gunicorn: a Transfer-Encoding it does not support"
-    MODEL_NOT_READY = 503, "this worker has no model loaded (yet)"
-    WORKER_TIMEOUT = 503, f"a forward pass ran past {env_var('worker_timeout')}; the worker is replaced"
-    INFERENCE_TIMEOUT = 503, f"the request waited for the model longer than {env_var('worker_timeout')} (overload)"
+    MODEL_NOT_READY = 503, "this worker has no model loaded (yet)", 5
+    WORKER_TIMEOUT = 503, f"a forward pass ran past {env_var('worker_timeout')}; the worker is replaced", 5
+    INFERENCE_TIMEOUT = 503, (f"the request waited for the model longer than {env_var('worker_timeout')} "
+                              "(overload)"), 2
 
-    def __init__(self, status: int, meaning: str):
+    def __init__(self, status: int, meaning: str, retry_after: int | None = None):
         self.status = status
         self.meaning = meaning
+        self.retry_after = retry_after  # seconds, for the Retry-After header: a worker loading, or overload
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The headers every reply of this code carries, from Flask or from gunicorn's own writer."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after else {}
 
     @property
     def id(self) -> str:

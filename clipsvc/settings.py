@@ -4,7 +4,7 @@ Each setting is a field of `Settings`, declared with `_setting`: its default, it
 reads the variable, the check of allowed values and their hint in words (for start-up errors), and its meaning
 (`doc`). Everything else comes from those declarations: `Settings.from_env` and its messages, `ENV_VARS` and
 `env_var` (messages that name the variable to change), `Settings.limits` and `LIMIT_TYPES` (`/meta` and the
-OpenAPI document), and the settings table of docs/configuration.md (clipsvc.settings_docs;
+OpenAPI document), and the settings table of docs/configuration.md (`markdown_table`, at the end;
 `python scripts/settings_table.py --write` puts it there, and tests/test_readme.py checks that it is there).
 
 The module is torch-free: the gunicorn master imports it (gunicorn.conf.py).
@@ -163,7 +163,7 @@ def _setting(default: Any, var: str, parse: Callable[[str], Any], check: Check, 
     """One setting, a field of `Settings`.
 
     `hint` says in words which values `check` allows (start-up errors quote it); `doc` is its meaning, in the
-    README's Markdown; `shown_default` is the default in words where its value alone would not say it (None, an
+    docs' Markdown; `shown_default` is the default in words where its value alone would not say it (None, an
     empty tuple, one computed at run time). A `limit` is one clients must respect, so /meta and the OpenAPI
     document publish it; a `secret` is never shown, in repr or messages.
     """
@@ -398,3 +398,30 @@ LIMIT_TYPES: dict[str, str] = {
 def env_var(name: str) -> str:
     """The variable setting `name` is read from, for messages that tell an operator what to change."""
     return ENV_VARS[name][0]
+
+
+# -- the settings as the docs show them ------------------------------------------------------------------------
+
+
+def shown_default(name: str) -> str:
+    """Setting `name`'s default as docs/configuration.md shows it: the value as one would set it, or its words."""
+    spec = next(spec for spec in fields(Settings) if spec.name == name)
+    if spec.metadata["shown_default"] is not None:
+        return spec.metadata["shown_default"]
+    value = spec.default
+    if isinstance(value, bool):
+        return "`on`" if value else "`off`"
+    if value is None or value == ():
+        raise ValueError(f"{spec.metadata['var']}'s default needs words: give it a shown_default")
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """docs/configuration.md's settings table, one row a setting in declaration order: variable, default, meaning."""
+    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
+    for spec in fields(Settings):
+        cells = (f"`{spec.metadata['var']}`", shown_default(spec.name), spec.metadata["doc"])
+        if any("|" in cell or "\n" in cell for cell in cells):
+            raise ValueError(f"{spec.metadata['var']}: a table cell cannot hold `|` or a line break")
+        rows.append("| " + " | ".join(cells) + " |")
+    return "\n".join(rows) + "\n"

@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # clipsvc from the repo root
 
-from clipsvc.settings_docs import markdown_table  # noqa: E402
+from clipsvc.settings import markdown_table  # noqa: E402
 
 DOCUMENT = ROOT / "docs" / "configuration.md"
 # The table: its header row, then every line that starts with `|`.

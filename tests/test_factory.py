@@ -37,10 +37,12 @@ def test_not_ready_without_a_model(unloaded, path):
     response = unloaded.get(path)
     assert response.status_code == 503
     assert response.json["error"]["code"] == "model_not_ready"
+    assert response.headers["Retry-After"] == "5"  # the client (clipsvc.client) waits that long
 
 
 def test_encoding_without_a_model_is_503(unloaded):
-    assert post_clip(unloaded, {"text-1": "a"}).json["error"]["code"] == "model_not_ready"
+    response = post_clip(unloaded, {"text-1": "a"})
+    assert response.json["error"]["code"] == "model_not_ready" and response.headers["Retry-After"] == "5"
 
 
 def test_live_without_a_model(unloaded):

@@ -35,7 +35,7 @@ def test_a_forward_pass_past_the_worker_timeout_gets_the_worker_replaced(vit_b_3
                                  timeout=60)
         answered_after = time.monotonic() - started
         assert response.status_code == 503 and response.headers["request_id"] == "huge-1"
-        assert response.json()["error"]["code"] == "worker_timeout"
+        assert response.json()["error"]["code"] == "worker_timeout" and response.headers["Retry-After"] == "5"
         wait_for(lambda: [r for r in server.log_records()
                           if "WORKER TIMEOUT" in r["message"] and epoch(r) >= started_at],
                  10, "gunicorn's WORKER TIMEOUT line")

@@ -44,6 +44,15 @@ def test_resolve(monkeypatch, requested, device, native, chosen):
         assert precision.resolve(requested, torch.device(device)) == chosen
 
 
+@pytest.mark.parametrize("missing", ["_is_avx512_bf16_supported", "_is_amx_tile_supported"])
+def test_without_torch_s_private_cpu_probes_auto_takes_fp32_and_says_so(monkeypatch, caplog, missing):
+    """torch reports native bf16 only through private functions; a torch without them must still start."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.delattr(torch.cpu, missing)
+    assert precision.resolve("auto", torch.device("cpu")) == "fp32"
+    assert [r.event for r in caplog.records if hasattr(r, "event")] == ["bf16_unknown"]
+
+
 @pytest.mark.parametrize("name, dtype", [("bf16", "bfloat16"), ("int8", "float32")])
 def test_each_precision_is_guarded_and_close_to_fp32(model_dir, encoder, name, dtype):
     low = ClipEncoder.load(model_dir, device="cpu", threads=1, precision=name)

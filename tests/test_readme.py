@@ -15,8 +15,7 @@ from conftest import image_bytes
 from clipsvc.encoder.modeldir import resolve_model_dir
 from clipsvc.errors import Code
 from clipsvc.parsing.images import FORMATS
-from clipsvc.settings import ENV_VARS, Settings
-from clipsvc.settings_docs import markdown_table
+from clipsvc.settings import ENV_VARS, Settings, markdown_table
 from testkit.models import zip_model
 from testkit.readme import blocks, same_shape
 

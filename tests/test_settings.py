@@ -6,8 +6,7 @@ import pytest
 
 from clipsvc.encoder.loading import IMAGE_BATCH
 from clipsvc.encoder.precision import MIN_COSINE
-from clipsvc.settings import ENV_VARS, Settings, SettingsError
-from clipsvc.settings_docs import markdown_table, shown_default
+from clipsvc.settings import ENV_VARS, Settings, SettingsError, markdown_table, shown_default
 
 ENV_HINTS = {spec.metadata["var"]: spec.metadata["hint"] for spec in fields(Settings)}
 

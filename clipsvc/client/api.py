@@ -150,7 +150,7 @@ class Client:
         self._answered = False  # whether the server has ever answered: then a refused connection is a restart
 
     def _session(self) -> requests.Session:
-        """One keep-alive connection per thread: batches are pipelined on it, never a new connect each."""
+        """One keep-alive connection per thread: its batches reuse it one after another, never a new connect each."""
         if getattr(self._local, "session", None) is None:
             self._local.session = requests.Session()
             self._local.session.headers.update(self.headers)

@@ -8,6 +8,7 @@ and published in /meta, and below the threshold the worker falls back to fp32.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 
@@ -21,6 +22,8 @@ from . import packing
 from .features import unit_rows
 from .modeldir import ModelLoadError
 
+log = logging.getLogger(__name__)
+
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "int8": torch.float32}
 PACKABLE = ("fp32", "bf16")  # on CPUs (encoder.packing): fp16 is for GPUs, and int8 has its own kernels
 # The guard's default threshold per format: measured worst cosines are ~0.9999 (bf16, fp16) and ~0.9995 (int8) on
@@ -33,9 +36,15 @@ PROBE_TEXTS = ("a photo of a dog", "a red car parked on a street at night",
 
 def native_bf16() -> bool:
     """Whether this CPU computes bf16 in hardware (AVX512-BF16 or AMX); elsewhere oneDNN emulates it, slower than
-    fp32."""
+    fp32. torch tells only through private functions: if an upgrade removes them, fp32, with a warning, rather than
+    a worker that cannot start."""
     cpu = torch.cpu
-    return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    try:
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError) as exc:
+        log.warning("cannot tell whether this CPU has native bf16 (%s: torch %s); CLIP_PRECISION=auto takes fp32",
+                    exc.__class__.__name__, torch.__version__, extra={"event": "bf16_unknown"})
+        return False
 
 
 def resolve(requested: str, device: torch.device) -> str:

@@ -15,7 +15,7 @@ from ..picture import SourceRegion, attach
 from ..settings import env_var
 from .containers import MAX_METADATA_BYTES, over_limits
 
-# The formats we accept, as users name them -> Pillow's names: the one list (README and the OpenAPI document
+# The formats we accept, as users name them -> Pillow's names: the one list (docs/api.md and the OpenAPI document
 # say it). Restricting Pillow to them keeps risky decoders (EPS runs Ghostscript, for one) out of reach of
 # uploads. MPO is how Pillow names many camera JPEGs. Radiance HDR has no Pillow decoder.
 FORMATS = {

@@ -32,10 +32,11 @@ def write_timeout_error(sock, status_int: int, reason: str, mesg: str) -> None:
 
 def write_api_error(sock, exc: ApiError) -> None:
     """One of our errors, for a request Flask never saw."""
-    write_json_reply(sock, exc.code, exc.name, exc.error.id, exc.description)
+    write_json_reply(sock, exc.code, exc.name, exc.error.id, exc.description, exc.error.headers)
 
 
-def write_json_reply(sock, status_int: int, reason: str, code: str, message: str) -> None:
+def write_json_reply(sock, status_int: int, reason: str, code: str, message: str,
+                     headers: dict[str, str] | None = None) -> None:
     """Our error body, straight to the socket, for requests that never reached Flask; the connection closes."""
     request_id = new_request_id()
     body = json.dumps(error_body(status_int, code, message))
@@ -44,6 +45,7 @@ def write_json_reply(sock, status_int: int, reason: str, code: str, message: str
         "Connection: close\r\n"
         "Content-Type: application/json\r\n"
         f"Content-Length: {len(body.encode())}\r\n"
+        + "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
         + "".join(f"{name}: {request_id}\r\n" for name in HEADER_NAMES) +
         "\r\n"
     )

@@ -30,7 +30,8 @@ HEARTBEAT_GRACE = 1.0
 
 # The master resolves the model directory once; forked workers inherit it.
 _model_dir: Path | None = None
-# The one piece of per-worker global state: the encoder post_fork loads.
+# The worker's own state: the encoder post_fork loads. (The other globals here are made by the master and
+# inherited or shared by its workers.)
 _encoder: ClipEncoder | None = None
 # Shared between the master and its workers: has a worker already failed to load the model?
 _boot_failed = None

@@ -24,7 +24,7 @@ the first byte, and reads headers and body without any overall deadline. Here:
   it holds is answered within CLIP_GRACEFUL_TIMEOUT, as gthread drains.
 """
 
-# ruff: noqa: E402  (the contract is checked before anything of gunicorn's is imported)
+# ruff: noqa: E402  (the contract is checked before this module imports gthread's classes)
 from __future__ import annotations
 
 from . import gthread_contract

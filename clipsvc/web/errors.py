@@ -51,6 +51,8 @@ def _json_response(exc: HTTPException) -> Response:
         (code, message), field = _describe(exc), None
     note_error(code)  # the request's log line names the code, so an operator sees why the client failed
     response = exc.get_response()  # keeps status and headers such as Allow
+    if isinstance(exc, ApiError):
+        response.headers.update(exc.error.headers)
     other_api = request.blueprint == truss.bp.name
     shape = openai_error_body if speaks_openai(request.path, other_api) else error_body  # OpenAI's SDKs parse it
     response.data = json.dumps(shape(exc.code, code, message, field))

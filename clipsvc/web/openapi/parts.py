@@ -59,8 +59,14 @@ def error_response(status: int, codes: list[Code], shape: dict, example) -> dict
     # Constraints on properties hold only where the property is: `status` narrows our shape, not OpenAI's.
     narrowed = {"properties": {"error": {"properties": {"status": {"const": status},
                                                         "code": {"enum": [code.id for code in codes]}}}}}
-    return ok("; ".join(f"`{code.id}`: {code.meaning}" for code in codes),
-              json_content({"allOf": [shape, narrowed]}, example(status, codes[0])))
+    response = ok("; ".join(f"`{code.id}`: {code.meaning}" for code in codes),
+                  json_content({"allOf": [shape, narrowed]}, example(status, codes[0])))
+    if any(code.retry_after for code in codes):
+        response["headers"]["Retry-After"] = {
+            "description": "seconds to wait before sending the request again: "
+                           + "; ".join(f"`{code.id}`: {code.retry_after}" for code in codes if code.retry_after),
+            "schema": {"type": "integer", "minimum": 1}}
+    return response
 
 
 def operation(tag: str, summary: str, description: str, responses: dict, query: tuple[str, ...] = (),
