@@ -1,4 +1,4 @@
-"""The repo's deployment files, read: the Kubernetes variants (built with testkit.kustomize), docker-compose.yml,
+"""The repo's deployment files, read: the Kubernetes variants (rendered by `kubectl kustomize`), docker-compose.yml,
 Dockerfile.gpu, the Makefile's targets and the YAML in docs/deployment.md."""
 
 from __future__ import annotations

@@ -1,44 +1,35 @@
-"""A small kustomize: resources and strategic merge patches, which is all deploy/k8s uses."""
+"""The kustomizations of deploy/k8s rendered by the real tool, `kubectl kustomize`, as parsed resources; and the
+kustomization files read as written. No merge of our own: what a cluster applies is what kubectl renders.
+
+Without kubectl a test that renders skips with the install hint, or fails where CLIPSVC_REQUIRE_KUBECTL=1 (.ci/run
+sets it, as it installs kubectl)."""
 
 from __future__ import annotations
 
-import copy
+import os
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 
+import pytest
 import yaml
 
-# The merge keys of the lists the patches touch (Kubernetes' patchMergeKey); other lists are replaced.
-MERGE_KEYS = {"containers": "name", "initContainers": "name", "volumes": "name", "env": "name",
-              "volumeMounts": "mountPath", "ports": "containerPort"}
+REQUIRE = "CLIPSVC_REQUIRE_KUBECTL"
+INSTALL_HINT = "apt-get install kubernetes-client, Debian's kubectl"
+TIMEOUT_S = 60
+
+
+class KustomizeError(RuntimeError):
+    """`kubectl kustomize` failed: the message holds its stderr and which kubectl it was."""
 
 
 def load_documents(path: Path) -> list[dict]:
     return [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
 
 
-def strategic_merge(base: object, patch: object, field: str = "") -> object:
-    """`patch` merged into `base`: maps key by key (None deletes), lists of MERGE_KEYS item by item."""
-    if isinstance(base, dict) and isinstance(patch, dict):
-        merged = copy.deepcopy(base)
-        for key, value in patch.items():
-            if value is None:
-                merged.pop(key, None)
-            elif key in merged:
-                merged[key] = strategic_merge(merged[key], value, key)
-            else:
-                merged[key] = copy.deepcopy(value)
-        return merged
-    if isinstance(base, list) and isinstance(patch, list) and field in MERGE_KEYS:
-        key = MERGE_KEYS[field]
-        patches = {item[key]: item for item in patch}
-        merged = [strategic_merge(item, patches.pop(item[key]), field) if item[key] in patches
-                  else copy.deepcopy(item) for item in base]
-        return merged + [copy.deepcopy(item) for item in patches.values()]
-    return copy.deepcopy(patch)
-
-
 def kustomization(directory: Path) -> dict:
+    """A directory's kustomization.yaml as written (which files it names), not rendered."""
     (document,) = load_documents(directory / "kustomization.yaml")
     return document
 
@@ -47,20 +38,36 @@ def identity(resource: dict) -> tuple[str, str, str]:
     return resource["apiVersion"], resource["kind"], resource["metadata"]["name"]
 
 
+def kubectl() -> str:
+    """kubectl's path. Missing, the test skips with the install hint, or fails where CLIPSVC_REQUIRE_KUBECTL=1."""
+    path = shutil.which("kubectl")
+    if path is None:
+        reason = f"kubectl is not on PATH: the manifests are rendered with `kubectl kustomize` ({INSTALL_HINT})"
+        if os.environ.get(REQUIRE) == "1":
+            pytest.fail(f"{reason}, and {REQUIRE}=1 requires their tests")
+        pytest.skip(reason)
+    return path
+
+
+def _client_version(binary: str) -> str:
+    try:
+        result = subprocess.run([binary, "version", "--client"], capture_output=True, text=True, timeout=TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"version unknown: {error}"
+    return " ".join((result.stdout or result.stderr).split())
+
+
 @cache
 def build(directory: Path) -> tuple[dict, ...]:
-    """What `kustomize build directory` gives for the features deploy/k8s uses."""
-    spec = kustomization(directory)
-    unknown = set(spec) - {"apiVersion", "kind", "resources", "patches"}
-    assert not unknown, f"{directory}: this small kustomize does not know {unknown}; extend build()"
-    resources: list[dict] = []
-    for entry in spec.get("resources", []):
-        target = directory / entry
-        resources += build(target.resolve()) if target.is_dir() else load_documents(target)
-    for entry in spec.get("patches", []):
-        assert set(entry) == {"path"}, f"{directory}: only `path:` strategic merge patches are supported here"
-        for patch in load_documents(directory / entry["path"]):
-            targets = [i for i, r in enumerate(resources) if identity(r) == identity(patch)]
-            assert len(targets) == 1, f"{entry['path']}: {identity(patch)} matches {len(targets)} resources"
-            resources[targets[0]] = strategic_merge(resources[targets[0]], patch)
-    return tuple(resources)
+    """`kubectl kustomize directory`, parsed: the resources `kubectl apply -k directory` would send, in its order.
+    Cached and shared: callers copy before they edit."""
+    binary = kubectl()
+    command = [binary, "kustomize", str(directory)]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as error:
+        raise KustomizeError(f"`{' '.join(command)}` took over {TIMEOUT_S} s") from error
+    if result.returncode != 0:
+        raise KustomizeError(f"`{' '.join(command)}` exited {result.returncode} "
+                             f"({binary}: {_client_version(binary)}):\n{result.stderr.strip()}")
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)

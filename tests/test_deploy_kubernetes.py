@@ -1,4 +1,4 @@
-"""The Kubernetes Deployment, Service, HPA and PDB of each variant (deploy/k8s, built with testkit.kustomize)
+"""The Kubernetes Deployment, Service, HPA and PDB of each variant (deploy/k8s, rendered by `kubectl kustomize`)
 agree with the code: probes, ports, budgets, resources, environment, mounts, users and images; and the
 zip-init overlay's init container, run here on a stand-in model, unzips a model the server can use."""
 

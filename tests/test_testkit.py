@@ -1,5 +1,5 @@
-"""The test harness's own readers (testkit): the Dockerfile and .dockerignore readers, the small kustomize,
-Kubernetes quantities and the tolerant JSON-lines log reader."""
+"""The test harness's own readers (testkit): the Dockerfile and .dockerignore readers, `kubectl kustomize` run and
+parsed, Kubernetes quantities and the tolerant JSON-lines log reader."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ import sys
 import time
 
 import pytest
+import yaml
 
-from testkit import jsonlog, procs
+from testkit import jsonlog, kustomize, procs
 from testkit.deploy import quantity
 from testkit.dockerfile import Instruction, env_of, parse_dockerfile
 from testkit.dockerignore import dockerignored
-from testkit.kustomize import strategic_merge
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -53,17 +53,68 @@ def test_quantity_reader(value, expected):
     assert quantity(value) == expected
 
 
-@pytest.mark.parametrize("base, patch, expected", [
-    ({"a": 1, "b": {"c": 2}}, {"b": {"d": 3}}, {"a": 1, "b": {"c": 2, "d": 3}}),
-    ({"volumes": [{"name": "x", "pvc": 1}]}, {"volumes": [{"name": "x", "pvc": None, "dir": {}}]},
-     {"volumes": [{"name": "x", "dir": {}}]}),
-    ({"containers": [{"name": "a", "image": "i"}, {"name": "b"}]}, {"containers": [{"name": "a", "image": "j"}]},
-     {"containers": [{"name": "a", "image": "j"}, {"name": "b"}]}),
-    ({"volumes": [{"name": "a"}]}, {"volumes": [{"name": "b"}]}, {"volumes": [{"name": "a"}, {"name": "b"}]}),
-    ({"tolerations": [{"key": "a"}]}, {"tolerations": [{"key": "b"}]}, {"tolerations": [{"key": "b"}]}),
-])
-def test_strategic_merge(base, patch, expected):
-    assert strategic_merge(base, patch) == expected
+DEPLOYMENT = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  selector: {matchLabels: {app: app}}
+  template:
+    metadata: {labels: {app: app}}
+    spec:
+      containers: [{name: a, image: i}, {name: b, image: j}]
+      tolerations: [{key: a}]
+      volumes: [{name: x, persistentVolumeClaim: {claimName: c}}]
+"""
+PATCH = """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: app}
+spec:
+  template:
+    spec:
+      containers: [{name: a, image: k}]
+      tolerations: [{key: b}]
+      volumes: [{name: x, persistentVolumeClaim: null, emptyDir: {}}, {name: y, emptyDir: {}}]
+"""
+
+
+def _kustomization(directory, resources: list[str], patches: list[str] = ()):
+    directory.mkdir()
+    (directory / "kustomization.yaml").write_text(yaml.safe_dump(
+        {"resources": resources, "patches": [{"path": p} for p in patches]}))
+    return directory
+
+
+def test_build_is_kubectls_strategic_merge(tmp_path):
+    """Containers and volumes merged by name (null deletes a key), other lists replaced: kubectl's rules."""
+    base = _kustomization(tmp_path / "base", ["deployment.yaml"])
+    (base / "deployment.yaml").write_text(DEPLOYMENT)
+    overlay = _kustomization(tmp_path / "overlay", ["../base"], ["patch.yaml"])
+    (overlay / "patch.yaml").write_text(PATCH)
+    (deployment,) = kustomize.build(overlay)
+    assert kustomize.identity(deployment) == ("apps/v1", "Deployment", "app")
+    spec = deployment["spec"]["template"]["spec"]
+    assert spec["containers"] == [{"name": "a", "image": "k"}, {"name": "b", "image": "j"}]
+    assert spec["tolerations"] == [{"key": "b"}]
+    assert sorted(spec["volumes"], key=lambda v: v["name"]) == [{"name": "x", "emptyDir": {}},
+                                                                {"name": "y", "emptyDir": {}}]
+
+
+def test_a_failing_build_raises_with_kubectls_stderr(tmp_path):
+    broken = _kustomization(tmp_path / "broken", ["missing.yaml"])
+    with pytest.raises(kustomize.KustomizeError, match=r"(?s)kubectl kustomize .*broken. exited \d.*missing\.yaml"):
+        kustomize.build(broken)
+
+
+@pytest.mark.parametrize("required, outcome", [(None, pytest.skip.Exception), ("1", pytest.fail.Exception)])
+def test_without_kubectl_a_test_skips_with_the_hint_or_fails_where_required(monkeypatch, tmp_path, required,
+                                                                            outcome):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    if required:
+        monkeypatch.setenv(kustomize.REQUIRE, required)
+    else:
+        monkeypatch.delenv(kustomize.REQUIRE, raising=False)
+    with pytest.raises(outcome, match="apt-get install kubernetes-client"):
+        kustomize.kubectl()
 
 
 def test_the_log_reader_leaves_a_half_written_last_line_for_the_next_read(tmp_path):
