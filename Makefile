@@ -16,7 +16,7 @@ GPU_IMAGE ?= clipsvc-gpu
 # e.g. DOCKER_CHECK_ARGS="--wheels /opt/wheels --network host" where the PyTorch index is out of reach.
 DOCKER_CHECK_ARGS ?=
 # What `make test-all` sets, as .ci/run does: these tests fail rather than skip when their tool is missing.
-REQUIRED := CLIPSVC_REQUIRE_NEWMAN=1 CLIPSVC_REQUIRE_CLIP_CLIENT=1 CLIPSVC_REQUIRE_BROWSER=1
+REQUIRED := CLIPSVC_REQUIRE_NEWMAN=1 CLIPSVC_REQUIRE_CLIP_CLIENT=1 CLIPSVC_REQUIRE_BROWSER=1 CLIPSVC_REQUIRE_KUBECTL=1
 
 .PHONY: venv run test test-all bench standin lint docker docker-gpu docker-check
 

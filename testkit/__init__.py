@@ -10,8 +10,8 @@
 - readme: the guides' examples (README.md, docs/), taken from their section and run as written
 - models: model directories in the shapes operators mount them (zipped)
 - dockerfile, dockerignore: small readers of the Dockerfile and .dockerignore
-- kustomize, deploy: a small kustomize and the repo's deployment files read through it
-- workertable: the busy workers a WorkerTable counts, read between calls as the server never does
+- kustomize, deploy: deploy/k8s rendered by `kubectl kustomize`, and the repo's deployment files
+- hostile: valid but hostile requests, and the budget of time and memory each must meet
 """
 
 from pathlib import Path

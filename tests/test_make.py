@@ -78,6 +78,6 @@ def test_make_test_all_installs_the_optional_tools_and_requires_their_tests_as_c
                         "-r requirements-clip-client.txt") and lines[2] in ci
     required = sorted(re.findall(r"^export (CLIPSVC_REQUIRE_\w+=1)$", ci, flags=re.MULTILINE))
     exported = re.findall(r"CLIPSVC_REQUIRE_\w+=1", lines[3])
-    assert len(required) == 3 and sorted(exported) == required
+    assert len(required) == 4 and sorted(exported) == required
     assert lines[3] == f". .venv/bin/activate && export {' '.join(exported)} && {readme_test_command()}"
     assert "make test-all" in README.read_text()

@@ -12,7 +12,7 @@ from flask import Flask
 
 from ... import __version__
 from ...errors import Code
-from ...settings import Settings
+from ...settings import MAX_TEXT_CHARS, Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
 from ..context import codes_of, settings_of
 from ..openai import speaks_openai
@@ -80,7 +80,8 @@ def _overview(settings: Settings) -> str:
     return (
         "CLIP image and text embeddings and image-text similarity over HTTP.\n\n"
         f"Limits of this server: at most **{settings.max_items} items** (images + texts) per request, "
-        f"**{settings.max_text_words} words** per text, **{settings.max_image_mb:g} MB** per image, "
+        f"**{settings.max_text_words} words** and **{MAX_TEXT_CHARS} characters** per text, "
+        f"**{settings.max_image_mb:g} MB** per image, "
         f"**{settings.max_image_pixels} pixels** per image and **{settings.max_request_mb:g} MB** per request body.\n\n"
         "Every error, from bad input to an unknown path, has the same JSON body (`Error`) and the `request_id` "
         "header.\n\n" + (_KEYS_ON if keys_required(settings) else "") +

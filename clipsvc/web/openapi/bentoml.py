@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ...parsing.images import SUPPORTED_LIST
-from ...settings import Settings, env_var
+from ...settings import MAX_TEXT_CHARS, Settings, env_var
 from .jina import envelope_body, envelope_ok
 from .parts import EXAMPLE_PNG, Declared, error_responses, json_content, ok, operation, ref
 
@@ -57,8 +57,9 @@ def components(settings: Settings) -> dict:
         "Item": {"description": "Exactly one of text, img_blob or img_uri",
                  "oneOf": [ref("TextItem"), ref("BlobItem"), ref("UriItem")]},
         "TextItem": item | {"required": ["text"], "properties": {"text": {
-            "type": "string", "description": f"At most {settings.max_text_words} words; characters outside printable "
-                                             "ASCII are removed"}}},
+            "type": "string", "maxLength": MAX_TEXT_CHARS,
+            "description": f"At most {settings.max_text_words} words and {MAX_TEXT_CHARS} characters; characters "
+                           "outside printable ASCII are removed"}}},
         "BlobItem": item | {"required": ["img_blob"], "properties": {"img_blob": {
             "type": "string", "contentEncoding": "base64", "maxLength": base64_limit,
             "description": f"An image file in base64 (standard or URL-safe alphabet, padding optional), at most "

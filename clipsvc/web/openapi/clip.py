@@ -5,7 +5,7 @@ from __future__ import annotations
 from ...parsing.form import ID_PATTERN as ID
 from ...parsing.form import ID_RULE, MULTIPART, URLENCODED
 from ...parsing.images import SUPPORTED_LIST
-from ...settings import MAX_FORM_MEMORY_BYTES, Settings
+from ...settings import MAX_FORM_MEMORY_BYTES, MAX_TEXT_CHARS, Settings
 from .parts import Declared, error_responses, json_content, ok, operation, ref
 
 
@@ -29,8 +29,9 @@ def _form_body(settings: Settings) -> dict:
              "description": f"An image file (at most {settings.max_image_mb:g} MB and {settings.max_image_pixels} "
                             f"pixels): {SUPPORTED_LIST}, recognised by content; its file name and Content-Type "
                             "are ignored."}
-    text = {"type": "string", "description": f"A text, at most {settings.max_text_words} words; characters outside "
-                                             "printable ASCII are removed."}
+    text = {"type": "string", "maxLength": MAX_TEXT_CHARS,
+            "description": f"A text, at most {settings.max_text_words} words and {MAX_TEXT_CHARS} characters; "
+                           "characters outside printable ASCII are removed."}
     text_part = text | {"description": text["description"] + " May also be sent as a UTF-8 file part."}
     counts = {"additionalProperties": False, "minProperties": 1, "maxProperties": settings.max_items}
     multipart = {
