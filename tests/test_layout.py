@@ -128,3 +128,10 @@ def test_ls_shows_the_design_cards_parts():
 def test_the_client_stands_alone(name):
     """The client is installed on its own (requirements-client.txt): it imports nothing of the service."""
     assert {dep for dep in INTERNAL[name] if dep.split(".")[0] != "client"} == set()
+
+
+def test_the_error_handler_knows_no_api():
+    """Each API declares its error shape beside its views (web.context.declare_error_shape); the one handler only
+    reads the declarations."""
+    assert INTERNAL["web.errors"] & VIEWS == set()
+    assert INTERNAL["web.openapi"] & VIEWS == set()

@@ -9,7 +9,7 @@ from typing import TypeVar
 from flask import Flask, current_app, request
 
 from ..encoder.model import ClipEncoder
-from ..errors import ApiError, Code
+from ..errors import ApiError, Code, error_body
 from ..parsing.items import ItemRules
 from ..settings import Settings
 
@@ -22,6 +22,29 @@ View = TypeVar("View", bound=Callable)
 # limit, the model's state and its deadlines (the encoder's errors, turned into codes by web.errors).
 EMBEDDING_CODES = (Code.TOO_MANY_ITEMS, Code.REQUEST_TOO_LARGE, Code.UNSUPPORTED_MEDIA_TYPE, Code.MODEL_NOT_READY,
                    Code.WORKER_TIMEOUT, Code.INFERENCE_TIMEOUT)
+
+
+# An error body's shape: (status, code, message, field) -> JSON. errors.error_body is ours; an API whose clients
+# parse errors their own way declares its shape (declare_error_shape), and web.errors reads the declarations.
+ErrorShape = Callable[[int, str, str, "str | None"], dict]
+_ERROR_SHAPES: list[tuple[str | None, str | None, ErrorShape]] = []  # (path prefix, blueprint, shape)
+
+
+def declare_error_shape(shape: ErrorShape, *, prefix: str | None = None, blueprint: str | None = None) -> None:
+    """Errors on the paths under `prefix` (routing errors there included), or on `blueprint`'s routes, take
+    `shape`: declared beside the API's views, so the one handler knows no API."""
+    _ERROR_SHAPES.append((prefix, blueprint, shape))
+
+
+def error_shape(path: str, blueprint: str | None) -> ErrorShape:
+    """The shape of an error on `path`: its blueprint's declaration, else that of the longest prefix it is under,
+    else ours."""
+    for _, owner, shape in _ERROR_SHAPES:
+        if owner is not None and owner == blueprint:
+            return shape
+    under = [(len(prefix), shape) for prefix, _, shape in _ERROR_SHAPES
+             if prefix and (path == prefix or path.startswith(prefix + "/"))]
+    return max(under, key=lambda found: found[0])[1] if under else error_body
 
 
 def init_app(app: Flask, settings: Settings, encoder: ClipEncoder | None) -> None:

@@ -8,13 +8,10 @@ from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 from ..encoder.batching import BatchTimeout, WorkerAborted
-from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
+from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code
 from ..server.logs import note_error
 from ..settings import env_var
-from . import truss
-from .context import get_settings
-from .openai import speaks_openai
-from .serialize import openai_error_body
+from .context import error_shape, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +50,7 @@ def _json_response(exc: HTTPException) -> Response:
     response = exc.get_response()  # keeps status and headers such as Allow
     if isinstance(exc, ApiError):
         response.headers.update(exc.error.headers)
-    other_api = request.blueprint == truss.bp.name
-    shape = openai_error_body if speaks_openai(request.path, other_api) else error_body  # OpenAI's SDKs parse it
+    shape = error_shape(request.path, request.blueprint)  # as the API declared it (OpenAI's SDKs parse theirs)
     response.data = json.dumps(shape(exc.code, code, message, field))
     response.content_type = "application/json"
     return response

@@ -1,6 +1,6 @@
 """POST /v1/embeddings and GET /v1/models: OpenAI's embeddings API, for its SDKs and everything built on them
 (LangChain, LlamaIndex, vector databases' "OpenAI-compatible" embedders). Errors on these paths come in
-OpenAI's shape (web.errors)."""
+OpenAI's shape (declared below, for web.errors)."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ from ..errors import SOURCE_CODES, Code
 from ..parsing.items import TextItem, count_kinds
 from ..parsing.openai_input import check_model, parse_embeddings_request
 from ..server.logs import note_items
-from .context import EMBEDDING_CODES, answers, get_encoder, item_rules, json_body
+from .context import EMBEDDING_CODES, answers, declare_error_shape, get_encoder, item_rules, json_body
 from .scoring import embed_items
-from .serialize import openai_embeddings_body, openai_model_body
+from .serialize import openai_embeddings_body, openai_error_body, openai_model_body
 
 PREFIX = "/v1"
 bp = Blueprint("openai", __name__, url_prefix=PREFIX)
-
-
-def speaks_openai(path: str, other_api: bool) -> bool:
-    """Whether errors on `path` come in OpenAI's shape: everything under /v1 but what went to another server's API
-    there (`other_api`: the CLIP Truss's predict, web.truss), which has no error contract and keeps ours."""
-    return (path == PREFIX or path.startswith(PREFIX + "/")) and not other_api
+# OpenAI's SDKs parse errors in OpenAI's shape: every error under /v1, an unknown path's too (but web.truss's).
+declare_error_shape(openai_error_body, prefix=PREFIX)
 
 
 @bp.post("/embeddings")

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 from flask import Blueprint
 
-from ..errors import SOURCE_CODES, Code
+from ..errors import SOURCE_CODES, Code, error_body
 from ..parsing.truss import parse_predict
 from ..server.logs import note_items
-from .context import EMBEDDING_CODES, answers, get_encoder, item_rules, json_body
+from .context import EMBEDDING_CODES, answers, declare_error_shape, get_encoder, item_rules, json_body
 from .scoring import embed_items, rank
 from .serialize import labels_body
 
 bp = Blueprint("truss", __name__)
+# The Truss's clients have no error contract of their own: errors keep ours, even on its path under /v1.
+declare_error_shape(error_body, blueprint=bp.name)
 # Truss's own server, and the paths Baseten's hosted models answer on.
 TRUSS_PATHS = ("/v1/models/model:predict", "/predict", "/model_versions/<version>/predict",
                "/production/predict")

@@ -14,9 +14,8 @@ from ... import __version__
 from ...errors import Code
 from ...settings import MAX_TEXT_CHARS, Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
-from ..context import codes_of, settings_of
-from ..openai import speaks_openai
-from ..truss import TRUSS_PATHS
+from ..context import codes_of, error_shape, settings_of
+from ..serialize import openai_error_body
 from . import bentoml, clip, jina, openai, schemas, service, truss
 from .parts import error_responses, openapi_path
 
@@ -33,7 +32,9 @@ def build_spec(app: Flask) -> dict:
         paths |= part.paths(settings, codes)
         parts = merge(parts, part.components(settings))
     if keys_required(settings):
-        paths, parts = _secured(paths), parts | {"securitySchemes": SECURITY_SCHEMES}
+        blueprints = {openapi_path(rule.rule): rule.endpoint.rpartition(".")[0] or None
+                      for rule in app.url_map.iter_rules()}
+        paths, parts = _secured(paths, blueprints), parts | {"securitySchemes": SECURITY_SCHEMES}
     return {
         "openapi": "3.1.0",
         "info": {"title": "clipsvc", "version": __version__, "description": _overview(settings)},
@@ -48,15 +49,16 @@ SECURITY_SCHEMES = {"apiKey": {"type": "http", "scheme": SCHEME, "description": 
                                "(CLIP_API_KEYS, CLIP_API_KEYS_FILE), sent as `Authorization: Bearer <key>`"}}
 
 
-def _secured(paths: dict) -> dict:
-    """Every operation auth.OPEN_RULES leaves closed needs the key and may answer 401 (/v1: in OpenAI's shape)."""
+def _secured(paths: dict, blueprints: dict[str, str | None]) -> dict:
+    """Every operation auth.OPEN_RULES leaves closed needs the key and may answer 401, in the error shape its API
+    declared (/v1: OpenAI's)."""
     open_paths = {openapi_path(rule) for rule in OPEN_RULES}
-    other_api = {openapi_path(rule) for rule in TRUSS_PATHS}
     for path, item in paths.items():
         for method, operation in item.items():
             if path in open_paths or method == "parameters":
                 continue
-            unauthorized = openai.v1_errors if speaks_openai(path, path in other_api) else error_responses
+            speaks_openai = error_shape(path, blueprints.get(path)) is openai_error_body
+            unauthorized = openai.v1_errors if speaks_openai else error_responses
             responses = operation["responses"] | {"401": unauthorized((Code.UNAUTHORIZED,))["401"]}
             operation.update(security=[{"apiKey": []}], responses=dict(sorted(responses.items())))
     return paths
