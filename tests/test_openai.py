@@ -59,9 +59,18 @@ def test_base64_is_the_float32_bytes_of_the_same_vectors(client):
 def test_usage_counts_clip_tokens_and_image_patches(client, encoder):
     texts = ["a dog", "a photo of a cat on a mat"]
     body = embeddings(client, input=[*texts, {"image": data_uri(image_bytes("PNG"))}])
-    expected = sum(encoder.token_counts(texts)) + encoder.info.image_tokens
+    counts = [len(encoder.tokenizer(text)["input_ids"]) for text in texts]  # start and end tokens included
+    expected = sum(counts) + encoder.info.image_tokens
     assert body["usage"] == {"prompt_tokens": expected, "total_tokens": expected}
-    assert encoder.token_counts(texts) == [len(encoder.tokenizer(text)["input_ids"]) for text in texts]
+    assert encoder.encode([], texts).text_tokens == counts
+
+
+def test_usage_tokenizes_each_text_once(client, encoder, monkeypatch):
+    """The tokens counted for `usage` are those the model read: the tokenizer is not run a second time."""
+    calls, tokens = [], encoder._tokens
+    monkeypatch.setattr(encoder, "_tokens", lambda texts: calls.append(list(texts)) or tokens(texts))
+    body = embeddings(client, input=["a dog on a beach", "a red car"])
+    assert body["usage"]["prompt_tokens"] > 0 and calls == [["a dog on a beach", "a red car"]]
 
 
 def test_model_may_be_left_out_and_dimensions_may_be_the_models_own(client, encoder):

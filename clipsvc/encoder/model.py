@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,15 @@ __all__ = ["ClipEncoder", "EncoderInfo", "ModelLoadError"]
 
 # Texts per forward pass: bounds activation memory for a request with many texts.
 TEXT_BATCH = 256
+
+
+class Encoded(NamedTuple):
+    """One request's unit vectors, and how many CLIP tokens the model read of each text (start and end tokens
+    included, truncation applied): counted from the ids it was given, never by tokenizing again."""
+
+    images: np.ndarray
+    texts: np.ndarray
+    text_tokens: list[int]
 
 
 class ClipEncoder:
@@ -109,8 +119,8 @@ class ClipEncoder:
                 return forward(rows)
         return run
 
-    def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """One request's images and texts as (n, embedding_dim) float32 rows of unit length.
+    def encode(self, images: Sequence[Image.Image], texts: Sequence[str]) -> Encoded:
+        """One request's images and texts as (n, embedding_dim) float32 rows of unit length, and each text's tokens.
 
         The texts go to the model first: it computes them while this thread resizes the images. Texts whose
         tokens the worker has seen before come from its cache (clipsvc.encoder.textcache), identical.
@@ -123,19 +133,15 @@ class ClipEncoder:
         computed = texts_done()
         self.text_cache.store(missing, computed)
         known.update(zip(map(tuple, missing), computed, strict=True))
-        return image_vectors, self._rows([known[tuple(row)] for row in tokens])
+        return Encoded(image_vectors, self._rows([known[tuple(row)] for row in tokens]), [len(row) for row in tokens])
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """(n, embedding_dim) float32 rows of unit length (POST /vectorize); preprocessing runs in this thread."""
-        return self.encode(images, [])[0]
+        return self.encode(images, []).images
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated (bench/precision.py)."""
-        return self.encode([], texts)[1]
-
-    def token_counts(self, texts: Sequence[str]) -> list[int]:
-        """CLIP tokens per text, start and end tokens included and truncation applied: what the model reads."""
-        return [len(tokens) for tokens in self._tokens(texts)]
+        return self.encode([], texts).texts
 
     def _tokens(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:

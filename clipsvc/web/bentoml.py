@@ -36,7 +36,7 @@ def encode() -> Response | dict:
     encoder, encoding = get_encoder(), vector_encoding(request.args.get("encoding"))
     items = parse_items(body, "", item_rules(encoder))
     note_items(*count_kinds(items))
-    return vectors_body(embed_items(encoder, items), encoding)
+    return vectors_body(embed_items(encoder, items).rows, encoding)
 
 
 @bp.post("/rank")
@@ -49,7 +49,7 @@ def rank_candidates() -> dict:
     encoder = get_encoder()
     queries, candidates = parse_rank(body, item_rules(encoder))
     note_items(*count_kinds(queries + candidates))
-    rows = embed_items(encoder, queries + candidates)
+    rows = embed_items(encoder, queries + candidates).rows
     return rank_body(*rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale))
 
 

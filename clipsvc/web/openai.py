@@ -7,7 +7,7 @@ from __future__ import annotations
 from flask import Blueprint
 
 from ..errors import SOURCE_CODES, Code
-from ..parsing.items import TextItem, count_kinds
+from ..parsing.items import count_kinds
 from ..parsing.openai_input import check_model, parse_embeddings_request
 from ..server.logs import note_items
 from .context import EMBEDDING_CODES, answers, declare_error_shape, get_encoder, item_rules, json_body
@@ -31,9 +31,9 @@ def embeddings() -> dict:
                                      info.embedding_dim)
     images, texts = count_kinds(asked.items)
     note_items(images, texts)
-    rows = embed_items(encoder, asked.items)
-    tokens = sum(encoder.token_counts([i.text for i in asked.items if isinstance(i, TextItem)]))
-    return openai_embeddings_body(rows, asked.encoding_format, info.model_name, tokens + images * info.image_tokens)
+    embedded = embed_items(encoder, asked.items)  # its texts' tokens counted as they were embedded, not again
+    return openai_embeddings_body(embedded.rows, asked.encoding_format, info.model_name,
+                                  embedded.text_tokens + images * info.image_tokens)
 
 
 @bp.get("/models")

@@ -35,13 +35,22 @@ def clip_score(cosine: float) -> int:
     return int(round(100 * min(max(CLIPSCORE_WEIGHT * cosine, 0.0), 1.0)))
 
 
-def embed_items(encoder: ClipEncoder, items: list[ImageItem | TextItem]) -> np.ndarray:
-    """Rows in item order, with one forward call for all images and one for all texts (the texts first)."""
+@dataclass(frozen=True)
+class ItemVectors:
+    """Unit vectors in item order, and the CLIP tokens the model read of the texts among them, in all."""
+
+    rows: np.ndarray
+    text_tokens: int
+
+
+def embed_items(encoder: ClipEncoder, items: list[ImageItem | TextItem]) -> ItemVectors:
+    """One forward call for all images and one for all texts (the texts first)."""
     images = [i for i, item in enumerate(items) if isinstance(item, ImageItem)]
     texts = [i for i, item in enumerate(items) if isinstance(item, TextItem)]
     rows = np.empty((len(items), encoder.info.embedding_dim), dtype=np.float32)
-    rows[images], rows[texts] = encoder.encode([items[i].image for i in images], [items[i].text for i in texts])
-    return rows
+    encoded = encoder.encode([items[i].image for i in images], [items[i].text for i in texts])
+    rows[images], rows[texts] = encoded.images, encoded.texts
+    return ItemVectors(rows, sum(encoded.text_tokens))
 
 
 def rank(queries: np.ndarray, candidates: np.ndarray, logit_scale: float) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +62,7 @@ def rank(queries: np.ndarray, candidates: np.ndarray, logit_scale: float) -> tup
 
 
 def embed(encoder: ClipEncoder, parsed: ParsedRequest) -> Embeddings:
-    rows = embed_items(encoder, parsed.images + parsed.texts)
+    rows = embed_items(encoder, parsed.images + parsed.texts).rows
     images = {item.id: row for item, row in zip(parsed.images, rows[:len(parsed.images)], strict=True)}
     texts = {item.id: row for item, row in zip(parsed.texts, rows[len(parsed.images):], strict=True)}
     pairs = []

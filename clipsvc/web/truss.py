@@ -28,7 +28,7 @@ def predict(version: str | None = None) -> dict:
     encoder = get_encoder()
     image, labels = parse_predict(json_body(any_type=True), item_rules(encoder))
     note_items(1, len(labels))
-    rows = embed_items(encoder, [image, *labels])
+    rows = embed_items(encoder, [image, *labels]).rows
     probabilities, _ = rank(rows[:1], rows[1:], encoder.info.logit_scale)
     return labels_body([label.id for label in labels], probabilities[0])
 
