@@ -225,6 +225,15 @@ def block_flood(fmt: str, count: int) -> bytes:
     return jp2[:32] + b"\x00\x00\x00\x08free" * count + jp2[32:]
 
 
+def j2k_marker_flood(count: int, size: tuple[int, int] = (1200, 1000)) -> bytes:
+    """A JPEG 2000 codestream large enough to be decoded at a reduced level, `count` empty comment markers in its
+    main header (where the service reads the levels the codestream holds)."""
+    codestream = encoded(Image.new("RGB", size, (40, 90, 200)), "JPEG2000", no_jp2=True)
+    siz = codestream.index(b"\xff\x51")
+    end = siz + 2 + int.from_bytes(codestream[siz + 2:siz + 4], "big")
+    return codestream[:end] + b"\xff\x64\x00\x04\x00\x01" * count + codestream[end:]
+
+
 def json_bomb(path: str, element: bytes, size: int, wrap: Callable[[bytes], bytes]) -> tuple[str, dict, bytes]:
     """A JSON body of about `size` bytes whose one list holds copies of `element` (objects when parsed)."""
     items = b",".join([element] * (size // (len(element) + 1)))
@@ -274,6 +283,7 @@ def frame_and_metadata_cases() -> list[Case]:
     }
     for fmt, count in (("PNG", 1_500_000), ("JPEG", 4_500_000), ("GIF", 3_500_000), ("JPEG2000", 2_000_000)):
         metadata[f"{fmt.lower()}-{count // 100_000 / 10:g}M-empty-blocks"] = lambda f=fmt, n=count: block_flood(f, n)
+    metadata["jpeg2000-3M-codestream-markers"] = lambda: j2k_marker_flood(3_000_000)
     for name, make in metadata.items():
         found.append(Case(f"metadata/{name}", lambda m=make: multipart({"image-1": m()})))
     return found

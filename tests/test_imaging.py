@@ -6,7 +6,8 @@ from conftest import image_bytes
 from PIL import Image, ImageOps
 
 from clipsvc.encoder.pixels import PixelRecipe
-from clipsvc.parsing.images import WINDOW_MARGIN, ImageRejected, decode_image, to_rgb
+from clipsvc.parsing.containers import MAX_BLOCKS
+from clipsvc.parsing.images import WINDOW_MARGIN, ImageRejected, _j2k_levels, decode_image, to_rgb
 from testkit import corpus, hostile
 from testkit.hostile import encoded
 from testkit.images import png_header_only
@@ -213,6 +214,14 @@ def test_a_webp_canvas_over_the_limit_is_refused_before_libwebp_allocates_it():
     with pytest.raises(ImageRejected, match="16383x10000") as caught:
         decode_image(hostile.webp_canvas_claim((16_383, 10_000)), LIMIT)
     assert caught.value.error.id == "too_many_pixels"
+
+
+def test_a_codestream_header_of_millions_of_markers_is_walked_no_further_than_the_block_limit():
+    """The levels are read in Python: past MAX_BLOCKS markers the walk stops, and the picture is decoded whole."""
+    assert _j2k_levels(hostile.j2k_marker_flood(10)) == 5
+    flood = hostile.j2k_marker_flood(MAX_BLOCKS + 10)
+    assert _j2k_levels(flood) == 0
+    assert min(decode_image(flood, LIMIT, min_side=224).size) >= 448
 
 
 @pytest.mark.parametrize("resolutions", [1, 2, 6])

@@ -13,7 +13,7 @@ from PIL import ExifTags, Image, PngImagePlugin, UnidentifiedImageError
 from ..errors import Code, Rejected
 from ..picture import SourceRegion, attach
 from ..settings import env_var
-from .containers import MAX_METADATA_BYTES, over_limits
+from .containers import MAX_BLOCKS, MAX_METADATA_BYTES, over_limits
 
 # The formats we accept, as users name them -> Pillow's names: the one list (docs/api.md and the OpenAPI document
 # say it). Restricting Pillow to them keeps risky decoders (EPS runs Ghostscript, for one) out of reach of
@@ -199,18 +199,21 @@ def _draft(image: Image.Image, data: bytes, min_side: int) -> None:
 
 
 def _j2k_levels(data: bytes) -> int:
-    """The fewest wavelet decomposition levels the main header's COD and COC markers give (0 if none found): a
-    codestream decodes at 1/2**n of its size for n up to that, and fails beyond it."""
+    """The fewest wavelet decomposition levels the main header's COD and COC markers give (0 if none found, or if
+    the header has more markers than MAX_BLOCKS: this walk is Python, openjpeg's is C): a codestream decodes at
+    1/2**n of its size for n up to that, and fails beyond it."""
     start = data.find(b"\xff\x4f\xff\x51")  # SOC then SIZ: the start of the codestream, in a .jp2 box or alone
     levels, at = [], start + 2
-    while start >= 0 and at + 4 <= len(data) and data[at] == 0xFF and data[at + 1] != 0x90:  # up to the first tile
+    for _ in range(MAX_BLOCKS):
+        if start < 0 or at + 4 > len(data) or data[at] != 0xFF or data[at + 1] == 0x90:  # up to the first tile
+            return min(levels, default=0)
         marker, length = data[at + 1], int.from_bytes(data[at + 2:at + 4], "big")
         if marker == 0x52 and at + 9 < len(data):  # COD: Scod, progression, layers (2), MCT, then the levels
             levels.append(data[at + 9])
         elif marker == 0x53 and at + 6 < len(data):  # COC: its component (1 byte with < 257 components), Scoc
             levels.append(data[at + 6])
         at += 2 + length
-    return min(levels, default=0)
+    return 0
 
 
 def _centre_window(image: Image.Image, min_side: int) -> tuple[Image.Image, tuple[int, int]]:
@@ -258,7 +261,7 @@ def _has_alpha(image: Image.Image) -> bool:
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Transparent pixels become white (not black), high-bit-depth images are scaled to 8 bits."""
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if image.mode in (*_SIXTEEN_BITS, "I"):
         # 16-bit greyscale (PNG, TIFF): Pillow's convert would clip everything above 255 to white.
         array = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
