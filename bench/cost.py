@@ -19,7 +19,6 @@ import os
 import signal
 import sys
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,17 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from testkit import hostile  # noqa: E402
+from testkit.faults import wait_for  # noqa: E402
 from testkit.server import serve  # noqa: E402
 
 
 def new_worker(server, pid: int) -> int:
     """Stop the worker; the master starts another: its pid once it has loaded and warmed up."""
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 120
-    while not (server.worker_pids() - {pid}) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    new = wait_for(lambda: next(iter(server.worker_pids() - {pid}), None), 120, "the worker's replacement")
     server.wait_loaded(120)
-    (new,) = server.worker_pids()
     hostile.warm_up(server.url)
     return new
 

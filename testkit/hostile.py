@@ -15,7 +15,7 @@ import json
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -360,12 +360,6 @@ def run(case: Case, url: str, pid: int, session: requests.Session, timeout: floa
             code = f"not JSON: {response.text[:80]!r}"
     return Outcome(case.name, case.items, case.at_pixel_limit, response.status_code, code, round(seconds, 3),
                    round(peak - before, 1))
-
-
-def run_all(selected: list[Case], url: str, pid: int) -> Iterator[Outcome]:
-    with requests.Session() as session:
-        for case in selected:
-            yield run(case, url, pid, session)
 
 
 # The budget every case must meet on a worker of the defaults (docs/reliability.md's cost model justifies it):
