@@ -112,7 +112,7 @@ IMAGE_CODES = (Code.EMPTY_FILE, Code.UNSUPPORTED_IMAGE, Code.INVALID_IMAGE, Code
 TEXT_CODES = (Code.EMPTY_TEXT, Code.TEXT_TOO_LONG)
 URL_CODES = (Code.URL_FETCH_DISABLED, Code.URL_HOST_NOT_ALLOWED, Code.URL_ADDRESS_FORBIDDEN, Code.URL_REDIRECT_REFUSED,
              Code.URL_FETCH_FAILED, Code.URL_TOO_LARGE)
-# What decoding JSON items can refuse (parsing.json_items.decode_sources), whichever API's body carried them.
+# What decoding JSON items can refuse (parsing.sources.decode_sources), whichever API's body carried them.
 SOURCE_CODES = (Code.INVALID_BASE64, Code.INVALID_URI, *URL_CODES, *IMAGE_CODES, *TEXT_CODES)
 
 WORKER_TIMEOUT_MESSAGE = (f"A forward pass in this worker ran longer than {env_var('worker_timeout')}; the worker is "
@@ -120,13 +120,15 @@ WORKER_TIMEOUT_MESSAGE = (f"A forward pass in this worker ran longer than {env_v
 
 
 class ApiError(HTTPException):
-    """The one error type code raises: a `Code`, a message that says what to send instead, the field concerned."""
+    """The one error type code raises: a `Code`, a message that says what to send instead, the field concerned and,
+    when one item of a list failed, its position in that list (`index`: 2 for `candidates[2].img_blob`)."""
 
-    def __init__(self, error: Code, message: str, *, field: str | None = None):
+    def __init__(self, error: Code, message: str, *, field: str | None = None, index: int | None = None):
         super().__init__(description=message)
         self.code = error.status  # werkzeug's name for the HTTP status
         self.error = error
         self.field = field
+        self.index = index
 
 
 class Rejected(ValueError):
@@ -141,6 +143,8 @@ class Rejected(ValueError):
         return ApiError(self.error, f"{field} {self}", field=field)
 
 
-def error_body(status: int, code: str, message: str, field: str | None = None) -> dict:
-    """The one error shape every endpoint returns."""
-    return {"error": {"status": status, "code": code, "message": message, "field": field}}
+def error_body(status: int, code: str, message: str, field: str | None = None, index: int | None = None) -> dict:
+    """The one error shape every endpoint returns; `index` only when one item of a list failed (clients read it
+    rather than parse `field`)."""
+    error = {"status": status, "code": code, "message": message, "field": field}
+    return {"error": error | {"index": index}} if index is not None else {"error": error}

@@ -1,55 +1,88 @@
-"""OpenAI's embeddings request -> validated items, so the `openai` SDKs and what is built on them work unchanged.
+"""OpenAI's embeddings request, declared once as a model, -> validated items, so the `openai` SDKs and what is
+built on them work unchanged.
 
 `input` is a string, a list of strings, or a list that mixes strings with `{"text": ...}` and `{"image": ...}`
-objects (the shape multimodal embedding APIs use); an image is a data: URI, an http(s) URL (fetched only
-for allow-listed hosts, as `img_uri`) or bare base64. The same validators as every other endpoint do the
-work (json_items, items). Pure: no Flask globals, no model.
+objects (the shape multimodal embedding APIs use); an image is a data: URI, an http(s) URL (fetched only for
+allow-listed hosts, as `img_uri`) or bare base64. The same validators as every other endpoint do the work
+(`sources`, `items`). Pure: no Flask globals, no model.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from ..errors import ApiError, Code
 from .form import FIELD_ECHO
 from .items import Item, ItemRules, check_item_count
-from .json_items import Source, decode_sources, image_source, keyed_string, wrong_body
-from .options import vector_encoding
+from .options import ENCODINGS, vector_encoding
+from .shapes import Flaw, Strict, checked, one_of, sole_key, wrong_body
+from .sources import Source, decode_sources, image_source
 
-PARAMETERS = ("model", "input", "encoding_format", "dimensions", "user")
 BODY_SHAPE = 'an object {"model": ..., "input": ...}'
+INPUT_SHAPE = ('a string or a non-empty list of strings, {"text": ...} or {"image": "<data: URI, URL or base64>"} '
+               'objects')
 INLINE_IMAGE = 'as {"image": "<base64>"} or {"image": "data:image/png;base64,..."}'  # with URL fetching off
 
 
+class TextInput(Strict):
+    text: str
+
+
+class ImageInput(Strict):
+    image: str = Field(description="data: URI, base64 or URL")
+
+
+InputItem = one_of({"string": str, "text": TextInput, "image": ImageInput},
+                   lambda value: "string" if isinstance(value, str) else sole_key(value, ("text", "image")),
+                   'A string, {"text": ...} or {"image": ...}')
+Input = one_of({"string": str, "list": Annotated[list[InputItem], Field(min_length=1)]},
+               lambda value: "string" if isinstance(value, str) else "list" if isinstance(value, list) else None,
+               "A text, or a list of texts and images")
+
+
+class EmbeddingsRequest(Strict):
+    """OpenAI's embeddings request; `model` may be left out."""
+
+    model: str | None = None
+    input: Input
+    encoding_format: Literal[ENCODINGS] | None = Field(None, json_schema_extra={"default": ENCODINGS[0]})
+    dimensions: int | None = Field(None, description="Only the model's own size is accepted")
+    user: str | None = None
+
+
+PARAMETERS = tuple(EmbeddingsRequest.model_fields)
+
+
 @dataclass(frozen=True)
-class EmbeddingsRequest:
+class ParsedEmbeddings:
+    """What a checked request asks for: its items, in order, and how to write the vectors."""
+
     items: list[Item]
     encoding_format: str
 
 
-def parse_embeddings_request(body: object, rules: ItemRules, served: str, dimensions: int) -> EmbeddingsRequest:
-    """The whole JSON body: its options first (cheap), then every item's shape, then the items themselves.
+def parse_embeddings_request(body: object, rules: ItemRules, served: str,
+                             dimensions: int) -> ParsedEmbeddings:
+    """The whole JSON body: its shape first (every field's and item's), then the items themselves.
 
     `served` is the name of the model this server serves, `dimensions` its vectors' size: a request may
     name either, or leave them out, but not ask for another (OpenAI answers another model's name with 404).
     """
-    if not isinstance(body, dict):
-        raise ApiError(Code.INVALID_INPUT, wrong_body(body, BODY_SHAPE))
-    unknown = sorted(set(body) - set(PARAMETERS))
-    if unknown:
-        raise ApiError(Code.UNKNOWN_PARAMETER, f"Unrecognized request argument supplied: {unknown[0]}; this "
-                                               f"endpoint takes {', '.join(PARAMETERS)}", field=unknown[0])
-    model, asked, user = body.get("model"), body.get("dimensions"), body.get("user")
-    if model is not None:
-        check_model(model, served)
-    encoding = vector_encoding(body.get("encoding_format"), "encoding_format")
-    if asked is not None and (asked != dimensions or isinstance(asked, bool)):
-        raise ApiError(Code.INVALID_DIMENSIONS, f"dimensions={asked!r}: this model's vectors have {dimensions} "
-                                                "dimensions, and CLIP vectors cannot be shortened; leave it out",
-                       field="dimensions")
-    if user is not None and not isinstance(user, str):
-        raise ApiError(Code.INVALID_INPUT, "user must be a string", field="user")
-    return EmbeddingsRequest(parse_input(body.get("input"), rules), encoding)
+    if isinstance(body, dict) and isinstance(body.get("input"), list):  # counted before pydantic reads an item
+        check_item_count(len(body["input"]), rules)
+    asked = checked(EmbeddingsRequest, body, lambda flaws: _refusal(flaws, body, served, dimensions))
+    if asked.model is not None:
+        check_model(asked.model, served)
+    if asked.dimensions is not None and asked.dimensions != dimensions:
+        raise _dimensions(asked.dimensions, dimensions)
+    if isinstance(asked.input, str):
+        sources = [Source("input", "text", "input", asked.input)]
+    else:
+        sources = [_source(item, i) for i, item in enumerate(asked.input)]
+    return ParsedEmbeddings(decode_sources(sources, rules, INLINE_IMAGE), vector_encoding(asked.encoding_format))
 
 
 def check_model(model: object, served: str) -> None:
@@ -61,27 +94,54 @@ def check_model(model: object, served: str) -> None:
                                              f"serves {served!r} (GET /v1/models)", field="model")
 
 
-def parse_input(value: object, rules: ItemRules) -> list[Item]:
-    """`input` as items whose ids are their positions (`input[0]`, …), in order."""
-    if isinstance(value, str):
-        return decode_sources([Source("input", "text", "input", value)], rules, INLINE_IMAGE)
-    if not isinstance(value, list) or not value:
-        raise ApiError(Code.INVALID_INPUT, "input must be a string or a non-empty list of strings, "
-                                           '{"text": ...} or {"image": "<data: URI, URL or base64>"} objects',
-                       field="input")
+def _source(item: str | TextInput | ImageInput, i: int) -> Source:
+    field = f"input[{i}]"
+    if isinstance(item, str):
+        return Source(field, "text", field, item, i)
+    if isinstance(item, TextInput):
+        return Source(field, "text", f"{field}.text", item.text, i)
+    return image_source(field, f"{field}.image", item.image, i)
+
+
+def _refusal(flaws: list[Flaw], body: object, served: str, dimensions: int) -> ApiError:
+    """Unknown parameters first (the first by name), then the first flaw in the order the fields are checked."""
+    unknown = sorted(str(flaw.key) for flaw in flaws if flaw.kind == "extra_forbidden")
+    if unknown:
+        return ApiError(Code.UNKNOWN_PARAMETER, f"Unrecognized request argument supplied: {unknown[0]}; this "
+                                               f"endpoint takes {', '.join(PARAMETERS)}", field=unknown[0])
+    flaw = flaws[0]
+    name = flaw.loc[0] if flaw.loc else None
+    if name is None:
+        return ApiError(Code.INVALID_INPUT, wrong_body(body, BODY_SHAPE))
+    if name == "model":
+        return ApiError(Code.INVALID_INPUT, f"model must be a string: {served!r}", field="model")
+    if name == "encoding_format":
+        return _encoding(body["encoding_format"])
+    if name == "dimensions":
+        return _dimensions(body["dimensions"], dimensions)
+    if name == "user":
+        return ApiError(Code.INVALID_INPUT, "user must be a string", field="user")
+    value = body.get("input")
+    if flaw.index is None:
+        return ApiError(Code.INVALID_INPUT, f"input must be {INPUT_SHAPE}", field="input")
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value) or all(
             isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value):
-        raise ApiError(Code.TOKEN_IDS_UNSUPPORTED, "input is token ids; CLIP reads its own tokens, not OpenAI's: "
-                                                   "send the texts themselves", field="input")
-    check_item_count(len(value), rules)
-    return decode_sources([_source(item, f"input[{i}]") for i, item in enumerate(value)], rules, INLINE_IMAGE)
+        return ApiError(Code.TOKEN_IDS_UNSUPPORTED, "input is token ids; CLIP reads its own tokens, not OpenAI's: "
+                                                    "send the texts themselves", field="input")
+    path = flaw.path()
+    what = 'a string, {"text": ...} or {"image": ...}' if isinstance(flaw.key, int) else "a string"
+    return ApiError(Code.INVALID_INPUT, f"{path} must be {what}", field=path, index=flaw.index)
 
 
-def _source(item: object, field: str) -> Source:
-    if isinstance(item, str):
-        return Source(field, "text", field, item)
-    keyed = keyed_string(item, field, ("text", "image"), Code.INVALID_INPUT)
-    if keyed is not None:
-        key, name, value = keyed
-        return Source(field, "text", name, value) if key == "text" else image_source(field, name, value)
-    raise ApiError(Code.INVALID_INPUT, f'{field} must be a string, {{"text": ...}} or {{"image": ...}}', field=field)
+def _encoding(value: object) -> ApiError:
+    try:
+        vector_encoding(value, "encoding_format")
+    except ApiError as exc:
+        return exc
+    raise AssertionError(f"encoding_format={value!r} passed vector_encoding, not the model")
+
+
+def _dimensions(asked: object, dimensions: int) -> ApiError:
+    return ApiError(Code.INVALID_DIMENSIONS, f"dimensions={asked!r}: this model's vectors have {dimensions} "
+                                             "dimensions, and CLIP vectors cannot be shortened; leave it out",
+                    field="dimensions")

@@ -24,8 +24,9 @@ EMBEDDING_CODES = (Code.TOO_MANY_ITEMS, Code.REQUEST_TOO_LARGE, Code.UNSUPPORTED
                    Code.WORKER_TIMEOUT, Code.INFERENCE_TIMEOUT)
 
 
-# An error body's shape: (status, code, message, field) -> JSON. errors.error_body is ours; an API whose clients
-# parse errors their own way declares its shape (declare_error_shape), and web.errors reads the declarations.
+# An error body's shape: (status, code, message, field) -> JSON. errors.error_body is ours (it also takes the failing
+# item's `index`); an API whose clients parse errors their own way declares its shape (declare_error_shape), and
+# web.errors reads the declarations.
 ErrorShape = Callable[[int, str, str, "str | None"], dict]
 _ERROR_SHAPES: list[tuple[str | None, str | None, ErrorShape]] = []  # (path prefix, blueprint, shape)
 

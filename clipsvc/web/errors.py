@@ -8,7 +8,7 @@ from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 from ..encoder.batching import BatchTimeout, WorkerAborted
-from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code
+from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
 from ..server.logs import note_error
 from ..settings import env_var
 from .context import error_shape, get_settings
@@ -51,7 +51,11 @@ def _json_response(exc: HTTPException) -> Response:
     if isinstance(exc, ApiError):
         response.headers.update(exc.error.headers)
     shape = error_shape(request.path, request.blueprint)  # as the API declared it (OpenAI's SDKs parse theirs)
-    response.data = json.dumps(shape(exc.code, code, message, field))
+    if shape is error_body:  # ours also says which item of a list failed
+        body = error_body(exc.code, code, message, field, exc.index if isinstance(exc, ApiError) else None)
+    else:
+        body = shape(exc.code, code, message, field)
+    response.data = json.dumps(body)
     response.content_type = "application/json"
     return response
 
