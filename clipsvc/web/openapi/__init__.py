@@ -8,16 +8,17 @@ and `service` (probes, pages, /metrics), each with its operations (`paths`) and 
 
 from __future__ import annotations
 
+from functools import partial
+
 from flask import Flask
 
 from ... import __version__
-from ...errors import Code
+from ...errors import Code, error_body
 from ...settings import MAX_TEXT_CHARS, Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
 from ..context import codes_of, error_shape, settings_of
-from ..serialize import openai_error_body
 from . import bentoml, clip, jina, openai, schemas, service, truss
-from .parts import error_responses, openapi_path
+from .parts import Routes, error_responses, merge, openapi_path
 
 # In the order Swagger UI lists them within a tag (/docs).
 PARTS = (clip, bentoml, truss, jina, openai, service)
@@ -26,11 +27,12 @@ PARTS = (clip, bentoml, truss, jina, openai, service)
 def build_spec(app: Flask) -> dict:
     """The whole document for `app`."""
     settings = settings_of(app)
-    codes = {endpoint: codes_of(view) for endpoint, view in app.view_functions.items()}
+    routes = Routes({endpoint: codes_of(view) for endpoint, view in app.view_functions.items()},
+                    {rule.endpoint: rule.rule for rule in app.url_map.iter_rules()})
     paths, parts = {}, schemas.components(settings)
     for part in PARTS:
-        paths |= part.paths(settings, codes)
-        parts = merge(parts, part.components(settings))
+        paths |= part.paths(settings, routes)
+        parts = merge(parts, part.components(settings, routes))
     if keys_required(settings):
         blueprints = {openapi_path(rule.rule): rule.endpoint.rpartition(".")[0] or None
                       for rule in app.url_map.iter_rules()}
@@ -57,8 +59,8 @@ def _secured(paths: dict, blueprints: dict[str, str | None]) -> dict:
         for method, operation in item.items():
             if path in open_paths or method == "parameters":
                 continue
-            speaks_openai = error_shape(path, blueprints.get(path)) is openai_error_body
-            unauthorized = openai.v1_errors if speaks_openai else error_responses
+            shape = error_shape(path, blueprints.get(path))
+            unauthorized = error_responses if shape is error_body else partial(openai.v1_errors, shape=shape)
             responses = operation["responses"] | {"401": unauthorized((Code.UNAUTHORIZED,))["401"]}
             operation.update(security=[{"apiKey": []}], responses=dict(sorted(responses.items())))
     return paths
@@ -94,8 +96,3 @@ def _overview(settings: Settings) -> str:
 _KEYS_ON = ("**This server needs an API key** on every endpoint but the probes, `/metrics` and the pages: send "
             "`Authorization: Bearer <key>` (here: the Authorize button); without one the answer is 401 "
             "`unauthorized`.\n\n")
-
-
-def merge(first: dict, second: dict) -> dict:
-    """Components by kind (schemas, parameters, headers), the second's added to the first's."""
-    return {kind: {**first.get(kind, {}), **second.get(kind, {})} for kind in {**first, **second}}

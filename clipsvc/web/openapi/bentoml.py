@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 from ...parsing.images import SUPPORTED_LIST
-from ...settings import MAX_TEXT_CHARS, Settings, env_var
+from ...parsing.json_items import Items, RankRequest
+from ...settings import Settings
 from .jina import envelope_body, envelope_ok
-from .parts import EXAMPLE_PNG, Declared, error_responses, json_content, ok, operation, ref
+from .parts import EXAMPLE_PNG, Routes, error_responses, json_content, merge, model_schemas, ok, operation, ref
 
 
-def paths(settings: Settings, codes: Declared) -> dict:
+def paths(settings: Settings, routes: Routes) -> dict:
     return {
         "/encode": {"post": operation(
             "embeddings", "Embed a list of items (BentoML's /encode)",
             "One unit vector per item, in order. (clip-as-service's envelope: as POST /post with /encode.)",
             {"200": envelope_ok(ok("One vector per item", json_content(
                 {"type": "array", "items": ref("Vector")}, [[0.0213, -0.0071, 0.0342], [0.0105, 0.0342, -0.0118]]))),
-             **error_responses(codes["bentoml.encode"])},
+             **error_responses(routes.codes["bentoml.encode"])},
             query=("encoding",), requestBody=envelope_body({"required": True, "content": json_content(
                 ref("Items"), ENCODE_EXAMPLE)}, ENCODE_EXAMPLE),
         )},
@@ -29,7 +28,7 @@ def paths(settings: Settings, codes: Declared) -> dict:
             {"200": envelope_ok(ok("Probabilities and cosines, one row per query, one column per candidate",
                                    json_content(ref("RankResponse"), {"probabilities": [[0.996, 0.004]],
                                                                       "cosine_similarities": [[0.2298, 0.1687]]}))),
-             **error_responses(codes["bentoml.rank_candidates"])},
+             **error_responses(routes.codes["bentoml.rank_candidates"])},
             requestBody=envelope_body({"required": True, "content": json_content(ref("RankRequest"))}, RANK_EXAMPLE),
         )},
         "/vectorize": {"post": operation(
@@ -41,7 +40,7 @@ def paths(settings: Settings, codes: Declared) -> dict:
                 {"type": "object", "required": ["vector"], "additionalProperties": False,
                  "properties": {"vector": {"type": "array", "items": {"type": "number"}}}},
                 {"vector": [0.0213, -0.0071, 0.0342]})),
-             **error_responses(codes["bentoml.vectorize"])},
+             **error_responses(routes.codes["bentoml.vectorize"])},
             requestBody={"required": True, "content": {
                 "image/*": {"schema": {"type": "string", "format": "binary"}},
                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
@@ -49,38 +48,14 @@ def paths(settings: Settings, codes: Declared) -> dict:
     }
 
 
-def components(settings: Settings) -> dict:
-    base64_limit = 4 * math.ceil(settings.max_image_bytes / 3)
-    item = {"type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1}
-    items = {"type": "array", "items": ref("Item"), "minItems": 1, "maxItems": settings.max_items}
-    return {"schemas": {
-        "Item": {"description": "Exactly one of text, img_blob or img_uri",
-                 "oneOf": [ref("TextItem"), ref("BlobItem"), ref("UriItem")]},
-        "TextItem": item | {"required": ["text"], "properties": {"text": {
-            "type": "string", "maxLength": MAX_TEXT_CHARS,
-            "description": f"At most {settings.max_text_words} words and {MAX_TEXT_CHARS} characters; characters "
-                           "outside printable ASCII are removed"}}},
-        "BlobItem": item | {"required": ["img_blob"], "properties": {"img_blob": {
-            "type": "string", "contentEncoding": "base64", "maxLength": base64_limit,
-            "description": f"An image file in base64 (standard or URL-safe alphabet, padding optional), at most "
-                           f"{settings.max_image_mb:g} MB decoded"}}},
-        "UriItem": item | {"required": ["img_uri"], "properties": {"img_uri": {
-            "type": "string", "pattern": "^(data:|https?://)",
-            "description": "A `data:[image/...];base64,<data>` URI. `http(s)://` URLs are refused "
-                           f"(`url_fetch_disabled`) unless the operator sets {env_var('fetch_allow_hosts')}; then "
-                           "the host must be allowed (`url_host_not_allowed`) and public (`url_address_forbidden`), "
-                           "redirects are followed within the same host only, at most 3 and never from https to http "
-                           "(`url_redirect_refused`), other failures give `url_fetch_failed` "
-                           f"and an image over {settings.max_image_mb:g} MB `url_too_large` (413)."}}},
-        "Items": items | {"description": f"At most {settings.max_items} items"},
-        "RankRequest": {"type": "object", "required": ["queries", "candidates"],
-                        "properties": {"queries": items, "candidates": items},
-                        "description": f"Queries and candidates together: at most {settings.max_items} items"},
+def components(settings: Settings, routes: Routes) -> dict:
+    """The request bodies from their models (parsing.json_items); the answer's schema here."""
+    return merge(model_schemas(settings, Items, RankRequest), {"schemas": {
         "RankResponse": {"type": "object", "required": ["probabilities", "cosine_similarities"], "properties": {
             "probabilities": {"type": "array", "items": {"type": "array", "items": {
                 "type": "number", "minimum": 0, "maximum": 1}}},
             "cosine_similarities": {"type": "array", "items": {"type": "array", "items": {"type": "number"}}}}},
-    }}
+    }})
 
 
 RANK_EXAMPLE = {"queries": [{"img_blob": EXAMPLE_PNG}],

@@ -6,10 +6,10 @@ from ...parsing.form import ID_PATTERN as ID
 from ...parsing.form import ID_RULE, MULTIPART, URLENCODED
 from ...parsing.images import SUPPORTED_LIST
 from ...settings import MAX_FORM_MEMORY_BYTES, MAX_TEXT_CHARS, Settings
-from .parts import Declared, error_responses, json_content, ok, operation, ref
+from .parts import Routes, error_responses, json_content, ok, operation, ref
 
 
-def paths(settings: Settings, codes: Declared) -> dict:
+def paths(settings: Settings, routes: Routes) -> dict:
     return {"/syte_test/clip": {"post": operation(
         "embeddings", "Embed images and texts sent as form parts; score image-text pairs",
         f"Parts `image-<id>` carry an image file, parts `text-<id>` a text; `<id>` is {ID_RULE}. An image and "
@@ -18,7 +18,7 @@ def paths(settings: Settings, codes: Declared) -> dict:
         "form, Postman's x-www-form-urlencoded) carries texts only, with the same rules and limits.",
         {"200": ok("Vectors and scores, keys grouped by id in the order sent",
                    json_content(ref("ClipResponse"), CLIP_RESPONSE_EXAMPLE)),
-         **error_responses(codes["clip.clip"])},
+         **error_responses(routes.codes["clip.clip"])},
         query=("encoding",), requestBody=_form_body(settings),
     )}}
 
@@ -62,7 +62,7 @@ def _form_body(settings: Settings) -> dict:
     }}
 
 
-def components(settings: Settings) -> dict:
+def components(settings: Settings, routes: Routes) -> dict:
     vector_key = "An L2-normalised embedding (a `Vector`)"
     return {"schemas": {"ClipResponse": {
         "type": "object", "additionalProperties": False,

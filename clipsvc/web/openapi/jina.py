@@ -3,15 +3,12 @@ and /rank take too (openapi.bentoml wraps their bodies and answers with `envelop
 
 from __future__ import annotations
 
-from ...parsing.jina_docs import ENDPOINTS
+from ...parsing.jina_docs import ENVELOPE_NOTE, CasRequest
 from ...settings import Settings
-from .parts import EXAMPLE_PNG, Declared, error_responses, json_content, ok, operation, ref
-
-ENVELOPE_NOTE = ("clip-as-service's client (`clip_client.Client(\"http://...\")`) posts its envelope, an object with "
-                 "`data`, here when this document lists the path; any other body is BentoML's.")
+from .parts import EXAMPLE_PNG, Routes, error_responses, json_content, merge, model_schemas, ok, operation, ref
 
 
-def paths(settings: Settings, codes: Declared) -> dict:
+def paths(settings: Settings, routes: Routes) -> dict:
     return {"/post": {"post": operation(
         "compat", "Embed or rank documents (clip-as-service over HTTP: jina's gateway)",
         "`data` is a list of documents: each has `text`, or an image as `blob` (base64 of the file) or `uri` (a "
@@ -24,21 +21,13 @@ def paths(settings: Settings, codes: Declared) -> dict:
         "answer. The body is read as JSON whatever its Content-Type says.",
         {"200": ok("The documents, embedded (and, for /rank, their matches ranked), in jina's response",
                    json_content(ref("CasResponse"), ENCODE_RESPONSE_EXAMPLE)),
-         **error_responses(codes["jina.post"])},
+         **error_responses(routes.codes["jina.post"])},
         requestBody={"required": True, "content": json_content(ref("CasRequest"), POST_EXAMPLE)},
     )}}
 
 
-def components(settings: Settings) -> dict:
-    string = {"type": ["string", "null"]}
-    document = {
-        "type": "object", "description": "A docarray document; unset fields may be null or left out",
-        "anyOf": [{"required": ["text"]}, {"required": ["blob"]}, {"required": ["uri"]}],
-        "properties": {"id": string, "text": string, "mime_type": string,
-                       "blob": string | {"description": "An image file in base64"},
-                       "uri": string | {"description": "An image as a data: URI, or an http(s) URL where allowed"},
-                       "matches": {"type": ["array", "null"], "items": ref("CasDocument"),
-                                   "description": "/rank: the documents to rank against this one"}}}
+def components(settings: Settings, routes: Routes) -> dict:
+    """The envelope from its model (parsing.jina_docs); jina's answer here."""
     answered = {
         "type": "object", "required": ["id", "embedding"],
         "description": "The document as sent, with its `embedding`; for /rank, `matches` best first, with scores",
@@ -49,21 +38,14 @@ def components(settings: Settings) -> dict:
                                    "items": {"anyOf": [ref("CasAnswerDocument"), ref("CasDocument")]},
                                    "description": "/rank: ranked, each with its embedding and scores; encoding: "
                                                   "the matches as sent, untouched"}}}
-    docs = {"type": "array", "minItems": 1, "maxItems": settings.max_items, "items": ref("CasDocument")}
-    return {"schemas": {
-        "CasDocument": document,
-        "CasRequest": {"type": "object", "required": ["data"], "description": ENVELOPE_NOTE, "properties": {
-            "data": {"oneOf": [docs, {"type": "object", "required": ["docs"], "properties": {"docs": docs}}]},
-            "exec_endpoint": {"enum": list(ENDPOINTS), "default": "/"},
-            "execEndpoint": {"enum": list(ENDPOINTS)},
-            "parameters": {"type": ["object", "null"]}, "header": {"type": "object"}}},
+    return merge(model_schemas(settings, CasRequest), {"schemas": {
         "CasAnswerDocument": answered,
         "CasResponse": {"type": "object", "required": ["header", "parameters", "routes", "data"], "properties": {
             "header": {"type": "object", "required": ["requestId", "execEndpoint"], "properties": {
                 "requestId": {"type": "string"}, "execEndpoint": {"type": "string"}}},
             "parameters": {"type": "object"}, "routes": {"type": "array"},
             "data": {"type": "array", "items": ref("CasAnswerDocument")}}},
-    }}
+    }})
 
 
 def envelope_body(bentoml: dict, example: dict) -> dict:

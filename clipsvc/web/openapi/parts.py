@@ -3,16 +3,70 @@ error responses that list exactly their codes, operations and plain pages."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from pydantic import BaseModel
 
 from ...errors import COMMON, Code, error_body
 from ...server.request_id import HEADER_NAMES, REPLACED_HEADER
+from ...settings import Settings
 from ..pages import TYPES
 
-# The codes each view declared (web.context.answers), by its Flask endpoint ("bentoml.encode"): what the
-# operations' error responses list, with COMMON.
-Declared = Mapping[str, tuple[Code, ...]]
+
+@dataclass(frozen=True)
+class Routes:
+    """What the app serves, read from it, so that no part of the document imports a view: by Flask endpoint
+    ("bentoml.encode"), the codes its view declared (web.context.answers; its error responses list them, with
+    COMMON) and its URL rule."""
+
+    codes: Mapping[str, tuple[Code, ...]]
+    rules: Mapping[str, str]
+
+    def of(self, blueprint: str) -> list[tuple[str, str]]:
+        """(endpoint, rule) of each route of `blueprint`, in the order it registered them."""
+        return [(endpoint, rule) for endpoint, rule in self.rules.items() if endpoint.startswith(f"{blueprint}.")]
+
+
+def merge(first: dict, second: dict) -> dict:
+    """Components by kind (schemas, parameters, headers), the second's added to the first's."""
+    return {kind: {**first.get(kind, {}), **second.get(kind, {})} for kind in {**first, **second}}
+
+
+def model_schemas(settings: Settings, *models: type[BaseModel]) -> dict:
+    """The request bodies' schemas, generated from their models (parsing): each model and what it refers to as a
+    component, pydantic's titles left out, and the limits its descriptions name (`{max_items}`) this server's."""
+    found: dict[str, dict] = {}
+    for model in models:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        found |= schema.pop("$defs", {}) | {model.__name__: schema}
+    return {"schemas": _filled(found, _limits(settings))}
+
+
+def _limits(settings: Settings) -> dict[str, int | float]:
+    return {"max_items": settings.max_items, "max_text_words": settings.max_text_words,
+            "max_image_mb": settings.max_image_mb, "max_image_pixels": settings.max_image_pixels,
+            "base64_limit": 4 * math.ceil(settings.max_image_bytes / 3)}
+
+
+_LIMIT = re.compile(r"\{(\w+)(?::(\w+))?\}")
+
+
+def _filled(schema: object, limits: dict[str, int | float], properties: bool = False) -> object:
+    """`schema` without titles, its `{limit}`s (a description's words, or a keyword's whole value) filled in."""
+    if isinstance(schema, dict):
+        return {key: _filled(value, limits, key == "properties" and not properties) for key, value in schema.items()
+                if properties or key != "title"}
+    if isinstance(schema, list):
+        return [_filled(value, limits) for value in schema]
+    if isinstance(schema, str) and _LIMIT.search(schema):
+        whole = _LIMIT.fullmatch(schema)
+        if whole and whole[1] in limits:
+            return limits[whole[1]]
+        return _LIMIT.sub(lambda m: format(limits[m[1]], m[2] or "") if m[1] in limits else m[0], schema)
+    return schema
 
 
 def ref(name: str, kind: str = "schemas") -> dict:

@@ -54,4 +54,6 @@ def _error_schema() -> dict:
                      "machine-readable: " + "; ".join(f"`{code.id}` ({code.status})" for code in Code)},
             "message": {"type": "string", "description": "What went wrong and what to send instead"},
             "field": {"type": ["string", "null"], "description": "The form key, JSON path or header concerned"},
+            "index": {"type": "integer", "minimum": 0, "description": "Only when one item of a list failed: its "
+                      "position in the list `field` names (2 for `candidates[2].img_blob`), for clients to drop it"},
         }}}}

@@ -4,36 +4,36 @@ demo page (web.demo) and /metrics (server.metrics)."""
 from __future__ import annotations
 
 from ...settings import LIMIT_TYPES, Settings
-from .parts import DEMO_TYPES, SWAGGER_TYPES, Declared, error_responses, json_content, ok, operation, page, ref
+from .parts import DEMO_TYPES, SWAGGER_TYPES, Routes, error_responses, json_content, ok, operation, page, ref
 
 
-def paths(settings: Settings, codes: Declared) -> dict:
+def paths(settings: Settings, routes: Routes) -> dict:
     status = {"type": "object", "required": ["status"], "properties": {"status": {"type": "string"}}}
     return {
         "/livez": {"get": operation("health", "Liveness: the process runs (no model needed)", "Always 200.", {
             "200": ok("Alive", json_content(status | {"properties": {"status": {"const": "alive"}}},
-                                            {"status": "alive"})), **error_responses(codes["health.livez"])})},
+                                            {"status": "alive"})), **error_responses(routes.codes["health.livez"])})},
         "/readyz": {"get": operation("health", "Readiness: this worker has loaded the model", "503 until it has.", {
             "200": ok("Ready", json_content(status | {"properties": {"status": {"const": "ready"}}},
-                                            {"status": "ready"})), **error_responses(codes["health.readyz"])})},
+                                            {"status": "ready"})), **error_responses(routes.codes["health.readyz"])})},
         "/meta": {"get": operation("health", "The model, device, version and limits", "Needs a loaded model.", {
-            "200": ok("Metadata", json_content(ref("Meta"))), **error_responses(codes["health.meta"])})},
+            "200": ok("Metadata", json_content(ref("Meta"))), **error_responses(routes.codes["health.meta"])})},
         "/openapi.json": {"get": operation("docs", "This OpenAPI 3.1 document", "Built from this server's settings.", {
             "200": ok("The document", json_content({"type": "object", "required": ["openapi", "paths"]})),
-            **error_responses(codes["docs.openapi"])})},
+            **error_responses(routes.codes["docs.openapi"])})},
         "/docs": page("docs", "Interactive API documentation (Swagger UI, served from this app)", ("text/html",),
-                      codes["docs.docs"]),
+                      routes.codes["docs.docs"]),
         "/docs/assets/{filename}": page("docs", "A file of the /docs page (Swagger UI's own assets)",
-                                        SWAGGER_TYPES, codes["docs.asset"], "filename"),
+                                        SWAGGER_TYPES, routes.codes["docs.asset"], "filename"),
         "/": page("docs", "Demo page: rank captions against an image through POST /rank", ("text/html",),
-                  codes["demo.page"]),
-        "/demo/{name}": page("docs", "A file of the demo page", DEMO_TYPES, codes["demo.asset"], "name"),
+                  routes.codes["demo.page"]),
+        "/demo/{name}": page("docs", "A file of the demo page", DEMO_TYPES, routes.codes["demo.asset"], "name"),
         "/metrics": page("operations", "Prometheus metrics of all workers (text exposition format 0.0.4)",
-                         ("text/plain; version=0.0.4",), codes["metrics.metrics"]),
+                         ("text/plain; version=0.0.4",), routes.codes["metrics.metrics"]),
     }
 
 
-def components(settings: Settings) -> dict:
+def components(settings: Settings, routes: Routes) -> dict:
     integer, string = {"type": "integer"}, {"type": "string"}
     limits = {name: {"type": kind} for name, kind in LIMIT_TYPES.items()}
     fields = {"model": string, "model_path": string, "embedding_dim": integer, "image_size": integer,

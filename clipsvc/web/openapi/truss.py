@@ -1,14 +1,16 @@
-"""The CLIP Truss's predict operations (web.truss), one per path it answers on, and their request schema."""
+"""The CLIP Truss's predict operations (web.truss), one per path it answers on (read from the app), and their
+request schema (parsing.truss)."""
 
 from __future__ import annotations
 
+from ...parsing.truss import PredictRequest
 from ...settings import Settings
-from ..truss import TRUSS_PATHS
 from .parts import (
     EXAMPLE_PNG,
-    Declared,
+    Routes,
     error_responses,
     json_content,
+    model_schemas,
     ok,
     openapi_path,
     operation,
@@ -17,9 +19,9 @@ from .parts import (
 )
 
 
-def paths(settings: Settings, codes: Declared) -> dict:
+def paths(settings: Settings, routes: Routes) -> dict:
     found = {}
-    for number, rule in enumerate(TRUSS_PATHS):
+    for endpoint, rule in routes.of("truss"):
         item = {"post": operation(
             "compat", "Zero-shot labels for one image (the CLIP Truss's predict)",
             "`labels` (unique strings) and exactly one of `image_url` (an http(s) URL on the operator's allow-list, "
@@ -30,7 +32,7 @@ def paths(settings: Settings, codes: Declared) -> dict:
             {"200": ok("Each label's probability", json_content(
                 {"type": "object", "additionalProperties": {"type": "number", "minimum": 0, "maximum": 1}},
                 {"small cat": 0.12, "not cat": 0.03, "big cat": 0.85})),
-             **error_responses(codes[f"truss.predict_{number}"])},
+             **error_responses(routes.codes[endpoint])},
             requestBody={"required": True, "content": json_content(ref("PredictRequest"), {
                 "image_url": f"data:image/png;base64,{EXAMPLE_PNG}", "labels": ["small cat", "not cat", "big cat"]})},
         )}
@@ -41,11 +43,5 @@ def paths(settings: Settings, codes: Declared) -> dict:
     return found
 
 
-def components(settings: Settings) -> dict:
-    labels = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"type": "string"}}
-    pixel = {"type": "array", "minItems": 3, "maxItems": 3, "items": {"type": "number", "minimum": 0, "maximum": 255}}
-    return {"schemas": {"PredictRequest": {
-        "type": "object", "required": ["labels"], "properties": {
-            "labels": labels, "image_url": {"type": "string"},
-            "image": {"type": "array", "minItems": 1, "items": {"type": "array", "minItems": 1, "items": pixel}}},
-        "oneOf": [{"required": ["image_url"]}, {"required": ["image"]}]}}}
+def components(settings: Settings, routes: Routes) -> dict:
+    return model_schemas(settings, PredictRequest)
