@@ -213,3 +213,34 @@ def test_a_bad_encoding_is_refused_before_the_model_runs(client, encoder, monkey
     monkeypatch.setattr(encoder, "encode", lambda images, texts: calls.append(texts))
     response = client.post("/syte_test/clip?encoding=bogus", content_type="multipart/form-data", data={"text-1": "a"})
     assert response.status_code == 400 and calls == []
+
+
+@pytest.mark.parametrize("path, body, field, index", [
+    ("/encode", [{"text": "a"}, {"text": "b"}, {"text": "c"}, {"img_blob": "%%%"}], "[3].img_blob", 3),
+    ("/encode", [{"text": "a"}, "a dog"], "[1]", 1),
+    ("/rank", {"queries": [{"text": "a"}], "candidates": [{"text": "b"}, {"text": "c"}, {"img_blob": "%%%"}]},
+     "candidates[2].img_blob", 2),
+    ("/rank", {"queries": [{"text": "a"}, {"text": 5}], "candidates": [{"text": "b"}]}, "queries[1].text", 1),
+    ("/post", {"data": [{"text": "a"}, {"blob": "%%%"}]}, "data[1].blob", 1),
+    ("/post", {"data": [{"text": "a", "matches": [{"text": "b"}]}, {"text": "c", "matches": [{"text": "d"}, {}]}],
+               "execEndpoint": "/rank"},
+     "data[1].matches[1]", 1),
+    ("/v1/models/model:predict", {"labels": ["a", ""], "image_url": f"data:image/png;base64,{BLOB}"}, "labels[1]", 1),
+])
+def test_an_items_error_carries_its_index_as_a_number(client, path, body, field, index):
+    """Clients drop the item by `index` (the position in the list `field` names), not by reading `field`."""
+    error = client.post(path, json=body).json["error"]
+    assert (error["field"], error["index"]) == (field, index)
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/encode", []), ("/encode", [{"text": "a"}] * 65), ("/rank", {"queries": [{"text": "a"}]}),
+    ("/post", {"data": [{"text": "a"}], "parameters": 5}),
+])
+def test_an_error_of_no_one_item_has_no_index(client, path, body):
+    assert "index" not in client.post(path, json=body).json["error"]
+
+
+def test_openais_error_shape_has_no_index(client):
+    error = client.post("/v1/embeddings", json={"input": ["a", 3]}).json["error"]
+    assert set(error) == {"message", "type", "param", "code"} and error["param"] == "input[1]"

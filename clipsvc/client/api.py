@@ -13,7 +13,6 @@ import errno
 import io
 import itertools
 import logging
-import re
 import socket
 import threading
 import time
@@ -36,7 +35,6 @@ FIRST_CONTACT_RETRIES = 2  # a refused connection before the server ever answere
 CONNECT_TIMEOUT = 5.0  # seconds to make a connection; `timeout` is for the answer
 FATAL = (401, 403)  # a missing or wrong key: every request would fail the same way
 NOT_CONNECTED = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EADDRNOTAVAIL)  # not lost
-ITEM_FIELD = re.compile(r"\[(\d+)\]")  # /encode's error.field for an item: "[3]", "[3].img_blob"
 BASE64_GROWTH = 4 / 3  # a request carries the server's max_request_mb (GET /meta) less base64's growth
 # Sent when a batch fails for no item's reason: if the server embeds these (an 8x8 grey PNG, a text), it works.
 GREY_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAgAAAAICAIAAABLbSncAAAAFUlEQVR42mNsaGhgwAaYGHCAwSkBADAXAZDUexXGAAAAAElFTkSuQmCC"
@@ -82,11 +80,13 @@ class Batch:
 
 @dataclass(frozen=True)
 class Refusal:
-    """A request that failed: the HTTP status (0: no answer), the error's code, message and field."""
+    """A request that failed: the HTTP status (0: no answer), the error's code, message and field, and the position
+    of the item that failed in the batch's list (the server's `error.index`; None: no one item)."""
     status: int
     code: str
     message: str
     field: str | None = None
+    index: int | None = None
 
     def __str__(self) -> str:
         return f"{self.status or 'no answer'} {self.code}: {self.message}"
@@ -255,10 +255,10 @@ class Client:
                 vectors = [np.frombuffer(base64.b64decode(v), dtype="<f4") for v in answer.json()]
                 rows += zip([index for index, _ in body], vectors, strict=True)
                 return
-            position = _item_position(answer.field, len(body)) if 400 <= answer.status < 500 else None
-            if position is not None:
-                index, _ = body.pop(position)
-                # "[12].img_blob is not ...": the position is this batch's, meaningless to the caller
+            if 400 <= answer.status < 500 and answer.index is not None and answer.index < len(body):
+                index, _ = body.pop(answer.index)
+                # "[12].img_blob is not ...": the message starts with the field, whose position is this batch's,
+                # meaningless to the caller (and a resumed run must record the same words)
                 message = answer.message.removeprefix(answer.field or "").strip()
                 failures.append(Failure(index, describe(items[index]), answer.code, message))
                 continue
@@ -351,8 +351,10 @@ def _refusal(response: requests.Response) -> Refusal:
     except (ValueError, KeyError, TypeError):
         error = {}
     message = error.get("message") or response.text.strip()[:200] or response.reason or ""
+    index = error.get("index")
     return Refusal(response.status_code, str(error.get("code") or f"http_{response.status_code}"), str(message),
-                   error.get("field") if isinstance(error.get("field"), str) else None)
+                   error.get("field") if isinstance(error.get("field"), str) else None,
+                   index if isinstance(index, int) and not isinstance(index, bool) and index >= 0 else None)
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:
@@ -365,11 +367,6 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         seen.add(id(current))
         yield current
         todo += [*current.args, getattr(current, "reason", None), current.__cause__, current.__context__]
-
-
-def _item_position(field: str | None, count: int) -> int | None:
-    match = ITEM_FIELD.match(field or "")
-    return int(match.group(1)) if match and int(match.group(1)) < count else None
 
 
 def _retry_after(response: requests.Response, default: float) -> float:
