@@ -1,5 +1,5 @@
-"""Smoke tests of the precision, labels and serialisation benchmarks: each runs end to end on the tiny stand-in
-and prints its table; their timings are never checked (the machines are noisy)."""
+"""Smoke tests of the precision, labels, serialisation and validation benchmarks: each runs end to end (on the tiny
+stand-in where it needs a model) and prints its table; their timings are never checked (the machines are noisy)."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ def test_labels_reports_the_ratio_and_text_throughput(model_dir):
 def test_serialize_reports_both_writers():
     out = run("serialize.py", "--rows", "4", "--dim", "8", "--repeat", "3")
     assert "json.dumps(tolist())" in out and "orjson" in out
+
+
+def test_validate_reports_each_body():
+    out = run("validate.py", "--repeat", "1", "--number", "1")
+    assert [line.split(" median")[0].strip() for line in out.splitlines()] == [
+        "/encode, 64 texts", "/v1/embeddings, 64 texts", "Truss, 224x224x3 pixels"]
 
 
 def test_text_shapes_reports_each_format(model_dir):

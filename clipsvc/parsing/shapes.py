@@ -37,13 +37,10 @@ def tag(name: str) -> str:
 def one_of(members: dict[str, object], kind: Callable[[object], str | None], description: str) -> object:
     """A union told apart by `kind(value)` (a key of `members`, or None: `description` is then the complaint), so
     one failing member's error is reported, not every member's."""
-    tagged = tuple(Annotated[member, Tag(tag(name))] for name, member in members.items())
-    return Annotated[Union[tagged], Discriminator(lambda value: _tagged(kind(value)),  # noqa: UP007 - a tuple
+    tags = {name: tag(name) for name in members}
+    tagged = tuple(Annotated[member, Tag(tags[name])] for name, member in members.items())
+    return Annotated[Union[tagged], Discriminator(lambda value: tags.get(kind(value)),  # noqa: UP007 - a tuple
                                                   custom_error_type="one_of", custom_error_message=description)]
-
-
-def _tagged(name: str | None) -> str | None:
-    return None if name is None else tag(name)
 
 
 def sole_key(value: object, keys: tuple[str, ...]) -> str | None:
