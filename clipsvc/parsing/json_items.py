@@ -5,12 +5,15 @@ items with the same validators as the multipart endpoint. Pure: no Flask globals
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import ConfigDict, Field, RootModel
+from typing_extensions import TypedDict  # pydantic reads its fields' Annotated metadata on any Python
 
 from ..errors import ApiError, Code
 from ..settings import MAX_TEXT_CHARS, env_var
 from .items import Item, ItemRules, check_item_count
-from .shapes import Flaw, Strict, checked, one_of, sole_key, wrong_body
+from .shapes import STRICT, Flaw, Strict, checked, one_of, sole_key, wrong_body
 from .sources import Source, decode_sources
 
 ITEM_KEYS = ("text", "img_blob", "img_uri")
@@ -20,26 +23,29 @@ RANK_SHAPE = 'an object {"queries": [items], "candidates": [items]}'
 INLINE_IMAGE = "as img_blob (base64) or as a data: URI in img_uri"  # with URL fetching off, what to send instead
 
 
-class TextItem(Strict):
-    text: str = Field(description=f"At most {{max_text_words}} words and {MAX_TEXT_CHARS} characters; characters "
-                                  "outside printable ASCII are removed",
-                      json_schema_extra={"maxLength": MAX_TEXT_CHARS})
+class TextItem(TypedDict):
+    __pydantic_config__ = STRICT
+    text: Annotated[str, Field(description=f"At most {{max_text_words}} words and {MAX_TEXT_CHARS} characters; "
+                                           "characters outside printable ASCII are removed",
+                               json_schema_extra={"maxLength": MAX_TEXT_CHARS})]
 
 
-class BlobItem(Strict):
-    img_blob: str = Field(description="An image file in base64 (standard or URL-safe alphabet, padding optional), at "
-                                      "most {max_image_mb:g} MB decoded",
-                          json_schema_extra={"contentEncoding": "base64", "maxLength": "{base64_limit}"})
+class BlobItem(TypedDict):
+    __pydantic_config__ = STRICT
+    img_blob: Annotated[str, Field(description="An image file in base64 (standard or URL-safe alphabet, padding "
+                                               "optional), at most {max_image_mb:g} MB decoded",
+                                   json_schema_extra={"contentEncoding": "base64", "maxLength": "{base64_limit}"})]
 
 
-class UriItem(Strict):
-    img_uri: str = Field(description="A `data:[image/...];base64,<data>` URI. `http(s)://` URLs are refused "
-                         f"(`url_fetch_disabled`) unless the operator sets {env_var('fetch_allow_hosts')}; then "
-                         "the host must be allowed (`url_host_not_allowed`) and public (`url_address_forbidden`), "
-                         "redirects are followed within the same host only, at most 3 and never from https to http "
-                         "(`url_redirect_refused`), other failures give `url_fetch_failed` "
-                         "and an image over {max_image_mb:g} MB `url_too_large` (413).",
-                         json_schema_extra={"pattern": "^(data:|https?://)"})
+class UriItem(TypedDict):
+    __pydantic_config__ = STRICT
+    img_uri: Annotated[str, Field(description="A `data:[image/...];base64,<data>` URI. `http(s)://` URLs are refused "
+                                  f"(`url_fetch_disabled`) unless the operator sets {env_var('fetch_allow_hosts')}; "
+                                  "then the host must be allowed (`url_host_not_allowed`) and public "
+                                  "(`url_address_forbidden`), redirects are followed within the same host only, at "
+                                  "most 3 and never from https to http (`url_redirect_refused`), other failures give "
+                                  "`url_fetch_failed` and an image over {max_image_mb:g} MB `url_too_large` (413).",
+                                  json_schema_extra={"pattern": "^(data:|https?://)"})]
 
 
 JsonItem = one_of({"text": TextItem, "img_blob": BlobItem, "img_uri": UriItem},
@@ -82,7 +88,7 @@ def parse_rank(body: object, rules: ItemRules) -> tuple[list[Item], list[Item]]:
 def _sources(items: Items, field: str) -> list[Source]:
     sources = []
     for i, item in enumerate(items.root):
-        ((key, value),) = item  # a model of one field
+        ((key, value),) = item.items()  # an object of one key
         sources.append(Source(f"{field}[{i}]", key, f"{field}[{i}].{key}", value, i))
     return sources
 

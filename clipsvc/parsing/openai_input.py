@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from typing import Annotated, Literal
 
 from pydantic import Field
+from typing_extensions import TypedDict  # pydantic reads its fields' Annotated metadata on any Python
 
 from ..errors import ApiError, Code
 from .form import FIELD_ECHO
 from .items import Item, ItemRules, check_item_count
 from .options import ENCODINGS, vector_encoding
-from .shapes import Flaw, Strict, checked, one_of, sole_key, wrong_body
+from .shapes import STRICT, Flaw, Strict, checked, one_of, sole_key, wrong_body
 from .sources import Source, decode_sources, image_source
 
 BODY_SHAPE = 'an object {"model": ..., "input": ...}'
@@ -27,12 +28,14 @@ INPUT_SHAPE = ('a string or a non-empty list of strings, {"text": ...} or {"imag
 INLINE_IMAGE = 'as {"image": "<base64>"} or {"image": "data:image/png;base64,..."}'  # with URL fetching off
 
 
-class TextInput(Strict):
+class TextInput(TypedDict):
+    __pydantic_config__ = STRICT
     text: str
 
 
-class ImageInput(Strict):
-    image: str = Field(description="data: URI, base64 or URL")
+class ImageInput(TypedDict):
+    __pydantic_config__ = STRICT
+    image: Annotated[str, Field(description="data: URI, base64 or URL")]
 
 
 InputItem = one_of({"string": str, "text": TextInput, "image": ImageInput},
@@ -98,9 +101,9 @@ def _source(item: str | TextInput | ImageInput, i: int) -> Source:
     field = f"input[{i}]"
     if isinstance(item, str):
         return Source(field, "text", field, item, i)
-    if isinstance(item, TextInput):
-        return Source(field, "text", f"{field}.text", item.text, i)
-    return image_source(field, f"{field}.image", item.image, i)
+    if "text" in item:
+        return Source(field, "text", f"{field}.text", item["text"], i)
+    return image_source(field, f"{field}.image", item["image"], i)
 
 
 def _refusal(flaws: list[Flaw], body: object, served: str, dimensions: int) -> ApiError:
