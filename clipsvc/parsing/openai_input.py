@@ -107,7 +107,8 @@ def _source(item: str | TextInput | ImageInput, i: int) -> Source:
 
 
 def _refusal(flaws: list[Flaw], body: object, served: str, dimensions: int) -> ApiError:
-    """Unknown parameters first (the first by name), then the first flaw in the order the fields are checked."""
+    """Unknown parameters first (the first by name), then the first flaw in the order of the fields; an option's
+    own check words its refusal."""
     unknown = sorted(str(flaw.key) for flaw in flaws if flaw.kind == "extra_forbidden")
     if unknown:
         return ApiError(Code.UNKNOWN_PARAMETER, f"Unrecognized request argument supplied: {unknown[0]}; this "
@@ -117,16 +118,16 @@ def _refusal(flaws: list[Flaw], body: object, served: str, dimensions: int) -> A
     if name is None:
         return ApiError(Code.INVALID_INPUT, wrong_body(body, BODY_SHAPE))
     if name == "model":
-        return ApiError(Code.INVALID_INPUT, f"model must be a string: {served!r}", field="model")
+        check_model(body[name], served)  # raises: not a string
     if name == "encoding_format":
-        return _encoding(body["encoding_format"])
+        vector_encoding(body[name], name)  # raises: neither float nor base64
     if name == "dimensions":
-        return _dimensions(body["dimensions"], dimensions)
+        return _dimensions(body[name], dimensions)
     if name == "user":
         return ApiError(Code.INVALID_INPUT, "user must be a string", field="user")
-    value = body.get("input")
     if flaw.index is None:
         return ApiError(Code.INVALID_INPUT, f"input must be {INPUT_SHAPE}", field="input")
+    value = body["input"]
     if all(isinstance(v, int) and not isinstance(v, bool) for v in value) or all(
             isinstance(v, list) and all(isinstance(t, int) for t in v) for v in value):
         return ApiError(Code.TOKEN_IDS_UNSUPPORTED, "input is token ids; CLIP reads its own tokens, not OpenAI's: "
@@ -134,14 +135,6 @@ def _refusal(flaws: list[Flaw], body: object, served: str, dimensions: int) -> A
     path = flaw.path()
     what = 'a string, {"text": ...} or {"image": ...}' if isinstance(flaw.key, int) else "a string"
     return ApiError(Code.INVALID_INPUT, f"{path} must be {what}", field=path, index=flaw.index)
-
-
-def _encoding(value: object) -> ApiError:
-    try:
-        vector_encoding(value, "encoding_format")
-    except ApiError as exc:
-        return exc
-    raise AssertionError(f"encoding_format={value!r} passed vector_encoding, not the model")
 
 
 def _dimensions(asked: object, dimensions: int) -> ApiError:

@@ -93,7 +93,8 @@ def _json_kind(value: object) -> str:
 
 
 def checked(model: type[Model], body: object, refuse: Callable[[list[Flaw]], ApiError]) -> Model:
-    """`body` as `model`, or the ApiError `refuse` words from pydantic's flaws, in the order it found them."""
+    """`body` as `model`, or the ApiError `refuse` words (or raises) from pydantic's flaws, in the order it found
+    them."""
     try:
         return model.model_validate(body)
     except ValidationError as exc:
