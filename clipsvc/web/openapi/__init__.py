@@ -15,8 +15,8 @@ from ...errors import Code
 from ...settings import MAX_TEXT_CHARS, Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
 from ..context import codes_of, error_shape, settings_of
-from ..serialize import openai_error_body
 from . import bentoml, clip, jina, openai, schemas, service, truss
+from .openai import openai_error_body
 from .parts import error_responses, openapi_path
 
 # In the order Swagger UI lists them within a tag (/docs).

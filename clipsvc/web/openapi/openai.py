@@ -6,8 +6,7 @@ from ...errors import Code
 from ...parsing.openai_input import PARAMETERS
 from ...parsing.options import ENCODINGS
 from ...settings import Settings
-from ..openai import PREFIX
-from ..serialize import OPENAI_ERROR_TYPES, openai_error_body
+from ..openai import OPENAI_ERROR_TYPES, PREFIX, openai_error_body
 from .parts import EXAMPLE_PNG, Declared, error_responses, json_content, ok, operation, path_parameters, ref
 
 # gunicorn refuses some requests (malformed HTTP, slow headers) before any path is known: those come in the
