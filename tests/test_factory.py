@@ -13,7 +13,8 @@ def test_importing_and_building_the_app_loads_no_model(settings, monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("create_app must not load a model")
 
-    monkeypatch.setattr(clipsvc.encoder.model.ClipEncoder, "load", classmethod(refuse))
+    monkeypatch.setattr(clipsvc.encoder.model.ClipEncoder, "build", classmethod(refuse))
+    monkeypatch.setattr(clipsvc.encoder.model, "load_model", refuse)
     app = create_app(settings)
     assert app.extensions["clipsvc.encoder"] is None
 
@@ -52,5 +53,5 @@ def test_live_without_a_model(unloaded):
 def test_ready_and_meta_with_a_model(client, encoder):
     assert client.get("/readyz").json == {"status": "ready"}
     meta = client.get("/meta").json
-    assert meta["embedding_dim"] == encoder.info.embedding_dim
+    assert meta["embedding_dim"] == encoder.facts.embedding_dim
     assert {"model", "device", "dtype", "version", "limits"} <= set(meta)
