@@ -51,7 +51,7 @@ def rank_candidates() -> dict:
     queries, candidates = parse_rank(body, item_rules(encoder))
     note_items(*count_kinds(queries + candidates))
     rows = embed_items(encoder, queries + candidates).rows
-    return rank_body(*rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale))
+    return rank_body(*rank(rows[:len(queries)], rows[len(queries):], encoder.facts.logit_scale))
 
 
 @bp.post("/vectorize")
@@ -62,7 +62,7 @@ def vectorize() -> dict:
     rules = item_rules(encoder)
     image = checked_image("body", request.stream.read(rules.settings.max_image_bytes + 1), rules)
     note_items(1, 0)
-    return vector_body(encoder.encode_images([image])[0])
+    return vector_body(encoder.encode([image], []).images[0])
 
 
 def vectors_body(rows: np.ndarray, encoding: str = "float") -> Response:

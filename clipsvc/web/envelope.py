@@ -33,7 +33,7 @@ def answer_envelope(body: object, endpoint: str | None = None) -> dict:
     note_items(*count_kinds(envelope.items))
     rows = embed_items(encoder, envelope.items).rows
     drop = envelope.parameters.get("drop_image_content") is True
-    docs = _ranked(envelope, rows, encoder.info.logit_scale, drop) if envelope.endpoint == "/rank" else [
+    docs = _ranked(envelope, rows, encoder.facts.logit_scale, drop) if envelope.endpoint == "/rank" else [
         jina_document(doc, row, drop) for doc, row in zip(envelope.docs, rows, strict=True)]
     return jina_body(g.get("request_id", ""), envelope.endpoint, envelope.parameters, docs)
 

@@ -38,7 +38,7 @@ declare_error_shape(openai_error_body, prefix=PREFIX)
 def embeddings() -> dict:
     """Texts count their CLIP tokens in `usage`; an image counts what the vision tower reads (patches + 1)."""
     encoder = get_encoder()
-    info = encoder.info
+    info = encoder.facts
     asked = parse_embeddings_request(json_body(), item_rules(encoder), info.model_name,
                                      info.embedding_dim)
     images, texts = count_kinds(asked.items)
@@ -57,12 +57,12 @@ def models() -> dict:
 @bp.get("/models/<path:model>")
 @answers(Code.MODEL_NOT_FOUND, Code.MODEL_NOT_READY)
 def model(model: str) -> dict:
-    check_model(model, get_encoder().info.model_name)
+    check_model(model, get_encoder().facts.model_name)
     return _model_card()
 
 
 def _model_card() -> dict:
-    info = get_encoder().info
+    info = get_encoder().facts
     return openai_model_body(info.model_name, info.model_created)
 
 

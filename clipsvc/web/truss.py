@@ -29,7 +29,7 @@ def predict(version: str | None = None) -> dict:
     image, labels = parse_predict(json_body(any_type=True), item_rules(encoder))
     note_items(1, len(labels))
     rows = embed_items(encoder, [image, *labels]).rows
-    probabilities, _ = rank(rows[:1], rows[1:], encoder.info.logit_scale)
+    probabilities, _ = rank(rows[:1], rows[1:], encoder.facts.logit_scale)
     return labels_body([label.id for label in labels], probabilities[0])
 
 
