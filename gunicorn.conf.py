@@ -92,7 +92,7 @@ def post_fork(server, worker):
     if hasattr(worker, "configure"):
         worker.configure(settings, lifecycle.worker_alive, lifecycle.worker_table())
     worker.log.info("model loaded", extra={"event": "model_loaded", "workers": settings.workers,
-                                          "request_threads": settings.request_threads, **encoder.info.as_dict()})
+                                          "request_threads": settings.request_threads, **encoder.describe()})
     lifecycle.announce_ready(encoder, server.num_workers)  # the last worker to load logs the server's `ready` line
 
 

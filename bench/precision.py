@@ -2,7 +2,7 @@
 
     python bench/precision.py [--arch vit-l-14 | --model-dir DIR] [--threads 2] [--images 8] [--texts 8]
 
-Each format is loaded in a fresh process, as a worker loads it (ClipEncoder.load, 2 torch threads): fp32 as
+Each format is built in a fresh process, as a worker builds it (ClipEncoder.build, 2 torch threads): fp32 as
 transformers loads it, fp32 and bf16 each without and with the image tower's oneDNN-packed linears
 (CLIP_CPU_PACKED_WEIGHTS, on in the service), and int8. Each runs the image tower at batch 1 over `--images` noise
 pictures and the text tower at batch 1 over `--texts` captions, after one warm-up pass; then reports ms per item,
@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -36,36 +37,33 @@ def one(name: str, model_dir: Path, threads: int, images: int, texts: int, out: 
 
     from clipsvc.encoder.model import ClipEncoder
     from testkit import procs
+    from testkit.encoding import cpu_settings, encode_images, encode_texts
 
     precision, packed = FORMATS[name]
+    settings = cpu_settings(model_dir, torch_threads=threads, precision=precision, cpu_packed_weights=packed)
     started = time.perf_counter()
-    encoder = ClipEncoder.load(model_dir, device="cpu", threads=threads, precision=precision, packed_weights=packed)
+    encoder = ClipEncoder.build(settings)
     load_s = time.perf_counter() - started
     rng = np.random.default_rng(0)
     pictures = [Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) for _ in range(images)]
     captions = (CAPTIONS * texts)[:texts]
-    encoder.encode_images(pictures[:1]), encoder.encode_texts(captions[:1])  # warm-up: oneDNN's first-call setup
+    encode_images(encoder, pictures[:1]), encode_texts(encoder, captions[:1])  # warm-up: oneDNN's first-call setup
     started = time.perf_counter()
-    image_rows = np.concatenate([encoder.encode_images([p]) for p in pictures])
+    image_rows = np.concatenate([encode_images(encoder, [p]) for p in pictures])
     image_ms = (time.perf_counter() - started) / images * 1000
     started = time.perf_counter()
-    text_rows = np.concatenate([encoder.encode_texts([c]) for c in captions])
+    text_rows = np.concatenate([encode_texts(encoder, [c]) for c in captions])
     text_ms = (time.perf_counter() - started) / texts * 1000
     np.savez(out, images=image_rows, texts=text_rows)
     memory = procs.smaps_rollup("self")
-    unguarded_s = None
-    if precision != "fp32":  # the load again without the guard: the difference is what the guard costs
-        info = encoder.info
-        del encoder
+    serving, unguarded_s = encoder.serving, None
+    if precision != "fp32":  # the build again without the guard: the difference is what the guard costs
         started = time.perf_counter()
-        ClipEncoder.load(model_dir, device="cpu", threads=threads, precision=precision, packed_weights=packed,
-                         min_cosine=0)
+        ClipEncoder.build(replace(settings, precision_min_cosine=0))
         unguarded_s = time.perf_counter() - started
-    else:
-        info = encoder.info
     print(json.dumps({"format": name, "image_ms": round(image_ms, 1), "text_ms": round(text_ms, 1),
                       "load_s": round(load_s, 2), "load_unguarded_s": unguarded_s and round(unguarded_s, 2),
-                      "guard_cosine": info.precision_cosine, "precision": info.precision,
+                      "guard_cosine": serving.precision_cosine, "precision": serving.precision,
                       "rss_mib": memory["rss_mib"], "pss_anon_mib": memory["pss_anon_mib"]}))
 
 

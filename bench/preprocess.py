@@ -21,9 +21,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from clipsvc.encoder.model import ClipEncoder  # noqa: E402
 from clipsvc.encoder.standin import build_standin  # noqa: E402
 from clipsvc.parsing.images import decode_image  # noqa: E402
+from testkit.encoding import cpu_encoder, preprocess_images  # noqa: E402
 
 SIZES = [(640, 480), (1920, 1080), (4000, 3000)]
 
@@ -55,14 +55,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     model_dir = args.model_dir or build_standin(Path(tempfile.mkdtemp()) / "tiny", arch="tiny")
-    encoder = ClipEncoder.load(model_dir, device="cpu", threads=1)
-    side = encoder.info.image_size
+    encoder = cpu_encoder(model_dir)
+    side = encoder.facts.image_size
     print(f"model {model_dir.name}, input {side}px, 1 torch thread, median of {args.repeat}")
     print(f"{'image':>10} {'full ms':>8} {'fast ms':>8} {'speed-up':>8} {'max |dpx|':>9} {'cosine':>8}")
     for width, height in SIZES:
         data = photo_like(width, height)
-        full_ms, full = timed(lambda d=data: encoder.preprocess_images([decode_image(d, 10**9)]), args.repeat)
-        fast_ms, fast = timed(lambda d=data: encoder.preprocess_images([decode_image(d, 10**9, side)]), args.repeat)
+        full_ms, full = timed(lambda d=data: preprocess_images(encoder, [decode_image(d, 10**9)]), args.repeat)
+        fast_ms, fast = timed(lambda d=data: preprocess_images(encoder, [decode_image(d, 10**9, side)]), args.repeat)
         with torch.inference_mode():
             vectors = [encoder.model.get_image_features(pixel_values=p) for p in (full, fast)]
         a, b = (getattr(v, "pooler_output", v)[0] for v in vectors)

@@ -2,7 +2,7 @@
 
     python bench/text_shapes.py [--arch vit-l-14 | --model-dir DIR] [--passes 600] [--threads 2]
 
-Each format is loaded in a fresh process as a worker loads it (ClipEncoder.load): bf16 with plain linears, bf16
+Each format is built in a fresh process as a worker builds it (ClipEncoder.build): bf16 with plain linears, bf16
 packed (the default where the CPU has bf16: the text tower's rows rounded up to a few sizes), fp32 packed (the
 default elsewhere: texts on MKL's plain linears) and int8. Each times 16 short labels in one text pass, then runs
 `--passes` text passes of 1-16 texts of one length, 1-70 words (seeded) and prints the process's RSS before and
@@ -30,11 +30,11 @@ WORDS = "the a dog cat on of red big small house photo tree river walking under 
 
 def one(name: str, model_dir: Path, threads: int, passes: int) -> None:
     """In a fresh process: load one format, time the labels, then feed it texts of every shape."""
-    from clipsvc.encoder.model import ClipEncoder
     from testkit import procs
+    from testkit.encoding import cpu_encoder
 
     precision, packed = FORMATS[name]
-    encoder = ClipEncoder.load(model_dir, device="cpu", threads=threads, precision=precision, packed_weights=packed)
+    encoder = cpu_encoder(model_dir, torch_threads=threads, precision=precision, cpu_packed_weights=packed)
     labels = encoder._tokens(LABELS)
     encoder.forward_texts(labels)
     started = time.perf_counter()

@@ -9,6 +9,7 @@
 - responses: the checks on our error shape many test files make
 - readme: the guides' examples (README.md, docs/), taken from their section and run as written
 - models: model directories in the shapes operators mount them (zipped)
+- encoding: encoders built as a worker builds its own, and one kind of item at a time through the served path
 - dockerfile, dockerignore: small readers of the Dockerfile and .dockerignore
 - kustomize, deploy: deploy/k8s rendered by `kubectl kustomize`, and the repo's deployment files
 - hostile: valid but hostile requests, and the budget of time and memory each must meet

@@ -13,6 +13,7 @@ from clipsvc.encoder.model import ClipEncoder
 from clipsvc.encoder.standin import build_standin
 from clipsvc.settings import Settings
 from clipsvc.web.app import create_app
+from testkit.encoding import cpu_encoder, cpu_settings
 from testkit.images import image_bytes  # noqa: F401  (test modules import it from here)
 from testkit.server import Server, gunicorn
 
@@ -27,12 +28,13 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def encoder(model_dir: Path) -> ClipEncoder:
-    return ClipEncoder.load(model_dir, device="cpu", threads=1)
+    """Built as a worker builds its own, inference thread included (a daemon thread: one for the session)."""
+    return cpu_encoder(model_dir)
 
 
 @pytest.fixture
 def settings(model_dir: Path) -> Settings:
-    return Settings(model_dir=model_dir, device="cpu", workers=1, torch_threads=1)
+    return cpu_settings(model_dir)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ def test_seed_request(client, encoder):
     assert list(body) == ["image_1_vector", "text_1_vector", "image_vector_1_similarity_score",
                           "image_vector_1_cosine_similarity"]
     image, text = np.array(body["image_1_vector"]), np.array(body["text_1_vector"])
-    assert image.shape == text.shape == (encoder.info.embedding_dim,)
+    assert image.shape == text.shape == (encoder.facts.embedding_dim,)
     assert np.linalg.norm(image) == pytest.approx(1, abs=1e-5) and np.linalg.norm(text) == pytest.approx(1, abs=1e-5)
     cosine = body["image_vector_1_cosine_similarity"]
     assert cosine == pytest.approx(float(image @ text), abs=1e-5)

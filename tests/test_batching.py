@@ -11,8 +11,8 @@ from conftest import image_bytes
 from PIL import Image
 
 from clipsvc.encoder.batching import Batcher, BatchTimeout, WorkerAborted, batch_plan
-from clipsvc.encoder.model import ClipEncoder
 from clipsvc.settings import Settings
+from testkit.encoding import cpu_encoder, encode_images, encode_texts
 from testkit.server import gunicorn
 
 
@@ -111,30 +111,40 @@ def test_each_batch_is_logged_at_debug_level(caplog):
     assert record.wait_ms >= 0 and record.run_ms >= 0
 
 
-def test_batched_encoder_equals_unbatched(model_dir, encoder):
-    batched = ClipEncoder.load(model_dir, device="cpu", threads=1)
-    batched.start_inference_thread(max_batch=8, max_wait_ms=200, timeout=30)
+def test_merged_batches_give_each_request_its_own_vectors(model_dir, encoder):
+    batched = cpu_encoder(model_dir, batching="on", max_batch=8, batch_wait_ms=200, text_cache_size=0)
     passes = []
     batched.on_forward = lambda kind, rows: passes.append(rows)
     images = [Image.new("RGB", (50 + i, 40), (i * 20, 100, 200 - i * 20)) for i in range(6)]
     texts = ["a cat", "a much longer caption about a dog on a sofa", "x"]
 
     def call(i):
-        return batched.encode_images(images[i:i + 2]), batched.encode_texts(texts[i % 3:])
+        return encode_images(batched, images[i:i + 2]), encode_texts(batched, texts[i % 3:])
 
     with ThreadPoolExecutor(5) as pool:
         results = list(pool.map(call, range(5)))
     for i, (img, txt) in enumerate(results):
-        np.testing.assert_allclose(img, encoder.encode_images(images[i:i + 2]), atol=1e-5)
-        np.testing.assert_allclose(txt, encoder.encode_texts(texts[i % 3:]), atol=1e-5)
-    assert batched.info.batching and max(passes) > 3  # one call has at most 3 rows: several were merged
+        np.testing.assert_allclose(img, encode_images(encoder, images[i:i + 2]), atol=1e-5)
+        np.testing.assert_allclose(txt, encode_texts(encoder, texts[i % 3:]), atol=1e-5)
+    assert batched.serving.batching and max(passes) > 3  # one call has at most 3 rows: several were merged
 
 
-def test_batching_on_the_cpu_captures_no_cuda_graphs(model_dir):
-    batched = ClipEncoder.load(model_dir, device="cpu", threads=1)
-    batched.start_inference_thread(max_batch=8, max_wait_ms=1, timeout=30)
-    assert batched._image_graphs is None
-    assert batched.encode_images([Image.new("RGB", (60, 40), (10, 200, 30))]).shape == (1, batched.info.embedding_dim)
+def test_batching_on_the_cpu_captures_no_cuda_graphs(encoder):
+    """The shared encoder batches (CLIP_BATCHING=auto) on the CPU: eager passes, IMAGE_BATCH images each."""
+    assert encoder.serving.batching and encoder._image_graphs is None and encoder.chunk == 8
+    image = Image.new("RGB", (60, 40), (10, 200, 30))
+    assert encode_images(encoder, [image]).shape == (1, encoder.facts.embedding_dim)
+
+
+@pytest.mark.parametrize("changes, merge, wait_ms", [
+    ({}, True, 0.0),  # CLIP_BATCHING=auto on a CPU: merges what waits, holds nothing back
+    ({"batching": "on", "batch_wait_ms": 7}, True, 7.0),
+    ({"batching": "off"}, False, 0.0),
+])
+def test_the_inference_thread_follows_the_batch_plan(model_dir, changes, merge, wait_ms):
+    built = cpu_encoder(model_dir, **changes)
+    assert (built.batcher.merge, built.batcher.max_wait, built.serving.batching) == (merge, wait_ms / 1000, merge)
+    assert encode_texts(built, ["a cat"]).shape == (1, built.facts.embedding_dim)
 
 
 @pytest.mark.parametrize("env, device, expected", [

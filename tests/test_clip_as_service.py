@@ -68,7 +68,7 @@ def test_rank_sorts_matches_by_softmax_and_gives_cosines(client, encoder, path):
     body = client.post(path, json=envelope("/rank", [{"id": "q", "blob": BLOB, "matches": matches}],
                                            drop_image_content=True)).json
     (doc,) = body["data"]
-    assert doc["id"] == "q" and doc["blob"] is None and len(doc["embedding"]) == encoder.info.embedding_dim
+    assert doc["id"] == "q" and doc["blob"] is None and len(doc["embedding"]) == encoder.facts.embedding_dim
     bento = client.post("/rank", json={"queries": [{"img_blob": BLOB}],
                                        "candidates": [{"text": m["text"]} for m in matches]}).json
     by_id = {m["id"]: m["scores"] for m in doc["matches"]}

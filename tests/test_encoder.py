@@ -9,9 +9,9 @@ from conftest import post_clip
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from clipsvc.encoder.model import ClipEncoder
 from clipsvc.encoder.modeldir import ModelLoadError
 from clipsvc.encoder.standin import build_standin
+from testkit.encoding import cpu_encoder, encode_images, encode_texts
 
 
 def noise_jpeg(seed: int = 0, size=(320, 240)) -> bytes:
@@ -46,28 +46,38 @@ def test_served_vectors_equal_transformers(client, model_dir, seed):
 
 def test_batching_does_not_change_vectors(encoder):
     images = [Image.open(io.BytesIO(noise_jpeg(s))).convert("RGB") for s in range(10)]
-    together = encoder.encode_images(images)
-    alone = np.concatenate([encoder.encode_images([im]) for im in images])
-    assert together.shape == (10, encoder.info.embedding_dim)
+    together = encode_images(encoder, images)
+    alone = np.concatenate([encode_images(encoder, [im]) for im in images])
+    assert together.shape == (10, encoder.facts.embedding_dim)
     np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
 def test_long_texts_are_truncated_to_77_tokens(encoder):
-    vectors = encoder.encode_texts(["word " * 200, "short"])
-    assert vectors.shape == (2, encoder.info.embedding_dim)
+    vectors = encode_texts(encoder, ["word " * 200, "short"])
+    assert vectors.shape == (2, encoder.facts.embedding_dim)
 
 
 def test_pytorch_bin_weights_load_the_same(tmp_path, encoder):
     bin_dir = build_standin(tmp_path / "bin", arch="tiny", weights="bin")
     assert (bin_dir / "pytorch_model.bin").is_file() and not (bin_dir / "model.safetensors").exists()
-    from_bin = ClipEncoder.load(bin_dir, device="cpu", threads=1)
-    np.testing.assert_allclose(from_bin.encode_texts(["a cat"]), encoder.encode_texts(["a cat"]), atol=1e-6)
+    from_bin = cpu_encoder(bin_dir)
+    np.testing.assert_allclose(encode_texts(from_bin, ["a cat"]), encode_texts(encoder, ["a cat"]), atol=1e-6)
 
 
-def test_info(encoder, model_dir):
-    info = encoder.info
-    assert (info.device, info.dtype, info.threads) == ("cpu", "float32", 1)
-    assert info.embedding_dim == 32 and info.max_text_tokens == 77 and info.model_path == str(model_dir)
+def test_facts(encoder, model_dir):
+    serving, facts = encoder.serving, encoder.facts
+    assert (serving.device, serving.dtype, serving.threads, serving.precision) == ("cpu", "float32", 1, "fp32")
+    assert (serving.batching, serving.max_batch, serving.dynamic_threads) == (True, 8, False)
+    assert facts.embedding_dim == 32 and facts.max_text_tokens == 77 and facts.model_path == str(model_dir)
+
+
+def test_the_model_loaded_line_has_its_keys_in_their_order(encoder):
+    """docs/configuration.md shows the line (tests/test_readme.py compares it with a served one)."""
+    assert list(encoder.describe()) == [
+        "model_path", "model_name", "embedding_dim", "image_size", "max_text_tokens", "image_tokens", "model_created",
+        "logit_scale", "device", "dtype", "threads", "load_seconds", "batching", "max_batch", "dynamic_threads",
+        "packed_weights", "precision", "precision_cosine", "precision_fallback", "text_cache_size"]
+
 
 
 def test_truncated_weights_fail_with_the_path(tmp_path):
@@ -75,11 +85,11 @@ def test_truncated_weights_fail_with_the_path(tmp_path):
     weights = broken / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(ModelLoadError, match=str(broken)):
-        ClipEncoder.load(broken, device="cpu")
+        cpu_encoder(broken)
 
 
 def test_cuda_without_a_gpu_is_a_clear_error(model_dir):
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
     with pytest.raises(ModelLoadError, match="no CUDA device"):
-        ClipEncoder.load(model_dir, device="cuda")
+        cpu_encoder(model_dir, device="cuda")

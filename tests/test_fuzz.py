@@ -74,7 +74,7 @@ def test_random_multipart_forms(client, encoder, body, request_id):
     headers = {"Content-Type": content_type} | ({"request_id": request_id} if request_id is not None else {})
     response = client.post("/syte_test/clip", data=data, headers=headers)
     check(response.status_code, response.headers, response.json if response.is_json else None,
-          encoder.info.embedding_dim)
+          encoder.facts.embedding_dim)
 
 
 @pytest.mark.parametrize("body", [NAMELESS, NAMELESS_FILE, EMPTY_NAME], ids=["no name", "no name, file", "name=''"])
@@ -94,7 +94,7 @@ def test_a_part_without_a_name_is_named_in_the_error(client, body):
 def test_random_bodies_and_headers(client, encoder, body, content_type, extra):
     response = client.post("/syte_test/clip", data=body, headers={"Content-Type": content_type, **extra})
     check(response.status_code, response.headers, response.json if response.is_json else None,
-          encoder.info.embedding_dim)
+          encoder.facts.embedding_dim)
 
 
 @fuzz_settings(60)
@@ -108,5 +108,5 @@ def test_random_multipart_forms_against_gunicorn(served, encoder, body):
     response = requests.post(served.url + "/syte_test/clip", data=data, headers={"Content-Type": content_type},
                              timeout=30)
     is_json = response.headers.get("Content-Type", "").startswith("application/json")
-    check(response.status_code, response.headers, response.json() if is_json else None, encoder.info.embedding_dim)
+    check(response.status_code, response.headers, response.json() if is_json else None, encoder.facts.embedding_dim)
     assert served.worker_pids() == workers

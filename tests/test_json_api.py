@@ -28,9 +28,9 @@ def test_encode_the_seed_example(client, encoder):
     response = client.post("/encode", json=items, headers={"request_id": "e1"})
     assert response.status_code == 200 and response.headers["request_id"] == "e1"
     vectors = np.array(response.json)
-    assert vectors.shape == (3, encoder.info.embedding_dim)
+    assert vectors.shape == (3, encoder.facts.embedding_dim)
     np.testing.assert_allclose(vectors[1], vectors[2], atol=1e-6)  # blob and data URI: the same picture
-    np.testing.assert_allclose(vectors[0], encoder.encode_texts(["picture of a dog"])[0], atol=1e-5)
+    np.testing.assert_allclose(vectors[0], encoder.encode([], ["picture of a dog"]).texts[0], atol=1e-5)
 
 
 def test_rank_the_seed_example(client, encoder):
@@ -41,7 +41,7 @@ def test_rank_the_seed_example(client, encoder):
     probabilities, cosines = np.array(response.json["probabilities"]), np.array(response.json["cosine_similarities"])
     assert probabilities.shape == cosines.shape == (2, 6)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
-    logits = encoder.info.logit_scale * cosines
+    logits = encoder.facts.logit_scale * cosines
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     np.testing.assert_allclose(probabilities, expected, rtol=1e-5)
     vectors = np.array(client.post("/encode", json=[{"text": "a dog"}] + candidates).json)

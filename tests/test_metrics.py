@@ -108,7 +108,7 @@ def test_the_master_makes_and_removes_its_own_metrics_directory(monkeypatch):
     from clipsvc.server import lifecycle
 
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
-    monkeypatch.setattr(lifecycle, "_own_metrics_dir", None)
+    monkeypatch.setattr(lifecycle, "_state", lifecycle.ServerState())
     directory = lifecycle.prepare_metrics_dir()
     try:
         assert os.environ["PROMETHEUS_MULTIPROC_DIR"] == str(directory) and directory.is_dir()
@@ -123,7 +123,7 @@ def test_an_operators_metrics_directory_is_emptied_of_stale_files_and_kept(monke
     (tmp_path / "counter_123.db").write_bytes(b"old")
     (tmp_path / "notes.txt").write_text("not ours")
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
-    monkeypatch.setattr(lifecycle, "_own_metrics_dir", None)
+    monkeypatch.setattr(lifecycle, "_state", lifecycle.ServerState())
     assert lifecycle.prepare_metrics_dir() == tmp_path
     lifecycle.remove_metrics_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]

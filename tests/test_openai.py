@@ -60,7 +60,7 @@ def test_usage_counts_clip_tokens_and_image_patches(client, encoder):
     texts = ["a dog", "a photo of a cat on a mat"]
     body = embeddings(client, input=[*texts, {"image": data_uri(image_bytes("PNG"))}])
     counts = [len(encoder.tokenizer(text)["input_ids"]) for text in texts]  # start and end tokens included
-    expected = sum(counts) + encoder.info.image_tokens
+    expected = sum(counts) + encoder.facts.image_tokens
     assert body["usage"] == {"prompt_tokens": expected, "total_tokens": expected}
     assert encoder.encode([], texts).text_tokens == counts
 
@@ -74,8 +74,8 @@ def test_usage_tokenizes_each_text_once(client, encoder, monkeypatch):
 
 
 def test_model_may_be_left_out_and_dimensions_may_be_the_models_own(client, encoder):
-    response = client.post("/v1/embeddings", json={"input": "a dog", "dimensions": encoder.info.embedding_dim})
-    assert response.status_code == 200 and len(response.json["data"][0]["embedding"]) == encoder.info.embedding_dim
+    response = client.post("/v1/embeddings", json={"input": "a dog", "dimensions": encoder.facts.embedding_dim})
+    assert response.status_code == 200 and len(response.json["data"][0]["embedding"]) == encoder.facts.embedding_dim
 
 
 BAD = [
@@ -143,7 +143,7 @@ def test_not_json_is_refused_as_elsewhere(client):
 
 def test_models_lists_the_one_model(client, encoder):
     listed = client.get("/v1/models").json
-    card = {"id": MODEL, "object": "model", "created": encoder.info.model_created, "owned_by": "clipsvc"}
+    card = {"id": MODEL, "object": "model", "created": encoder.facts.model_created, "owned_by": "clipsvc"}
     assert listed == {"object": "list", "data": [card]}
     assert client.get(f"/v1/models/{MODEL}").json == card
     assert client.get("/meta").json["model"] == MODEL

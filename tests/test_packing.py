@@ -12,8 +12,8 @@ from transformers import CLIPModel
 from transformers.models.clip.modeling_clip import CLIPMLP
 
 from clipsvc.encoder import packing
-from clipsvc.encoder.model import ClipEncoder
 from testkit import procs
+from testkit.encoding import cpu_encoder, encode_images, encode_texts
 
 pytestmark = pytest.mark.skipif(not packing.supported(torch.float32), reason="torch without oneDNN")
 DTYPES = [torch.float32] + ([torch.bfloat16] if packing.supported(torch.bfloat16) else [])
@@ -85,22 +85,22 @@ def test_a_packed_encoder_gives_the_vectors_of_the_plain_one(model_dir, encoder,
     """CLIP_CPU_PACKED_WEIGHTS (on in the service), in both formats it packs."""
     if precision == "bf16" and not packing.supported(torch.bfloat16):
         pytest.skip("no bf16 linear in oneDNN on this CPU")
-    packed = ClipEncoder.load(model_dir, device="cpu", threads=1, packed_weights=True, precision=precision)
-    plain = ClipEncoder.load(model_dir, device="cpu", threads=1, precision=precision)
-    assert packed.info.packed_weights and not plain.info.packed_weights
-    assert packed.info.precision == precision and packed.info.dtype == plain.info.dtype
+    packed = cpu_encoder(model_dir, cpu_packed_weights=True, precision=precision)
+    plain = cpu_encoder(model_dir, cpu_packed_weights=False, precision=precision)
+    assert packed.serving.packed_weights and not plain.serving.packed_weights
+    assert packed.serving.precision == precision and packed.serving.dtype == plain.serving.dtype
     images = [Image.new("RGB", (90, 60), (i * 40, 200 - i * 30, 90)) for i in range(4)]
     texts = ["a red square", "a much longer caption about a dog on a sofa"]
     closest = 0.99999 if precision == "fp32" else 0.9999
-    for encode, items in (("encode_images", images), ("encode_texts", texts)):
-        ours, theirs, exact = (getattr(model, encode)(items) for model in (packed, plain, encoder))
+    for encode, items in ((encode_images, images), (encode_texts, texts)):
+        ours, theirs, exact = (encode(model, items) for model in (packed, plain, encoder))
         assert (ours * theirs).sum(axis=1).min() > closest
         assert (ours * exact).sum(axis=1).min() > 0.999
 
 
 def test_int8_is_never_packed(model_dir):
-    info = ClipEncoder.load(model_dir, device="cpu", threads=1, packed_weights=True, precision="int8").info
-    assert info.precision == "int8" and not info.packed_weights
+    serving = cpu_encoder(model_dir, cpu_packed_weights=True, precision="int8").serving
+    assert serving.precision == "int8" and not serving.packed_weights
 
 
 def test_texts_of_every_shape_do_not_grow_a_bf16_worker(model_dir):
@@ -108,7 +108,7 @@ def test_texts_of_every_shape_do_not_grow_a_bf16_worker(model_dir):
     ~200 MiB (plain bf16 linears too); bucketed, by a few."""
     if not packing.supported(torch.bfloat16):
         pytest.skip("no bf16 linear in oneDNN on this CPU")
-    encoder = ClipEncoder.load(model_dir, device="cpu", threads=1, packed_weights=True, precision="bf16")
+    encoder = cpu_encoder(model_dir, cpu_packed_weights=True, precision="bf16")
     rng, words = random.Random(0), "the a dog cat on of red big small house photo tree river".split()
 
     def passes(count: int) -> None:

@@ -9,6 +9,7 @@ from PIL import Image
 
 from clipsvc.encoder.model import ClipEncoder
 from clipsvc.parsing.images import decode_image
+from testkit.encoding import encode_images, preprocess_images
 
 # One uint8 level, normalised: where the resized picture would dwarf the crop (a side of 3 pixels), only the crop's
 # box is resized, the same sampling with other float rounding: on average under half a level apart.
@@ -28,7 +29,7 @@ def test_pixels_equal_the_processors(encoder, size, mode):
     expected = encoder.processor(images=[image], return_tensors="pt")["pixel_values"]
     rows = encoder.image_rows([image])
     assert rows[0].dtype == torch.uint8 and rows[0].shape == (224, 224, 3)
-    pixels = encoder.preprocess_images([image]).numpy()
+    pixels = preprocess_images(encoder, [image]).numpy()
     if max(size) / min(size) > 4:
         assert np.abs(pixels - expected.numpy()).mean() < ONE_LEVEL / 2
     else:
@@ -51,8 +52,8 @@ def test_the_encoder_takes_rgb_pictures_only(encoder, mode):
 def test_other_preprocessing_configs_use_the_processor(model_dir, encoder):
     """A config the recipe does not cover (here: a square resize) falls back to the processor for everything."""
     processor = type(encoder.processor).from_pretrained(model_dir, size={"height": 224, "width": 224})
-    other = ClipEncoder(encoder.model, encoder.tokenizer, processor, encoder.info)
+    other = ClipEncoder(encoder.model, encoder.tokenizer, processor, encoder.facts, encoder.serving)
     image = Image.fromarray(np.full((48, 64, 3), 128, dtype=np.uint8))
     assert other.pixels is None
-    assert other.preprocess_images([image]).shape == (1, 3, 224, 224)
-    assert other.encode_images([image]).shape == (1, encoder.info.embedding_dim)
+    assert preprocess_images(other, [image]).shape == (1, 3, 224, 224)
+    assert encode_images(other, [image]).shape == (1, encoder.facts.embedding_dim)

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 
 from clipsvc.encoder import precision
-from clipsvc.encoder.model import ClipEncoder
 from clipsvc.encoder.modeldir import ModelLoadError
+from testkit.encoding import cpu_encoder, encode_images, encode_texts
 from testkit.models import plant_outliers
 
 IMAGES = [Image.new("RGB", (60, 40), (200, 30, 30)), Image.new("RGB", (40, 60), (20, 120, 230))]
@@ -55,50 +55,50 @@ def test_without_torch_s_private_cpu_probes_auto_takes_fp32_and_says_so(monkeypa
 
 @pytest.mark.parametrize("name, dtype", [("bf16", "bfloat16"), ("int8", "float32")])
 def test_each_precision_is_guarded_and_close_to_fp32(model_dir, encoder, name, dtype):
-    low = ClipEncoder.load(model_dir, device="cpu", threads=1, precision=name)
-    info = low.info
-    assert (info.precision, info.dtype, info.precision_fallback) == (name, dtype, False)
-    assert precision.MIN_COSINE[name] <= info.precision_cosine < 1
-    for ours, exact in ((low.encode_images(IMAGES), encoder.encode_images(IMAGES)),
-                        (low.encode_texts(TEXTS), encoder.encode_texts(TEXTS))):
+    low = cpu_encoder(model_dir, precision=name)
+    serving = low.serving
+    assert (serving.precision, serving.dtype, serving.precision_fallback) == (name, dtype, False)
+    assert precision.MIN_COSINE[name] <= serving.precision_cosine < 1
+    for ours, exact in ((encode_images(low, IMAGES), encode_images(encoder, IMAGES)),
+                        (encode_texts(low, TEXTS), encode_texts(encoder, TEXTS))):
         assert ours.dtype == np.float32
         np.testing.assert_allclose(np.linalg.norm(ours, axis=1), 1, atol=1e-5)
         assert (ours * exact).sum(axis=1).min() > precision.MIN_COSINE[name]
 
 
 def test_fp32_runs_no_guard(model_dir):
-    info = ClipEncoder.load(model_dir, device="cpu", threads=1, precision="fp32").info
-    assert (info.precision, info.precision_cosine, info.precision_fallback) == ("fp32", None, False)
+    serving = cpu_encoder(model_dir, precision="fp32").serving
+    assert (serving.precision, serving.precision_cosine, serving.precision_fallback) == ("fp32", None, False)
 
 
 def test_the_guard_can_be_turned_off(model_dir):
-    info = ClipEncoder.load(model_dir, device="cpu", threads=1, precision="bf16", min_cosine=0).info
-    assert (info.precision, info.precision_cosine) == ("bf16", None)
+    serving = cpu_encoder(model_dir, precision="bf16", precision_min_cosine=0).serving
+    assert (serving.precision, serving.precision_cosine) == ("bf16", None)
 
 
 def test_planted_outliers_leave_fp32_unchanged(model_dir, planted, encoder):
-    outliers = ClipEncoder.load(planted, device="cpu", threads=1)
-    assert (outliers.encode_texts(TEXTS) * encoder.encode_texts(TEXTS)).sum(axis=1).min() > 0.999
-    assert (outliers.encode_images(IMAGES) * encoder.encode_images(IMAGES)).sum(axis=1).min() > 0.999
+    outliers = cpu_encoder(planted)
+    assert (encode_texts(outliers, TEXTS) * encode_texts(encoder, TEXTS)).sum(axis=1).min() > 0.999
+    assert (encode_images(outliers, IMAGES) * encode_images(encoder, IMAGES)).sum(axis=1).min() > 0.999
 
 
 @pytest.mark.parametrize("name, packed", [("bf16", False), ("bf16", True), ("int8", False)])
 def test_a_model_too_inaccurate_in_low_precision_falls_back_to_fp32(planted, encoder, caplog, name, packed):
     """Packed or not (CLIP_CPU_PACKED_WEIGHTS): the guard measures the layers that will serve."""
     caplog.set_level(logging.WARNING, logger="clipsvc.encoder.loading")
-    fallen = ClipEncoder.load(planted, device="cpu", threads=1, precision=name, packed_weights=packed)
-    info = fallen.info
-    assert (info.precision, info.dtype, info.precision_fallback) == ("fp32", "float32", True)
-    assert info.packed_weights == packed  # the fp32 model it falls back to is packed as asked
-    assert info.precision_cosine < precision.MIN_COSINE[name]
+    fallen = cpu_encoder(planted, precision=name, cpu_packed_weights=packed)
+    serving = fallen.serving
+    assert (serving.precision, serving.dtype, serving.precision_fallback) == ("fp32", "float32", True)
+    assert serving.packed_weights == packed  # the fp32 model it falls back to is packed as asked
+    assert serving.precision_cosine < precision.MIN_COSINE[name]
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "precision_fallback"]
-    assert record.precision == name and record.precision_cosine == info.precision_cosine
-    assert (fallen.encode_texts(TEXTS) * encoder.encode_texts(TEXTS)).sum(axis=1).min() > 0.999
+    assert record.precision == name and record.precision_cosine == serving.precision_cosine
+    assert (encode_texts(fallen, TEXTS) * encode_texts(encoder, TEXTS)).sum(axis=1).min() > 0.999
 
 
 def test_a_threshold_of_one_refuses_any_error(model_dir):
-    info = ClipEncoder.load(model_dir, device="cpu", threads=1, precision="bf16", min_cosine=1.0).info
-    assert info.precision == "fp32" and info.precision_fallback
+    serving = cpu_encoder(model_dir, precision="bf16", precision_min_cosine=1.0).serving
+    assert serving.precision == "fp32" and serving.precision_fallback
 
 
 @pytest.mark.parametrize("name, configured, expected", [

@@ -6,8 +6,9 @@ import pytest
 import torch
 from conftest import image_bytes
 
-from clipsvc.encoder.model import ClipEncoder, ModelLoadError
+from clipsvc.encoder.model import ModelLoadError
 from clipsvc.encoder.standin import build_standin
+from testkit.encoding import cpu_encoder
 
 
 class Payload:
@@ -27,7 +28,7 @@ def test_a_pickle_that_runs_code_is_not_loaded(tmp_path):
     state["evil"] = Payload(marker)
     torch.save(state, model / "pytorch_model.bin")
     with pytest.raises(ModelLoadError):
-        ClipEncoder.load(model, device="cpu")
+        cpu_encoder(model)
     assert not marker.exists()
 
 

@@ -10,6 +10,7 @@ from clipsvc.encoder.model import ClipEncoder
 from clipsvc.encoder.textcache import TextCache
 from clipsvc.settings import METRICS_DIR_ENV, Settings
 from clipsvc.web.app import create_app
+from testkit.encoding import cpu_encoder, cpu_settings, encode_texts
 from testkit.metrics import samples, scrape, value
 
 LABELS = [f"a photo of a {thing}" for thing in ("dog", "cat", "car", "tree")]
@@ -17,9 +18,7 @@ LABELS = [f"a photo of a {thing}" for thing in ("dog", "cat", "car", "tree")]
 
 @pytest.fixture(scope="module")
 def cached(model_dir) -> ClipEncoder:
-    encoder = ClipEncoder.load(model_dir, device="cpu", threads=1)
-    encoder.cache_texts(3)
-    return encoder
+    return cpu_encoder(model_dir, text_cache_size=3)
 
 
 def test_lookup_returns_known_vectors_and_the_distinct_rows_to_compute():
@@ -40,17 +39,6 @@ def test_the_least_recently_used_entry_goes_first():
     assert set(cache.lookup([[1], [2], [3]])[0]) == {(1,), (3,)}
 
 
-def test_resizing_keeps_the_most_recent_entries_and_the_listener():
-    cache, seen = TextCache(3), []
-    cache.on_lookup = lambda hits, misses: seen.append((hits, misses))
-    cache.store([[1], [2], [3]], [np.zeros(2)] * 3)
-    cache.resize(2)
-    assert set(cache.lookup([[1], [2], [3]])[0]) == {(2,), (3,)} and seen == [(2, 1)]
-    cache.resize(0)
-    cache.store([[4]], [np.zeros(2)])
-    assert len(cache) == 0
-
-
 def test_size_zero_keeps_nothing():
     cache = TextCache(0)
     cache.store([[1]], [np.zeros(2)])
@@ -58,23 +46,21 @@ def test_size_zero_keeps_nothing():
 
 
 def test_a_cached_text_gives_the_identical_vector(cached, encoder):
-    fresh = encoder.encode_texts(LABELS[:2])
-    first = cached.encode_texts(LABELS[:2])
-    again = cached.encode_texts([LABELS[1], LABELS[0], LABELS[1]])
+    fresh = encode_texts(encoder, LABELS[:2])
+    first = encode_texts(cached, LABELS[:2])
+    again = encode_texts(cached, [LABELS[1], LABELS[0], LABELS[1]])
     assert np.array_equal(first, fresh)
     assert np.array_equal(again, fresh[[1, 0, 1]])
 
 
 def test_the_cache_holds_at_most_its_size(cached):
-    cached.encode_texts(LABELS)
-    assert len(cached.text_cache) == 3 and cached.info.text_cache_size == 3
+    encode_texts(cached, LABELS)
+    assert len(cached.text_cache) == 3 and cached.serving.text_cache_size == 3
 
 
 def test_hits_and_misses_are_counted_in_metrics(model_dir, monkeypatch):
     monkeypatch.delenv(METRICS_DIR_ENV, raising=False)  # this app's own counts, not a directory another test left
-    encoder = ClipEncoder.load(model_dir, device="cpu", threads=1)
-    encoder.cache_texts(100)
-    client = create_app(Settings(model_dir=model_dir, device="cpu", workers=1), encoder).test_client()
+    client = create_app(cpu_settings(model_dir), cpu_encoder(model_dir, text_cache_size=100)).test_client()
     rank = {"queries": [{"text": "a dog"}], "candidates": [{"text": label} for label in LABELS]}
     assert client.post("/rank", json=rank).status_code == 200  # 5 misses
     assert client.post("/rank", json=rank).status_code == 200  # 5 hits

@@ -101,7 +101,7 @@ def test_a_worker_joins_the_table_only_once_its_model_has_loaded(model_dir, monk
     monkeypatch.setenv("CLIP_MODEL_DIR", str(model_dir))
     config = runpy.run_path(str(Path(__file__).resolve().parent.parent / "gunicorn.conf.py"))
     order = []
-    loaded = SimpleNamespace(info=SimpleNamespace(as_dict=dict))
+    loaded = SimpleNamespace(describe=dict)
     monkeypatch.setattr(lifecycle, "load_worker_encoder", lambda settings: order.append("model loaded") or loaded)
     monkeypatch.setattr(config["gunicorn_errors"], "install", lambda: None)
     monkeypatch.setattr(config["native_stderr"], "capture", lambda: None)  # this process's stderr stays as it is
@@ -133,10 +133,10 @@ def test_the_ready_line_comes_once_when_every_worker_has_loaded(monkeypatch, cap
     from clipsvc.server import lifecycle
 
     table, other = WorkerTable(slots=8), os.getpid() + 1
-    monkeypatch.setattr(lifecycle, "_workers", table)
-    monkeypatch.setattr(lifecycle, "_ready", multiprocessing.Value("b", 0))
-    monkeypatch.setattr(lifecycle, "_started", time.monotonic() - 3)
-    encoder = SimpleNamespace(info=SimpleNamespace(model_name="clip-tiny", device="cpu", precision="fp32"))
+    monkeypatch.setattr(lifecycle, "_state", lifecycle.ServerState(
+        started=time.monotonic() - 3, ready=multiprocessing.Value("b", 0), workers=table))
+    encoder = SimpleNamespace(facts=SimpleNamespace(model_name="clip-tiny"),
+                              serving=SimpleNamespace(device="cpu", precision="fp32"))
     caplog.set_level(logging.INFO, logger=lifecycle.__name__)
 
     def ready_lines() -> list[logging.LogRecord]:

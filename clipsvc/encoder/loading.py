@@ -1,13 +1,15 @@
 """Loading CLIP in a worker: the device (`CLIP_DEVICE=auto` is resolved here, after the fork), the dtype, the
-weights, tokenizer and image processor, and what the start-up log and /meta report about them."""
+weights, tokenizer and image processor, and the two records the start-up log and /meta report: what the model is
+and how the worker serves it."""
 
 from __future__ import annotations
 
 import ctypes
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
@@ -20,13 +22,14 @@ from .modeldir import ModelLoadError
 log = logging.getLogger(__name__)
 
 # Images per forward pass, but with batching on a GPU (CLIP_MAX_BATCH there): bounds activation memory for a request
-# with many images. /meta reports it as max_batch; the CLIP_MAX_BATCH setting's doc quotes it (tests/test_settings.py).
+# with many images. /meta reports it as max_batch (ServingFacts); the CLIP_MAX_BATCH setting's doc quotes it
+# (tests/test_settings.py).
 IMAGE_BATCH = 8
 
 
 @dataclass(frozen=True)
-class EncoderInfo:
-    """What /meta and the start-up log report about the loaded model."""
+class ModelFacts:
+    """What the model is, read from its files: the same in every worker that loads them."""
 
     model_path: str
     model_name: str
@@ -35,22 +38,39 @@ class EncoderInfo:
     max_text_tokens: int
     image_tokens: int  # what one image is to the vision tower: its patches and the class token
     model_created: int  # the model's config.json's modification time (Unix seconds), the same in every worker
+    logit_scale: float
+
+
+@dataclass(frozen=True)
+class ServingFacts:
+    """How this worker serves the model: the settings as the load resolved them (ClipEncoder.build)."""
+
     device: str
     dtype: str
-    threads: int
+    threads: int  # torch threads per forward pass (with dynamic_threads, the most)
     load_seconds: float
-    logit_scale: float = 100.0
-    batching: bool = False
-    max_batch: int = IMAGE_BATCH
-    dynamic_threads: bool = False  # threads (the most) shrink while other workers compute too
-    packed_weights: bool = False  # oneDNN's packed linear weights (CPU)
-    precision: str = "fp32"  # what both towers compute in (CLIP_PRECISION, resolved)
-    precision_cosine: float | None = None  # the guard's worst cosine against fp32 on the probe (None: not run)
-    precision_fallback: bool = False  # the guard found the chosen format too inaccurate: fp32 instead
-    text_cache_size: int = 0  # text vectors kept (CLIP_TEXT_CACHE_SIZE)
+    batching: bool  # the inference thread merges concurrent requests' rows
+    max_batch: int  # images per forward pass
+    dynamic_threads: bool  # threads shrink while other workers compute too
+    packed_weights: bool  # oneDNN's packed linear weights (CPU)
+    precision: str  # what both towers compute in (CLIP_PRECISION, resolved)
+    precision_cosine: float | None  # the guard's worst cosine against fp32 on the probe (None: not run)
+    precision_fallback: bool  # the guard found the chosen format too inaccurate: fp32 instead
+    text_cache_size: int  # text vectors kept (CLIP_TEXT_CACHE_SIZE)
 
-    def as_dict(self) -> dict:
-        return asdict(self)
+
+class Loaded(NamedTuple):
+    """What load_model gives: the model in its format, its tokenizer and processor, and how the load went."""
+
+    model: CLIPModel
+    tokenizer: CLIPTokenizer
+    processor: CLIPImageProcessorPil
+    facts: ModelFacts
+    precision: str
+    precision_cosine: float | None
+    precision_fallback: bool
+    packed_weights: bool
+    seconds: float
 
 
 def pick_device(requested: str) -> torch.device:
@@ -66,10 +86,14 @@ def pick_device(requested: str) -> torch.device:
 
 
 def load_model(model_dir: Path, device: str = "auto", threads: int | None = None, packed_weights: bool = False,
-               precision: str = "fp32", min_cosine: float | None = None
-               ) -> tuple[CLIPModel, CLIPTokenizer, CLIPImageProcessorPil, EncoderInfo]:
-    """The model (eval mode, on its device, in its precision), tokenizer and processor from a resolved directory;
-    see ClipEncoder.load."""
+                precision: str = "fp32", min_cosine: float | None = None) -> Loaded:
+    """The model (eval mode, on its device, in its precision), tokenizer and processor from a resolved directory.
+
+    `packed_weights` (CPU, fp32 or bf16): linear layers get oneDNN's packed copy of their weights
+    (clipsvc.encoder.packing); image passes are 15-30% faster with 2 threads, but in fp32 the copy is this
+    process's own, not the weights file's pages that every worker shares. `precision` (CLIP_PRECISION) and the
+    accuracy guard's `min_cosine`: clipsvc.encoder.precision.
+    """
     started = time.perf_counter()
     transformers_logging.disable_progress_bar()  # a progress bar is not a JSON log line
     if threads is not None:
@@ -96,25 +120,19 @@ def load_model(model_dir: Path, device: str = "auto", threads: int | None = None
         tokenizer(["warm up"], truncation=True, max_length=model.config.text_config.max_position_embeddings)
     except Exception as exc:  # transformers raises many types for a broken directory
         raise ModelLoadError(f"could not load the CLIP model from {model_dir}: {exc}") from exc
-    info = EncoderInfo(
+    vision = model.config.vision_config
+    facts = ModelFacts(
         model_path=str(model_dir),
         model_name=Path(model_dir).name,
         embedding_dim=model.config.projection_dim,
-        image_size=model.config.vision_config.image_size,
+        image_size=vision.image_size,
         max_text_tokens=model.config.text_config.max_position_embeddings,
-        image_tokens=(model.config.vision_config.image_size // model.config.vision_config.patch_size) ** 2 + 1,
+        image_tokens=(vision.image_size // vision.patch_size) ** 2 + 1,
         model_created=int((Path(model_dir) / "config.json").stat().st_mtime),
-        device=str(target),
-        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
-        precision="fp32" if fell_back else chosen,
-        precision_cosine=cosine,
-        precision_fallback=fell_back,
-        threads=torch.get_num_threads(),
-        packed_weights=packed_weights,
-        load_seconds=round(time.perf_counter() - started, 3),
         logit_scale=round(model.logit_scale.detach().exp().item(), 4),
     )
-    return model, tokenizer, processor, info
+    return Loaded(model, tokenizer, processor, facts, "fp32" if fell_back else chosen, cosine, fell_back,
+                  packed_weights, round(time.perf_counter() - started, 3))
 
 
 def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:

@@ -1,9 +1,10 @@
-"""The CLIP model behind a small interface: load once per worker, turn images and texts into unit vectors."""
+"""The CLIP model behind a small interface: built once per worker, ready to serve, it turns images and texts into
+unit vectors."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple
@@ -13,16 +14,17 @@ import torch
 from PIL import Image
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-from .batching import Batcher
+from ..settings import Settings, cpu_count
+from .batching import Batcher, batch_plan
 from .cputhreads import ThreadBudget
 from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
 from .features import pooled, unit_rows
-from .loading import IMAGE_BATCH, EncoderInfo, load_model
+from .loading import IMAGE_BATCH, ModelFacts, ServingFacts, load_model
 from .modeldir import ModelLoadError
 from .pixels import PixelRecipe, crop_rows, pixel_batch
 from .textcache import TextCache
 
-__all__ = ["ClipEncoder", "EncoderInfo", "ModelLoadError"]
+__all__ = ["ClipEncoder", "Encoded", "ModelFacts", "ModelLoadError", "ServingFacts"]
 
 # Texts per forward pass: bounds activation memory for a request with many texts.
 TEXT_BATCH = 256
@@ -38,76 +40,74 @@ class Encoded(NamedTuple):
 
 
 class ClipEncoder:
-    """Preprocessing and forward passes as transformers does them; no Flask in here."""
+    """Preprocessing and forward passes as transformers does them; no Flask in here. Every forward pass runs in the
+    encoder's one inference thread (clipsvc.encoder.batching); `facts` and `serving` never change once it is built."""
 
     def __init__(self, model: CLIPModel, tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil,
-                 info: EncoderInfo):
+                 facts: ModelFacts, serving: ServingFacts, *, gather: int = 64, wait_ms: float = 0.0,
+                 budget: ThreadBudget | None = None, wait: float | None = None, graphs: CudaGraphs | None = None):
+        """Serve a loaded model: `build` does it from the settings. The inference thread starts here and gathers up to
+        `gather` rows, waiting `wait_ms` for more when `serving.batching`; `budget` sets torch's threads before
+        each forward pass (CPU); `wait` bounds a request's wait for its rows; `graphs`: the image pass, captured."""
         self.model = model
         self.tokenizer = tokenizer
         self.processor = processor
-        self.info = info
+        self.facts = facts
+        self.serving = serving
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        self.chunk = IMAGE_BATCH
+        self.chunk = serving.max_batch
         self.pixels = PixelRecipe.from_processor(processor)  # None: the processor does all of it
-        self._image_graphs: CudaGraphs | None = None  # with batching on a GPU
-        # Without an inference thread (tests, benchmarks), forward passes run in the calling thread.
-        self.batcher: Batcher | None = None
-        self.wait_timeout: float | None = None
-        self._forwards: dict[str, Callable[[list], list[np.ndarray]]] = {
-            "image": self.forward_images, "text": self.forward_texts}
+        self._image_graphs = graphs
+        self.wait_timeout = wait
         # Told the size of every forward pass ("image" or "text", rows); the metrics module listens here.
         self.on_forward: Callable[[str, int], None] = _ignore
-        self.text_cache = TextCache(0)  # off until the worker's settings size it (cache_texts)
+        self.text_cache = TextCache(serving.text_cache_size)
+        runners = {"image": self._budgeted(self.forward_images, budget),
+                   "text": self._budgeted(self.forward_texts, budget)}
+        self.batcher = Batcher(runners, gather, wait_ms, merge=serving.batching)
 
     @classmethod
-    def load(cls, model_dir: Path, device: str = "auto", threads: int | None = None,
-             packed_weights: bool = False, precision: str = "fp32", min_cosine: float | None = None) -> ClipEncoder:
-        """Load weights, tokenizer and image processor from a resolved model directory.
+    def build(cls, settings: Settings, model_dir: Path | None = None, *, budget: ThreadBudget | None = None,
+              wait: float | None = None) -> ClipEncoder:
+        """The worker's encoder, ready to serve: loaded as `settings` say (device, precision, packed weights), with
+        its text cache, its image pass captured as CUDA graphs when it batches on a GPU, and its inference thread.
 
-        `packed_weights` (CPU, fp32 or bf16): linear layers get oneDNN's packed copy of their weights
-        (clipsvc.encoder.packing); image passes are 15-30% faster with 2 threads, but in fp32 the copy is this
-        process's own, not the weights file's pages that every worker shares. `precision` (CLIP_PRECISION)
-        and the accuracy guard's `min_cosine`: clipsvc.encoder.precision.
+        `model_dir`: the directory the master resolved (unzipped, found under a parent), by default the settings'
+        own, which must then be a model directory itself. `budget`: torch's threads per forward pass, by default
+        CLIP_TORCH_THREADS, else every core. `wait`: how long a request waits for its rows before BatchTimeout (by
+        default, as long as it takes).
         """
-        return cls(*load_model(model_dir, device, threads, packed_weights, precision, min_cosine))
+        loaded = load_model(model_dir or settings.model_dir, settings.device, settings.threads_per_worker,
+                            settings.cpu_packed_weights, settings.precision, settings.precision_min_cosine)
+        model = loaded.model
+        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        budget = budget or ThreadBudget(cpu_count(), fixed=settings.torch_threads)
+        merge, wait_ms = batch_plan(settings, device.type)
+        chunk, graphs = IMAGE_BATCH, None
+        if device.type == "cuda" and merge:
+            # On a CPU the chunk stays IMAGE_BATCH: a bigger pass only costs memory there. Graphs are captured
+            # before the inference thread starts: capture needs the GPU to itself.
+            chunk = settings.max_batch
+            side = loaded.facts.image_size
+            graphs = capture_or_none(lambda x: pooled(model.get_image_features(pixel_values=x)),
+                                     torch.zeros(1, 3, side, side, device=device, dtype=dtype), graph_sizes(chunk))
+        serving = ServingFacts(
+            device=str(device), dtype=str(dtype).removeprefix("torch."), threads=budget.fixed or budget.cores,
+            load_seconds=loaded.seconds, batching=merge, max_batch=chunk,
+            dynamic_threads=budget.fixed is None and budget.table is not None, packed_weights=loaded.packed_weights,
+            precision=loaded.precision, precision_cosine=loaded.precision_cosine,
+            precision_fallback=loaded.precision_fallback, text_cache_size=settings.text_cache_size)
+        return cls(model, loaded.tokenizer, loaded.processor, loaded.facts, serving, gather=settings.max_batch,
+                   wait_ms=wait_ms, budget=budget, wait=wait, graphs=graphs)
 
-    def cache_texts(self, entries: int) -> None:
-        """Keep up to `entries` text vectors (CLIP_TEXT_CACHE_SIZE); 0 turns the cache off."""
-        self.text_cache.resize(entries)
-        self.info = replace(self.info, text_cache_size=entries)
-
-    def preprocess_images(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """N×3×H×W float32 on the CPU, as the model's processor gives them (preprocessor_config.json).
-
-        Not on the served path (image_rows, then pixel_batch per forward pass): bench/preprocess.py times it.
-        """
-        return pixel_batch(self.image_rows(images), self.pixels, torch.device("cpu"), torch.float32)
+    def describe(self) -> dict:
+        """The `model_loaded` line's fields: what the model is, then how this worker serves it."""
+        return {**asdict(self.facts), **asdict(self.serving)}
 
     def image_rows(self, images: Sequence[Image.Image]) -> list[torch.Tensor]:
         """What a request thread hands to the forward pass, from RGB pictures (clipsvc.encoder.pixels)."""
         return crop_rows(images, self.pixels, self.processor)
-
-    def start_inference_thread(self, max_batch: int = 64, max_wait_ms: float = 5, merge: bool = True,
-                               timeout: float | None = None, budget: ThreadBudget | None = None) -> None:
-        """Run every forward pass in one inference thread; with `merge`, rows of concurrent requests batch together.
-
-        `budget` sets torch's threads before each forward pass (CPU); `timeout` bounds a request's wait.
-        """
-        if self.device.type == "cuda" and merge:
-            # On a CPU the chunk stays IMAGE_BATCH: a bigger pass only costs memory there. Graphs are captured
-            # before the inference thread starts: capture needs the GPU to itself.
-            self.chunk = max_batch
-            self._image_graphs = capture_or_none(
-                lambda x: pooled(self.model.get_image_features(pixel_values=x)),
-                torch.zeros(1, 3, self.info.image_size, self.info.image_size, device=self.device, dtype=self.dtype),
-                graph_sizes(max_batch))
-        runners = {kind: self._budgeted(forward, budget) for kind, forward in self._forwards.items()}
-        self.batcher = Batcher(runners, max_batch, max_wait_ms, merge=merge)
-        self.wait_timeout = timeout
-        self.info = replace(self.info, batching=merge, max_batch=self.chunk,
-                            threads=budget.cores if budget and budget.fixed is None else self.info.threads,
-                            dynamic_threads=bool(budget and budget.fixed is None and budget.table is not None))
 
     def _budgeted(self, forward: Callable[[list], list], budget: ThreadBudget | None) -> Callable[[list], list]:
         """`forward` with torch's threads set by the budget first (none on a GPU: the model does not use them)."""
@@ -135,30 +135,19 @@ class ClipEncoder:
         known.update(zip(map(tuple, missing), computed, strict=True))
         return Encoded(image_vectors, self._rows([known[tuple(row)] for row in tokens]), [len(row) for row in tokens])
 
-    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """(n, embedding_dim) float32 rows of unit length (POST /vectorize); preprocessing runs in this thread."""
-        return self.encode(images, []).images
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """(n, embedding_dim) float32 rows of unit length; texts past 77 tokens are truncated (bench/precision.py)."""
-        return self.encode([], texts).texts
-
     def _tokens(self, texts: Sequence[str]) -> list[list[int]]:
         if not texts:
             return []
-        return self.tokenizer(list(texts), truncation=True, max_length=self.info.max_text_tokens)["input_ids"]
+        return self.tokenizer(list(texts), truncation=True, max_length=self.facts.max_text_tokens)["input_ids"]
 
     def _begin(self, kind: str, rows: list) -> Callable[[], list[np.ndarray]]:
         """Hand rows to the model; returns the call that waits for their vectors."""
         if not rows:
             return list
-        if self.batcher is None:
-            vectors = self._forwards[kind](rows)
-            return lambda: vectors
         return partial(self.batcher.wait, self.batcher.start(kind, rows), self.wait_timeout)
 
     def _rows(self, vectors: list[np.ndarray]) -> np.ndarray:
-        return np.stack(vectors) if vectors else np.empty((0, self.info.embedding_dim), dtype=np.float32)
+        return np.stack(vectors) if vectors else np.empty((0, self.facts.embedding_dim), dtype=np.float32)
 
     def forward_images(self, rows: list[torch.Tensor]) -> list[np.ndarray]:
         """Rows from image_rows -> unit vectors, `chunk` at a time to bound memory."""

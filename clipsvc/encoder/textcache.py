@@ -61,12 +61,6 @@ class TextCache:
                 self._vectors.move_to_end(tuple(row))
             self._evict()
 
-    def resize(self, size: int) -> None:
-        """Keep at most `size` entries from now on (0: none), the least recently used going first."""
-        with self._lock:
-            self.size = size
-            self._evict()
-
     def _evict(self) -> None:
         while len(self._vectors) > max(self.size, 0):
             self._vectors.popitem(last=False)

@@ -1,5 +1,6 @@
-"""Start-up in gunicorn's two places: the master checks (and unzips) the model, each worker loads it, and the worker
-that completes the set says the server is ready (gunicorn's own hooks show only the master's side)."""
+"""Start-up in gunicorn's two places: the master checks (and unzips) the model, each worker builds its encoder, and
+the worker that completes the set says the server is ready (gunicorn's own hooks show only the master's side). What
+they keep is one ServerState."""
 
 from __future__ import annotations
 
@@ -9,16 +10,18 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..encoder import batching
 from ..encoder.cputhreads import ThreadBudget
 from ..encoder.modeldir import resolve_model_dir
 from ..settings import METRICS_DIR_ENV, Settings, cpu_count
 from .workertable import WorkerTable
 
 if TYPE_CHECKING:  # the master imports this module and never loads torch: workers import the encoder
+    from multiprocessing.sharedctypes import Synchronized
+
     from ..encoder.model import ClipEncoder
 
 log = logging.getLogger(__name__)
@@ -28,43 +31,44 @@ BOOT_FAILURE_WAIT = 60  # seconds; the master normally stops the worker within o
 # timeout (CLIP_WORKER_TIMEOUT) replaces a worker whose forward pass runs past it, as it did with sync workers.
 HEARTBEAT_GRACE = 1.0
 
-# The master resolves the model directory once; forked workers inherit it.
-_model_dir: Path | None = None
-# The worker's own state: the encoder post_fork loads. (The other globals here are made by the master and
-# inherited or shared by its workers.)
-_encoder: ClipEncoder | None = None
-# Shared between the master and its workers: has a worker already failed to load the model?
-_boot_failed = None
-# The metrics directory the master made for itself (and removes at exit); None when the operator chose one.
-_own_metrics_dir: Path | None = None
-# Shared between the master and its workers: each worker's requests in hand and forward pass, which torch's
-# threads and the accepting of new connections follow, and whether it has loaded its model.
-_workers: WorkerTable | None = None
-# When the master started (on_starting), and, shared, whether the server's `ready` line has been logged.
-_started: float | None = None
-_ready = None
+
+@dataclass
+class ServerState:
+    """What start-up keeps in a process: the master's parts, made before forking and inherited (or, through shared
+    memory, shared) by its workers, and in a worker the encoder it built."""
+
+    started: float | None = None  # when the master started (on_starting): what the `ready` line counts from
+    model_dir: Path | None = None  # the model directory, resolved (and unzipped) once by the master
+    boot_failed: Synchronized | None = None  # shared: has a worker already failed to load the model?
+    ready: Synchronized | None = None  # shared: has the server's `ready` line been logged?
+    # Shared: each worker's requests in hand and forward pass, which torch's threads and the accepting of new
+    # connections follow, and whether it has loaded its model.
+    workers: WorkerTable | None = None
+    own_metrics_dir: Path | None = None  # the metrics directory the master made (removed at exit); None: the operator's
+    encoder: ClipEncoder | None = None  # this worker's, built in post_fork; None in the master and outside gunicorn
+
+
+# The module's one global: the master fills it in, its workers inherit it and each adds its own encoder.
+_state = ServerState()
 
 
 def server_starting() -> None:
     """In the master, first thing: the time the `ready` line counts from."""
-    global _started
-    _started = time.monotonic()
+    _state.started = time.monotonic()
 
 
 def prepare_model(settings: Settings) -> Path:
     """In the master, before forking: find the model, unzip it if needed, check its files."""
-    global _model_dir, _boot_failed, _workers, _ready
-    _model_dir = resolve_model_dir(settings.model_dir, settings.model_cache_dir)
-    _boot_failed = multiprocessing.Value("b", 0)
-    _ready = multiprocessing.Value("b", 0)
-    _workers = WorkerTable(slots=2 * settings.workers + 8)  # room for replacements booting beside dying workers
-    return _model_dir
+    _state.model_dir = resolve_model_dir(settings.model_dir, settings.model_cache_dir)
+    _state.boot_failed = multiprocessing.Value("b", 0)
+    _state.ready = multiprocessing.Value("b", 0)
+    _state.workers = WorkerTable(slots=2 * settings.workers + 8)  # room for replacements booting beside dying workers
+    return _state.model_dir
 
 
 def prepare_metrics_dir() -> Path:
     """In the master, before forking and before prometheus_client is imported: an empty directory for
     the workers' metric files (PROMETHEUS_MULTIPROC_DIR, a private temporary one unless set)."""
-    global _own_metrics_dir
     path = os.environ.get(METRICS_DIR_ENV)
     if path:
         directory = Path(path)
@@ -72,7 +76,7 @@ def prepare_metrics_dir() -> Path:
         for stale in directory.glob("*.db"):  # a previous run's counts are not this server's
             stale.unlink()
     else:
-        directory = _own_metrics_dir = Path(tempfile.mkdtemp(prefix="clipsvc-metrics-"))
+        directory = _state.own_metrics_dir = Path(tempfile.mkdtemp(prefix="clipsvc-metrics-"))
         os.environ[METRICS_DIR_ENV] = str(directory)
     from . import metrics  # only now: prometheus_client picks its multiprocess mode when imported
 
@@ -86,36 +90,28 @@ def worker_exited(pid: int) -> None:
     from . import metrics
 
     metrics.worker_exited(pid)
-    if _workers is not None:
-        _workers.remove(pid)
+    if _state.workers is not None:
+        _state.workers.remove(pid)
 
 
 def remove_metrics_dir() -> None:
     """In the master, at exit: the temporary directory it made; an operator's own is left alone."""
-    if _own_metrics_dir is not None:
-        shutil.rmtree(_own_metrics_dir, ignore_errors=True)
+    if _state.own_metrics_dir is not None:
+        shutil.rmtree(_state.own_metrics_dir, ignore_errors=True)
 
 
 def load_worker_encoder(settings: Settings) -> ClipEncoder:
     """In a worker, after forking: torch is imported and CUDA initialised here, never in the master.
 
-    The device is resolved here too (CLIP_DEVICE=auto: torch.cuda.is_available() in the worker): nothing the
-    master decides depends on it. Every forward pass runs in the encoder's one inference thread, batched as
-    `batching.batch_plan` says.
+    The device is resolved in the worker too (CLIP_DEVICE=auto: torch.cuda.is_available()): nothing the master
+    decides depends on it. Torch's threads follow the busy workers in the master's table (clipsvc.encoder.cputhreads).
     """
-    global _encoder
-    model_dir = _model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
-    encoder = _import_encoder().load(model_dir, device=settings.device, threads=settings.threads_per_worker,
-                                     packed_weights=settings.cpu_packed_weights, precision=settings.precision,
-                                     min_cosine=settings.precision_min_cosine)
-    encoder.cache_texts(settings.text_cache_size)
-    budget = ThreadBudget(cpu_count(), _workers, fixed=settings.torch_threads)
+    budget = ThreadBudget(cpu_count(), _state.workers, fixed=settings.torch_threads)
     # A backstop for requests queued behind a stuck forward pass: gunicorn replaces the worker first.
     wait = settings.worker_timeout + 2 * HEARTBEAT_GRACE + 5
-    merge, wait_ms = batching.batch_plan(settings, encoder.device.type)
-    encoder.start_inference_thread(settings.max_batch, wait_ms, merge=merge, timeout=wait, budget=budget)
-    _encoder = encoder
-    return encoder
+    model_dir = _state.model_dir or resolve_model_dir(settings.model_dir, settings.model_cache_dir)
+    _state.encoder = _import_encoder().build(settings, model_dir, budget=budget, wait=wait)
+    return _state.encoder
 
 
 def _import_encoder() -> type[ClipEncoder]:
@@ -142,34 +138,33 @@ def announce_ready(encoder: ClipEncoder, workers: int) -> None:
 
     gunicorn's "Listening at" line comes before any worker has forked, and its hooks never tell the master that a
     worker has loaded; the table the workers share with the master does."""
-    if _workers is None or _ready is None or _started is None:  # not started by the master's on_starting
+    state = _state
+    if state.workers is None or state.ready is None or state.started is None:  # not started by on_starting
         return
-    loaded = _workers.loaded(os.getpid())
-    with _ready.get_lock():
-        if _ready.value or loaded < workers:
+    loaded = state.workers.loaded(os.getpid())
+    with state.ready.get_lock():
+        if state.ready.value or loaded < workers:
             return
-        _ready.value = 1
-    info = encoder.info
+        state.ready.value = 1
     log.info("ready: every worker has loaded the model", extra={
-        "event": "ready", "workers": workers, "model": info.model_name, "device": info.device,
-        "precision": info.precision, "seconds_since_start": round(time.monotonic() - _started, 2)})
+        "event": "ready", "workers": workers, "model": encoder.facts.model_name, "device": encoder.serving.device,
+        "precision": encoder.serving.precision, "seconds_since_start": round(time.monotonic() - state.started, 2)})
 
 
 def worker_table() -> WorkerTable | None:
     """The table the master made (None outside gunicorn): the worker class reports its requests in it."""
-    return _workers
+    return _state.workers
 
 
 def worker_alive() -> bool:
     """Whether this worker may tell gunicorn it is alive: not while one forward pass has run past the grace."""
-    batcher = _encoder.batcher if _encoder is not None else None
-    return batcher is None or batcher.busy_for() < HEARTBEAT_GRACE
+    return _state.encoder is None or _state.encoder.batcher.busy_for() < HEARTBEAT_GRACE
 
 
 def worker_aborted() -> None:
     """gunicorn is killing this worker for its timeout: requests waiting for the model are answered now."""
-    if _encoder is not None and _encoder.batcher is not None:
-        _encoder.batcher.abort()
+    if _state.encoder is not None:
+        _state.encoder.batcher.abort()
 
 
 def boot_failure_exit_code(boot_error: int) -> int:
@@ -180,17 +175,17 @@ def boot_failure_exit_code(boot_error: int) -> int:
     master to stop them (SIGTERM, default action since post_fork): exiting on their own could let the
     master reap them first, as ordinary crashes, and boot replacements.
     """
-    if _boot_failed is None:  # not started by the master's on_starting
+    if _state.boot_failed is None:  # not started by the master's on_starting
         return boot_error
-    with _boot_failed.get_lock():
-        first = not _boot_failed.value
-        _boot_failed.value = 1
+    with _state.boot_failed.get_lock():
+        first = not _state.boot_failed.value
+        _state.boot_failed.value = 1
     if first:
         return boot_error
     time.sleep(BOOT_FAILURE_WAIT)
     return 1
 
 
-def current_encoder() -> ClipEncoder | None:
-    """The encoder this worker loaded, or None outside gunicorn (tests pass their own)."""
-    return _encoder
+def worker_encoder() -> ClipEncoder | None:
+    """The encoder this worker built (wsgi.py hands it to create_app), or None outside a gunicorn worker."""
+    return _state.encoder

@@ -75,7 +75,7 @@ class Metrics:
         if encoder is not None:
             encoder.on_forward = self.observe_forward
             encoder.text_cache.on_lookup = self.observe_text_cache
-            self.model_load.set(encoder.info.load_seconds)
+            self.model_load.set(encoder.serving.load_seconds)
 
     def observe_forward(self, kind: str, rows: int) -> None:
         """Called by the encoder, from the request or inference thread, once per forward pass."""

@@ -11,7 +11,7 @@ from werkzeug.wsgi import LimitedStream, get_input_stream
 
 from ..encoder.model import ClipEncoder
 from ..parsing.form import FormParser, parts_limit
-from ..server import lifecycle, metrics
+from ..server import metrics
 from ..server.client_address import TrustedProxies
 from ..server.logs import RequestLog
 from ..settings import MAX_FORM_MEMORY_BYTES, Settings
@@ -67,7 +67,8 @@ class LimitedRequest(Request):
 
 
 def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = None) -> Flask:
-    """Build the app; with no encoder given it uses the one this gunicorn worker loaded (if any)."""
+    """Build the app around `encoder` (wsgi.py passes the worker's); without one, the model endpoints and /readyz
+    answer 503 model_not_ready."""
     settings = settings or Settings.from_env()
     app = Flask(__name__, static_folder=None)
     app.json = VectorJSON(app)
@@ -81,7 +82,6 @@ def create_app(settings: Settings | None = None, encoder: ClipEncoder | None = N
         MAX_FORM_MEMORY_SIZE=MAX_FORM_MEMORY_BYTES,
     )
     app.json.sort_keys = False  # keep vectors and scores grouped by id, in request order
-    encoder = encoder if encoder is not None else lifecycle.current_encoder()
     context.init_app(app, settings, encoder)
     RequestLog(app, TrustedProxies(settings.trusted_proxies))
     metrics.Metrics().init_app(app, encoder)

@@ -8,7 +8,8 @@ for /encode, `{"queries", "candidates"}` for /rank), so BentoML's errors stay as
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, request
+import numpy as np
+from flask import Blueprint, Response, jsonify, request
 
 from ..errors import IMAGE_CODES, SOURCE_CODES, Code
 from ..parsing.items import checked_image, count_kinds
@@ -19,7 +20,7 @@ from ..server.logs import note_items
 from .context import EMBEDDING_CODES, answers, get_encoder, item_rules, json_body
 from .envelope import ENVELOPE_CODES, answer_envelope
 from .scoring import embed_items, rank
-from .serialize import rank_body, vector_body, vectors_body
+from .serialize import vector_json
 
 bp = Blueprint("bentoml", __name__)
 # What a BentoML JSON body can be refused for (json_body, parsing.json_items, the model), on /encode and /rank.
@@ -50,7 +51,7 @@ def rank_candidates() -> dict:
     queries, candidates = parse_rank(body, item_rules(encoder))
     note_items(*count_kinds(queries + candidates))
     rows = embed_items(encoder, queries + candidates).rows
-    return rank_body(*rank(rows[:len(queries)], rows[len(queries):], encoder.info.logit_scale))
+    return rank_body(*rank(rows[:len(queries)], rows[len(queries):], encoder.facts.logit_scale))
 
 
 @bp.post("/vectorize")
@@ -61,4 +62,19 @@ def vectorize() -> dict:
     rules = item_rules(encoder)
     image = checked_image("body", request.stream.read(rules.settings.max_image_bytes + 1), rules)
     note_items(1, 0)
-    return vector_body(encoder.encode_images([image])[0])
+    return vector_body(encoder.encode([image], []).images[0])
+
+
+def vectors_body(rows: np.ndarray, encoding: str = "float") -> Response:
+    """/encode: one vector per item, in order (a JSON list, which Flask does not make from a return value)."""
+    return jsonify([vector_json(row, encoding) for row in rows])
+
+
+def rank_body(probabilities: np.ndarray, cosines: np.ndarray) -> dict:
+    """/rank: one row per query, one column per candidate."""
+    return {"probabilities": probabilities, "cosine_similarities": cosines}
+
+
+def vector_body(vector: np.ndarray) -> dict:
+    """BentoML's image vectorizer: `{"vector": [...]}`, here the unit vector every endpoint returns."""
+    return {"vector": vector_json(vector)}

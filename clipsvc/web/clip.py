@@ -1,4 +1,4 @@
-"""POST /syte_test/clip: the user's endpoint. Parse, embed, serialise; each step lives elsewhere."""
+"""POST /syte_test/clip: the user's endpoint. Parsing and embedding live elsewhere; its keyed body is built here."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from ..parsing.options import vector_encoding
 from ..server.logs import note_items
 from ..settings import MAX_TEXT_CHARS
 from .context import EMBEDDING_CODES, answers, get_encoder, item_rules
-from .scoring import embed
-from .serialize import embeddings_body
+from .scoring import Embeddings, embed
+from .serialize import vector_json
 
 bp = Blueprint("clip", __name__)
 
@@ -52,3 +52,34 @@ def _form_too_large(max_items: int) -> str:
                 f"texts of at most {MAX_TEXT_CHARS} characters")
     return (f"A text part is over {request.max_form_memory_size} bytes; a text may have at most {MAX_TEXT_CHARS} "
             "characters")
+
+
+def image_vector_key(item_id: str) -> str:
+    return f"image_{item_id}_vector"
+
+
+def text_vector_key(item_id: str) -> str:
+    return f"text_{item_id}_vector"
+
+
+def score_key(item_id: str) -> str:
+    return f"image_vector_{item_id}_similarity_score"
+
+
+def cosine_key(item_id: str) -> str:
+    return f"image_vector_{item_id}_cosine_similarity"
+
+
+def embeddings_body(embeddings: Embeddings, encoding: str = "float") -> dict:
+    """Keys grouped by id in the order the client sent them: vectors, then score and cosine."""
+    pairs = {pair.id: pair for pair in embeddings.pairs}
+    body: dict = {}
+    for item_id in embeddings.order:
+        if item_id in embeddings.images:
+            body[image_vector_key(item_id)] = vector_json(embeddings.images[item_id], encoding)
+        if item_id in embeddings.texts:
+            body[text_vector_key(item_id)] = vector_json(embeddings.texts[item_id], encoding)
+        if item_id in pairs:
+            body[score_key(item_id)] = pairs[item_id].score
+            body[cosine_key(item_id)] = round(pairs[item_id].cosine, 6)
+    return body

@@ -77,7 +77,7 @@ def get_encoder() -> ClipEncoder:
 def item_rules(encoder: ClipEncoder) -> ItemRules:
     """What this app's items are checked against: its limits, and the loaded model's input size (large images
     are decoded no larger than they need to be)."""
-    return ItemRules(get_settings(), encoder.info.image_size)
+    return ItemRules(get_settings(), encoder.facts.image_size)
 
 
 # Parsed JSON takes up to 30 times its bytes (`[],` is 3 bytes and a 64-byte list): 60 MB of them was 1.9 GB and

@@ -19,7 +19,7 @@ from ..parsing.jina_docs import Envelope, parse_envelope
 from ..server.logs import note_items
 from .context import EMBEDDING_CODES, get_encoder, item_rules
 from .scoring import embed_items, rank
-from .serialize import jina_body, jina_document, jina_scores
+from .serialize import vector_json
 
 # What a request that carries the envelope can be refused for, on any of the three paths.
 ENVELOPE_CODES = (Code.INVALID_JSON, Code.INVALID_DOCUMENTS, Code.INVALID_DOCUMENT, *SOURCE_CODES, *EMBEDDING_CODES)
@@ -33,7 +33,7 @@ def answer_envelope(body: object, endpoint: str | None = None) -> dict:
     note_items(*count_kinds(envelope.items))
     rows = embed_items(encoder, envelope.items).rows
     drop = envelope.parameters.get("drop_image_content") is True
-    docs = _ranked(envelope, rows, encoder.info.logit_scale, drop) if envelope.endpoint == "/rank" else [
+    docs = _ranked(envelope, rows, encoder.facts.logit_scale, drop) if envelope.endpoint == "/rank" else [
         jina_document(doc, row, drop) for doc, row in zip(envelope.docs, rows, strict=True)]
     return jina_body(g.get("request_id", ""), envelope.endpoint, envelope.parameters, docs)
 
@@ -51,3 +51,32 @@ def _ranked(envelope: Envelope, rows: np.ndarray, logit_scale: float, drop: bool
         docs.append(jina_document(doc, rows[start], drop, matches))
         start = end
     return docs
+
+
+# docarray's document JSON (its pydantic model, as jina's HTTP gateway answers): every field, unset ones null.
+DOCUMENT_FIELDS = ("id", "parent_id", "granularity", "adjacency", "blob", "tensor", "mime_type", "text", "weight",
+                   "uri", "tags", "offset", "location", "embedding", "modality", "evaluations", "scores", "chunks",
+                   "matches")
+
+
+def jina_document(doc: dict, vector: np.ndarray, drop_blob: bool, matches: list[dict] | None = None) -> dict:
+    """A document as sent (its id, text, uri, mime_type, tags), with its `embedding`; `matches` replaced when given."""
+    out = {field: doc.get(field) for field in DOCUMENT_FIELDS} | {"tensor": None, "embedding": vector_json(vector)}
+    if drop_blob:
+        out["blob"] = None
+    if matches is not None:
+        out["matches"] = matches
+    return out
+
+
+def jina_scores(probability: float, cosine: float) -> dict:
+    """clip-as-service's scores on a ranked match: the softmax probability and the cosine."""
+    return {"clip_score": {"value": probability, "op_name": "softmax", "description": None, "ref_id": None},
+            "clip_score_cosine": {"value": cosine, "op_name": "cosine", "description": None, "ref_id": None}}
+
+
+def jina_body(request_id: str, endpoint: str, parameters: dict, docs: list[dict]) -> dict:
+    """jina's HTTP gateway response: header (camelCase, as its response model writes it), parameters, routes, data."""
+    return {"header": {"requestId": request_id, "status": None, "execEndpoint": endpoint, "targetExecutor": ""},
+            "parameters": parameters, "routes": [{"executor": "clipsvc", "startTime": None, "endTime": None,
+                                                  "status": None}], "data": docs}

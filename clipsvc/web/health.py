@@ -27,26 +27,26 @@ def readyz() -> dict:
 @bp.get("/meta")
 @answers(Code.MODEL_NOT_READY)
 def meta() -> dict:
-    info = get_encoder().info
-    settings = get_settings()
+    encoder, settings = get_encoder(), get_settings()
+    facts, serving = encoder.facts, encoder.serving
     return {
-        "model": info.model_name,
-        "model_path": info.model_path,
-        "embedding_dim": info.embedding_dim,
-        "image_size": info.image_size,
-        "max_text_tokens": info.max_text_tokens,
-        "device": info.device,
-        "dtype": info.dtype,
+        "model": facts.model_name,
+        "model_path": facts.model_path,
+        "embedding_dim": facts.embedding_dim,
+        "image_size": facts.image_size,
+        "max_text_tokens": facts.max_text_tokens,
+        "device": serving.device,
+        "dtype": serving.dtype,
         "request_threads": settings.request_threads,
-        "torch_threads": info.threads,
-        "torch_threads_follow_load": info.dynamic_threads,
-        "packed_weights": info.packed_weights,
-        "precision": info.precision,
-        "precision_cosine": info.precision_cosine,
-        "precision_fallback": info.precision_fallback,
-        "text_cache_size": info.text_cache_size,
-        "batching": info.batching,
-        "max_batch": info.max_batch,
+        "torch_threads": serving.threads,
+        "torch_threads_follow_load": serving.dynamic_threads,
+        "packed_weights": serving.packed_weights,
+        "precision": serving.precision,
+        "precision_cosine": serving.precision_cosine,
+        "precision_fallback": serving.precision_fallback,
+        "text_cache_size": serving.text_cache_size,
+        "batching": serving.batching,
+        "max_batch": serving.max_batch,
         "version": __version__,
         "limits": settings.limits(),
     }

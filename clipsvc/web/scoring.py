@@ -47,7 +47,7 @@ def embed_items(encoder: ClipEncoder, items: list[ImageItem | TextItem]) -> Item
     """One forward call for all images and one for all texts (the texts first)."""
     images = [i for i, item in enumerate(items) if isinstance(item, ImageItem)]
     texts = [i for i, item in enumerate(items) if isinstance(item, TextItem)]
-    rows = np.empty((len(items), encoder.info.embedding_dim), dtype=np.float32)
+    rows = np.empty((len(items), encoder.facts.embedding_dim), dtype=np.float32)
     encoded = encoder.encode([items[i].image for i in images], [items[i].text for i in texts])
     rows[images], rows[texts] = encoded.images, encoded.texts
     return ItemVectors(rows, sum(encoded.text_tokens))

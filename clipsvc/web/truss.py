@@ -3,6 +3,7 @@ so its clients only change the base URL: zero-shot labels for one image."""
 
 from __future__ import annotations
 
+import numpy as np
 from flask import Blueprint
 
 from ..errors import SOURCE_CODES, Code, error_body
@@ -10,7 +11,6 @@ from ..parsing.truss import parse_predict
 from ..server.logs import note_items
 from .context import EMBEDDING_CODES, answers, declare_error_shape, get_encoder, item_rules, json_body
 from .scoring import embed_items, rank
-from .serialize import labels_body
 
 bp = Blueprint("truss", __name__)
 # The Truss's clients have no error contract of their own: errors keep ours, even on its path under /v1.
@@ -29,8 +29,13 @@ def predict(version: str | None = None) -> dict:
     image, labels = parse_predict(json_body(any_type=True), item_rules(encoder))
     note_items(1, len(labels))
     rows = embed_items(encoder, [image, *labels]).rows
-    probabilities, _ = rank(rows[:1], rows[1:], encoder.info.logit_scale)
+    probabilities, _ = rank(rows[:1], rows[1:], encoder.facts.logit_scale)
     return labels_body([label.id for label in labels], probabilities[0])
+
+
+def labels_body(labels: list[str], probabilities: np.ndarray) -> dict:
+    """The CLIP Truss's answer: each label, in the order sent, with its zero-shot probability."""
+    return {label: float(p) for label, p in zip(labels, probabilities, strict=True)}
 
 
 for number, path in enumerate(TRUSS_PATHS):
