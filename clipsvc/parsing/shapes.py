@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, TypeVar, Union
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from ..errors import ApiError
 
@@ -32,19 +32,20 @@ class Strict(BaseModel):
     model_config = STRICT
 
 
-def tag(name: str) -> str:
+def _tag(name: str) -> str:
     """A union member's tag: pydantic puts it in an error's `loc`, and `checked` leaves it out."""
     _TAGS.add(f"<{name}>")
     return f"<{name}>"
 
 
 def one_of(members: dict[str, object], kind: Callable[[object], str | None], description: str) -> object:
-    """A union told apart by `kind(value)` (a key of `members`, or None: `description` is then the complaint), so
-    one failing member's error is reported, not every member's."""
-    tags = {name: tag(name) for name in members}
+    """A union told apart by `kind(value)` (a key of `members`; None: none fits), so that one member's flaw is
+    reported, not every member's; `description` is the document's."""
+    tags = {name: _tag(name) for name in members}
     tagged = tuple(Annotated[member, Tag(tags[name])] for name, member in members.items())
     return Annotated[Union[tagged], Discriminator(lambda value: tags.get(kind(value)),  # noqa: UP007 - a tuple
-                                                  custom_error_type="one_of", custom_error_message=description)]
+                                                  custom_error_type="one_of", custom_error_message=description),
+                     Field(description=description)]
 
 
 def sole_key(value: object, keys: tuple[str, ...]) -> str | None:
