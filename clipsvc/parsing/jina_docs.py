@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, RootModel, SkipValidation
 
 from ..errors import ApiError, Code
 from .items import Item, ItemRules, check_item_count
@@ -37,13 +37,19 @@ class CasDocument(BaseModel):
                               json_schema_extra={"anyOf": [{"required": [key]} for key in ("text", "blob", "uri")]})
     id: str | None = None
     text: str | None = None
-    mime_type: str | None = None
+    mime_type: SkipValidation[str | None] = None  # echoed, not read
     blob: str | None = Field(None, description="An image file in base64")
     uri: str | None = Field(None, description="An image as a data: URI, or an http(s) URL where allowed")
-    matches: list[CasDocument] | None = Field(None, description="/rank: the documents to rank against this one")
+    # Read by /rank only (Matches, in the parser); any other endpoint echoes them untouched.
+    matches: SkipValidation[list[CasDocument] | None] = Field(
+        None, description="/rank: the documents to rank against this one")
 
 
 Documents = Annotated[list[CasDocument], Field(min_length=1, json_schema_extra={"maxItems": "{max_items}"})]
+
+
+class Matches(RootModel[list[CasDocument]]):
+    root: list[CasDocument] = Field(min_length=1)
 
 
 class DocumentList(BaseModel):
@@ -94,19 +100,21 @@ def parse_envelope(body: object, rules: ItemRules, endpoint: str | None = None) 
         raise _invalid(f"exec_endpoint must be one of {', '.join(ENDPOINTS)}", "exec_endpoint")
     ranking = endpoint == "/rank"
     check_item_count(_count(body["data"], ranking), rules)  # before pydantic reads a single document
-    envelope = checked(CasRequest, body, lambda flaws: _refusal(flaws[0]))
+    envelope = checked(CasRequest, body, lambda flaws: _refusal(flaws, body["data"], ranking))
     data = envelope.data.docs if isinstance(envelope.data, DocumentList) else envelope.data
     docs = body["data"]["docs"] if isinstance(body["data"], dict) else body["data"]  # as sent, to answer them
+    matches = [_matches(doc, i) for i, doc in enumerate(docs)] if ranking else [[] for _ in docs]
     sources = []
-    for i, (doc, sent_doc) in enumerate(zip(data, docs, strict=True)):
-        sources.append(_source(doc, sent_doc, f"data[{i}]", i))
-        if ranking:
-            if not doc.matches:
-                raise ApiError(Code.INVALID_DOCUMENT, f"data[{i}].matches must be a non-empty list of documents to "
-                                                      "rank", field=f"data[{i}].matches", index=i)
-            sources += [_source(match, sent_doc["matches"][j], f"data[{i}].matches[{j}]", i)
-                        for j, match in enumerate(doc.matches)]
+    for i, (doc, sent) in enumerate(zip(data, docs, strict=True)):
+        sources.append(_source(doc, sent, f"data[{i}]", i))
+        sources += [_source(match, sent["matches"][j], f"data[{i}].matches[{j}]", i)
+                    for j, match in enumerate(matches[i])]
     return Envelope(endpoint, envelope.parameters or {}, docs, decode_sources(sources, rules, INLINE_IMAGE))
+
+
+def _matches(doc: dict, i: int) -> list[CasDocument]:
+    """/rank: the documents ranked against `doc`."""
+    return checked(Matches, doc.get("matches"), lambda flaws: _refusal(flaws, None, True, f"data[{i}].matches", i)).root
 
 
 def _count(data: object, ranking: bool) -> int:
@@ -131,20 +139,26 @@ def _source(doc: CasDocument, sent: dict, field: str, index: int) -> Source:
                    index=index)
 
 
-def _refusal(flaw: Flaw) -> ApiError:
-    """The envelope's own fields, the list of documents, or one document's field, by where pydantic found it."""
-    loc = tuple(part for n, part in enumerate(flaw.loc) if not (n == 1 and part == "docs"))  # data: {"docs": [...]}
-    path = Flaw(loc, flaw.kind).path()
-    if loc[0] == "parameters":
+def _refusal(flaws: list[Flaw], data: object, ranking: bool, prefix: str = "", index: int | None = None) -> ApiError:
+    """The first flaw in the order the envelope is read: `parameters`, the list of documents, (for /rank) every
+    document's matches, then each document's fields. `prefix`: the path of what was checked, `index` its
+    document's position."""
+    flaws = [Flaw(tuple(p for n, p in enumerate(f.loc) if not (n == 1 and p == "docs")), f.kind)  # data: {"docs"}
+             for f in flaws]
+    flaw = min(flaws, key=lambda f: (f.loc[:1] != ("parameters",), len(f.loc) > 2))
+    path, index = flaw.path(prefix), index if prefix else flaw.index
+    if flaw.loc[:1] == ("parameters",):
         return _invalid("parameters must be an object", "parameters")
-    if len(loc) < 3:  # data itself, or one of its documents not an object
+    if not prefix and len(flaw.loc) < 3:  # data itself, or one of its documents not an object
         return _invalid(f"data must be {DATA_SHAPE}", "data")
-    if "matches" in loc[-2:]:
-        matches = path[:path.rindex("matches") + len("matches")]
-        return ApiError(Code.INVALID_DOCUMENT, f"{matches} must be a non-empty list of documents to rank",
-                        field=matches, index=flaw.index)
+    if ranking and not prefix:  # /rank reads every document's matches before the documents' fields
+        for i, doc in enumerate(data["docs"] if isinstance(data, dict) else data):
+            _matches(doc, i)
+    if prefix and len(flaw.loc) < 2:
+        return ApiError(Code.INVALID_DOCUMENT, f"{prefix} must be a non-empty list of documents to rank",
+                        field=prefix, index=index)
     what = "a string" if flaw.kind == "string_type" else "a document"
-    return ApiError(Code.INVALID_DOCUMENT, f"{path} must be {what}", field=path, index=flaw.index)
+    return ApiError(Code.INVALID_DOCUMENT, f"{path} must be {what}", field=path, index=index)
 
 
 def _invalid(message: str, field: str | None) -> ApiError:

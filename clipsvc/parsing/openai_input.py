@@ -52,7 +52,9 @@ class EmbeddingsRequest(Strict):
     model: str | None = None
     input: Input
     encoding_format: Literal[ENCODINGS] | None = Field(None, json_schema_extra={"default": ENCODINGS[0]})
-    dimensions: int | None = Field(None, description="Only the model's own size is accepted")
+    # A float, so that 512.0 is 512 as before; JSON Schema's integer is any number without a fraction.
+    dimensions: float | None = Field(None, description="Only the model's own size is accepted",
+                                     json_schema_extra={"anyOf": [{"type": "integer"}, {"type": "null"}]})
     user: str | None = None
 
 
@@ -77,10 +79,7 @@ def parse_embeddings_request(body: object, rules: ItemRules, served: str,
     if isinstance(body, dict) and isinstance(body.get("input"), list):  # counted before pydantic reads an item
         check_item_count(len(body["input"]), rules)
     asked = checked(EmbeddingsRequest, body, lambda flaws: _refusal(flaws, body, served, dimensions))
-    if asked.model is not None:
-        check_model(asked.model, served)
-    if asked.dimensions is not None and asked.dimensions != dimensions:
-        raise _dimensions(asked.dimensions, dimensions)
+    _check_options(body, set(), served, dimensions)
     if isinstance(asked.input, str):
         sources = [Source("input", "text", "input", asked.input)]
     else:
@@ -107,24 +106,15 @@ def _source(item: str | TextInput | ImageInput, i: int) -> Source:
 
 
 def _refusal(flaws: list[Flaw], body: object, served: str, dimensions: int) -> ApiError:
-    """Unknown parameters first (the first by name), then the first flaw in the order of the fields; an option's
-    own check words its refusal."""
+    """Unknown parameters first (the first by name), then the options, each by its own check, then `input`."""
     unknown = sorted(str(flaw.key) for flaw in flaws if flaw.kind == "extra_forbidden")
     if unknown:
         return ApiError(Code.UNKNOWN_PARAMETER, f"Unrecognized request argument supplied: {unknown[0]}; this "
                                                f"endpoint takes {', '.join(PARAMETERS)}", field=unknown[0])
-    flaw = flaws[0]
-    name = flaw.loc[0] if flaw.loc else None
-    if name is None:
+    if not flaws[0].loc:
         return ApiError(Code.INVALID_INPUT, wrong_body(body, BODY_SHAPE))
-    if name == "model":
-        check_model(body[name], served)  # raises: not a string
-    if name == "encoding_format":
-        vector_encoding(body[name], name)  # raises: neither float nor base64
-    if name == "dimensions":
-        return _dimensions(body[name], dimensions)
-    if name == "user":
-        return ApiError(Code.INVALID_INPUT, "user must be a string", field="user")
+    _check_options(body, {flaw.loc[0] for flaw in flaws}, served, dimensions)
+    flaw = flaws[0]  # in `input`: the options passed
     if flaw.index is None:
         return ApiError(Code.INVALID_INPUT, f"input must be {INPUT_SHAPE}", field="input")
     value = body["input"]
@@ -135,6 +125,19 @@ def _refusal(flaws: list[Flaw], body: object, served: str, dimensions: int) -> A
     path = flaw.path()
     what = 'a string, {"text": ...} or {"image": ...}' if isinstance(flaw.key, int) else "a string"
     return ApiError(Code.INVALID_INPUT, f"{path} must be {what}", field=path, index=flaw.index)
+
+
+def _check_options(body: dict, flawed: set, served: str, dimensions: int) -> None:
+    """The options in the order they are read, whether the model found them `flawed` (their type) or not (their
+    value may still be refused: another model's name, another size)."""
+    if body.get("model") is not None:
+        check_model(body["model"], served)
+    if "encoding_format" in flawed:
+        vector_encoding(body["encoding_format"], "encoding_format")  # raises: neither float nor base64
+    if "dimensions" in flawed or body.get("dimensions", dimensions) not in (None, dimensions):
+        raise _dimensions(body["dimensions"], dimensions)
+    if "user" in flawed:
+        raise ApiError(Code.INVALID_INPUT, "user must be a string", field="user")
 
 
 def _dimensions(asked: object, dimensions: int) -> ApiError:
