@@ -23,7 +23,7 @@ from .sources import Source, decode_sources
 
 ENDPOINTS = ("/", "/encode", "/rank")
 BODY_SHAPE = 'an object {"data": [documents], "exec_endpoint": "/encode"}'
-DATA_SHAPE = ('a non-empty list of documents like {"text": "a dog"} or {"uri": "data:image/png;base64,..."}')
+DATA_SHAPE = 'a non-empty list of documents like {"text": "a dog"} or {"uri": "data:image/png;base64,..."}'
 INLINE_IMAGE = "as blob (base64) or as a data: URI in uri"  # with URL fetching off, what to send instead
 ENVELOPE_NOTE = ("clip-as-service's client (`clip_client.Client(\"http://...\")`) posts its envelope, an object with "
                  "`data`, here when this document lists the path; any other body is BentoML's.")
