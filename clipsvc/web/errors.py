@@ -50,7 +50,8 @@ def _json_response(exc: HTTPException) -> Response:
     response = exc.get_response()  # keeps status and headers such as Allow
     if isinstance(exc, ApiError):
         response.headers.update(exc.error.headers)
-    shape = error_shape(request.path, request.blueprint)  # as the API declared it (OpenAI's SDKs parse theirs)
+    # As the API declared it (OpenAI's SDKs, Weaviate's module parse theirs).
+    shape = error_shape(request.path, request.blueprint, request)
     response.data = json.dumps(shape(exc.code, code, message, field))
     response.content_type = "application/json"
     return response

@@ -15,12 +15,12 @@ from ...errors import Code
 from ...settings import MAX_TEXT_CHARS, Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
 from ..context import codes_of, error_shape, settings_of
-from . import bentoml, clip, jina, openai, schemas, service, truss
+from . import bentoml, clip, jina, openai, schemas, service, truss, weaviate
 from .openai import openai_error_body
 from .parts import error_responses, openapi_path
 
 # In the order Swagger UI lists them within a tag (/docs).
-PARTS = (clip, bentoml, truss, jina, openai, service)
+PARTS = (clip, bentoml, truss, jina, openai, weaviate, service)
 
 
 def build_spec(app: Flask) -> dict:
@@ -58,7 +58,8 @@ def _secured(paths: dict, blueprints: dict[str, str | None]) -> dict:
             if path in open_paths or method == "parameters":
                 continue
             speaks_openai = error_shape(path, blueprints.get(path)) is openai_error_body
-            unauthorized = openai.v1_errors if speaks_openai else error_responses
+            unauthorized = (openai.v1_errors if speaks_openai else weaviate.vectorize_errors
+                            if weaviate.speaks_weaviate(path) else error_responses)
             responses = operation["responses"] | {"401": unauthorized((Code.UNAUTHORIZED,))["401"]}
             operation.update(security=[{"apiKey": []}], responses=dict(sorted(responses.items())))
     return paths
