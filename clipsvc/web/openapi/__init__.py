@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document of an app, built from its settings (so the limits are the real ones) and its views.
 
-Plain Python data, one part per module of web/ that serves routes: `clip`, `bentoml`, `truss`, `jina`, `openai`
-and `service` (probes, pages, /metrics), each with its operations (`paths`) and its own schemas (`components`);
-`schemas` has the shared components, `parts` the repeated shapes. The error codes and their statuses come from
-`clipsvc.errors`; which codes each operation answers, from its view (`web.context.answers`).
+Plain Python data, one part per module of web/ that serves routes: `clip`, `bentoml`, `truss`, `jina`, `openai`,
+`weaviate` (its probes, and its JSON on BentoML's /vectorize) and `service` (probes, pages, /metrics), each with
+its operations (`paths`) and its own schemas (`components`); `schemas` has the shared components, `parts` the
+repeated shapes. The error codes and their statuses come from `clipsvc.errors`; which codes each operation answers,
+from its view (`web.context.answers`).
 """
 
 from __future__ import annotations
