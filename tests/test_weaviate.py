@@ -250,3 +250,12 @@ def test_the_document_shows_the_model_and_its_example_is_served(client):
     assert response.status_code == 200 and len(response.json["imageVectors"]) == 1
     for path in ("/.well-known/live", "/.well-known/ready"):
         assert "204" in spec["paths"][path]["get"]["responses"]
+
+
+def test_with_keys_the_document_gives_vectorize_both_shapes_and_leaves_the_probes_open(small):
+    paths = small.get("/openapi.json").json["paths"]
+    unauthorized = paths["/vectorize"]["post"]["responses"]["401"]["content"]["application/json"]["schema"]
+    assert unauthorized["allOf"][0] == {"anyOf": [{"$ref": "#/components/schemas/Error"},
+                                                  {"$ref": "#/components/schemas/WeaviateError"}]}
+    for path in ("/.well-known/live", "/.well-known/ready"):
+        assert "401" not in paths[path]["get"]["responses"] and "security" not in paths[path]["get"]
