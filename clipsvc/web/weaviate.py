@@ -30,17 +30,17 @@ def weaviate_error_body(status: int, code: str, message: str, field: str | None)
     return {"error": message}
 
 
-def is_weaviate(asked: Request, sniff: bool = True) -> bool:
+def is_weaviate(asked: Request) -> bool:
     """A POST /vectorize whose body is JSON: application/json (the module since 2024), or no Content-Type and a body
-    that starts with `{` (the 2023 module sent none; no image format starts so). Anything else is BentoML's image.
-    Without `sniff` (the error handler: the body may be what failed), only what was already seen decides."""
+    that starts with `{` (the 2023 module sent none; no image format starts so). Anything else is BentoML's image."""
     if asked.method != "POST" or asked.path != PATH:
         return False
     if asked.mimetype:
         return asked.is_json
-    if sniff and _SNIFFED not in g:
+    if _SNIFFED not in g:
+        setattr(g, _SNIFFED, False)  # first: a peek that fails is not tried again by the error handler
         setattr(g, _SNIFFED, _starts_an_object(asked))
-    return g.get(_SNIFFED, False)
+    return g.get(_SNIFFED)
 
 
 def _starts_an_object(asked: Request) -> bool:
@@ -50,8 +50,17 @@ def _starts_an_object(asked: Request) -> bool:
     return stream.peek(1).lstrip()[:1] == b"{"
 
 
-# Errors of a Weaviate request in its shape, those raised before the view (413, a key refused) included.
-declare_error_shape(weaviate_error_body, when=lambda asked: is_weaviate(asked, sniff=False))
+def _errs_as_weaviate(asked: Request) -> bool:
+    """Whether an error answers a Weaviate request, those raised before the view (a key refused, 413) included. A
+    body that cannot be peeked at (over the limit from its Content-Length) gets our shape: an error being answered
+    must not fail again here."""
+    try:
+        return is_weaviate(asked)
+    except Exception:  # noqa: BLE001 (whatever failed, the answer is the error already raised)
+        return False
+
+
+declare_error_shape(weaviate_error_body, when=_errs_as_weaviate)
 
 
 def answer_weaviate() -> dict:
