@@ -40,8 +40,10 @@ class Code(Enum):
     INVALID_JSON = 400, "JSON endpoints: the body is not valid JSON"
     INVALID_ITEMS = 400, ("JSON endpoints: not a non-empty list of items, e.g. a body of JSON null (/rank: not an "
                           "object with two lists; Truss predict: not an object, no unique `labels` list, or not "
-                          "exactly one of `image`, `image_url`)")
-    INVALID_ITEM = 400, "JSON endpoints: an item without exactly one of text, img_blob, img_uri, or not a string"
+                          "exactly one of `image`, `image_url`; Weaviate's JSON on /vectorize: not an object whose "
+                          "`texts`, `images` are lists)")
+    INVALID_ITEM = 400, ("JSON endpoints: an item without exactly one of text, img_blob, img_uri, or not a string "
+                         "(Weaviate's: an entry of `texts` or `images`)")
     INVALID_BASE64 = 400, "JSON endpoints: img_blob (or a data: URI's payload) is not valid base64"
     INVALID_PIXELS = 400, "Truss predict: `image` is not an H x W x 3 list of numbers from 0 to 255"
     INVALID_URI = 400, "JSON endpoints: img_uri is neither a data: URI nor an http(s) URL"

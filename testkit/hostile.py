@@ -81,6 +81,7 @@ def text_bodies(text: str) -> dict[str, Callable[[], tuple[str, dict[str, str], 
         "openai": lambda: as_json("/v1/embeddings", {"input": [text]}),
         "jina": lambda: as_json("/post", {"data": [{"text": text}], "execEndpoint": "/encode"}),
         "truss": lambda: as_json("/v1/models/model:predict", {"labels": [text], "image_url": data_uri(tiny_png())}),
+        "weaviate": lambda: as_json("/vectorize", {"texts": [text]}),
     }
 
 
@@ -90,6 +91,7 @@ def image_bodies(image: bytes) -> dict[str, Callable[[], tuple[str, dict[str, st
         "multipart": lambda: multipart({"image-1": image}),
         "encode": lambda: as_json("/encode", [{"img_blob": base64.b64encode(image).decode()}]),
         "vectorize": lambda: ("/vectorize", {"Content-Type": "application/octet-stream"}, image),
+        "weaviate": lambda: as_json("/vectorize", {"images": [base64.b64encode(image).decode()]}),
     }
 
 
@@ -309,6 +311,9 @@ def item_cases(max_items: int, max_words: int) -> list[Case]:
         Case("items/at-limit/encode", lambda: as_json(
             "/encode", [{"img_blob": base64.b64encode(photo).decode()}] * half
             + [{"text": f"{i} {words}"} for i in range(max_items - half)]), items=max_items),
+        Case("items/at-limit/weaviate", lambda: as_json("/vectorize", {
+            "texts": [f"{i} {words}" for i in range(max_items - half)],
+            "images": [base64.b64encode(photo).decode()] * half}), items=max_items),
         # Every item a camera-sized photo (plain, so the body stays small): what decoding keeps of each adds up
         Case("items/at-limit-4000x3000-photos/multipart", lambda: multipart(
             {f"image-{i}": camera_photo(i) for i in range(max_items)}), items=max_items),
@@ -323,6 +328,8 @@ def json_cases(max_request_mb: float) -> list[Case]:
         Case("json/objects/encode", lambda: json_bomb("/encode", b'{"a":0}', size, lambda b: b)),
         Case("json/strings/openai", lambda: json_bomb("/v1/embeddings", b'"a"', size,
                                                        lambda b: b'{"input":' + b + b"}")),
+        Case("json/strings/weaviate", lambda: json_bomb("/vectorize", b'"a"', size,
+                                                         lambda b: b'{"texts":' + b + b"}")),
         Case("json/truss-pixel-rows", lambda: json_bomb(
             "/v1/models/model:predict", b"[0,0,0]", size, lambda b: b'{"labels":["a"],"image":[' + b + b"]}")),
     ]
@@ -355,7 +362,8 @@ def run(case: Case, url: str, pid: int, session: requests.Session, timeout: floa
     code = None
     if response.status_code != 200:
         try:
-            code = response.json()["error"]["code"]
+            error = response.json()["error"]
+            code = error["code"] if isinstance(error, dict) else f"weaviate's shape: {error[:80]}"
         except (ValueError, KeyError, TypeError):
             code = f"not JSON: {response.text[:80]!r}"
     return Outcome(case.name, case.items, case.at_pixel_limit, response.status_code, code, round(seconds, 3),

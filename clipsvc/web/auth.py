@@ -11,11 +11,11 @@ from flask import Flask, request
 from ..errors import ApiError, Code
 from ..settings import Settings
 
-# Open even with keys on: the probes (kubelet, Docker's HEALTHCHECK), the scraper, and what a browser loads
+# Open even with keys on: the probes (kubelet, Docker's HEALTHCHECK, Weaviate's), the scraper, and what a browser loads
 # before its user can type a key (the pages, their files, the API document). Rules as werkzeug spells them. Every
 # other route needs a key, so a route added later is closed until it is listed here.
-OPEN_RULES = frozenset({"/livez", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/assets/<filename>", "/",
-                        "/demo/<path:name>"})
+OPEN_RULES = frozenset({"/livez", "/readyz", "/.well-known/live", "/.well-known/ready", "/metrics", "/openapi.json",
+                        "/docs", "/docs/assets/<filename>", "/", "/demo/<path:name>"})
 SCHEME = "bearer"  # what /openapi.json declares, so Swagger UI's Authorize button sends it
 CHALLENGE = 'Bearer realm="clipsvc"'
 

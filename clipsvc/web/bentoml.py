@@ -1,5 +1,5 @@
 """BentoML's CLIP service and image vectorizer, so their clients work unchanged: POST /encode, POST /rank and
-POST /vectorize.
+POST /vectorize (where a JSON body is Weaviate's multi2vec-clip request, answered by web.weaviate).
 
 clip-as-service's client posts its envelope to /encode and /rank too; the body's shape tells them apart: an
 object with `data` is that envelope (answered by web.envelope), anything else BentoML's body (a list of items
@@ -21,6 +21,7 @@ from .context import EMBEDDING_CODES, answers, get_encoder, item_rules, json_bod
 from .envelope import ENVELOPE_CODES, answer_envelope
 from .scoring import embed_items, rank
 from .serialize import vector_json
+from .weaviate import WEAVIATE_CODES, answer_weaviate, is_weaviate
 
 bp = Blueprint("bentoml", __name__)
 # What a BentoML JSON body can be refused for (json_body, parsing.json_items, the model), on /encode and /rank.
@@ -55,9 +56,13 @@ def rank_candidates() -> dict:
 
 
 @bp.post("/vectorize")
-@answers(*IMAGE_CODES, Code.REQUEST_TOO_LARGE, Code.MODEL_NOT_READY, Code.WORKER_TIMEOUT, Code.INFERENCE_TIMEOUT)
+@answers(*IMAGE_CODES, Code.REQUEST_TOO_LARGE, Code.MODEL_NOT_READY, Code.WORKER_TIMEOUT, Code.INFERENCE_TIMEOUT,
+         *WEAVIATE_CODES)
 def vectorize() -> dict:
-    """The raw image as the body, whatever its Content-Type says (the content decides, as everywhere)."""
+    """The raw image as the body, whatever its Content-Type says (the content decides, as everywhere); but JSON
+    is Weaviate's request (web.weaviate.is_weaviate)."""
+    if is_weaviate(request):
+        return answer_weaviate()
     encoder = get_encoder()
     rules = item_rules(encoder)
     image = checked_image("body", request.stream.read(rules.settings.max_image_bytes + 1), rules)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from flask import Flask, current_app, request
+from flask import Flask, Request, current_app, request
 
 from ..encoder.model import ClipEncoder
 from ..errors import ApiError, Code, error_body
@@ -28,22 +28,27 @@ EMBEDDING_CODES = (Code.TOO_MANY_ITEMS, Code.REQUEST_TOO_LARGE, Code.UNSUPPORTED
 # item's `index`); an API whose clients parse errors their own way declares its shape (declare_error_shape), and
 # web.errors reads the declarations.
 ErrorShape = Callable[[int, str, str, "str | None"], dict]
-_ERROR_SHAPES: list[tuple[str | None, str | None, ErrorShape]] = []  # (path prefix, blueprint, shape)
+# (path prefix, blueprint, a test of the request, shape): a test serves APIs that share a path (/vectorize).
+_ERROR_SHAPES: list[tuple[str | None, str | None, Callable[[Request], bool] | None, ErrorShape]] = []
 
 
-def declare_error_shape(shape: ErrorShape, *, prefix: str | None = None, blueprint: str | None = None) -> None:
-    """Errors on the paths under `prefix` (routing errors there included), or on `blueprint`'s routes, take
-    `shape`: declared beside the API's views, so the one handler knows no API."""
-    _ERROR_SHAPES.append((prefix, blueprint, shape))
+def declare_error_shape(shape: ErrorShape, *, prefix: str | None = None, blueprint: str | None = None,
+                        when: Callable[[Request], bool] | None = None) -> None:
+    """Errors on the paths under `prefix` (routing errors there included), on `blueprint`'s routes, or of the
+    requests `when` accepts, take `shape`: declared beside the API's views, so the one handler knows no API."""
+    _ERROR_SHAPES.append((prefix, blueprint, when, shape))
 
 
-def error_shape(path: str, blueprint: str | None) -> ErrorShape:
-    """The shape of an error on `path`: its blueprint's declaration, else that of the longest prefix it is under,
-    else ours."""
-    for _, owner, shape in _ERROR_SHAPES:
+def error_shape(path: str, blueprint: str | None, asked: Request | None = None) -> ErrorShape:
+    """The shape of an error on `path`: that of the request `asked` (when given) by a test, else its blueprint's
+    declaration, else that of the longest prefix it is under, else ours."""
+    for _, _, when, shape in _ERROR_SHAPES:
+        if asked is not None and when is not None and when(asked):
+            return shape
+    for _, owner, _, shape in _ERROR_SHAPES:
         if owner is not None and owner == blueprint:
             return shape
-    under = [(len(prefix), shape) for prefix, _, shape in _ERROR_SHAPES
+    under = [(len(prefix), shape) for prefix, _, _, shape in _ERROR_SHAPES
              if prefix and (path == prefix or path.startswith(prefix + "/"))]
     return max(under, key=lambda found: found[0])[1] if under else error_body
 

@@ -50,8 +50,9 @@ def _json_response(exc: HTTPException) -> Response:
     response = exc.get_response()  # keeps status and headers such as Allow
     if isinstance(exc, ApiError):
         response.headers.update(exc.error.headers)
-    shape = error_shape(request.path, request.blueprint)  # as the API declared it (OpenAI's SDKs parse theirs)
-    if shape is error_body:  # ours also says which item of a list failed
+    # As the API declared it (OpenAI's SDKs, Weaviate's module parse theirs); ours also says which item failed.
+    shape = error_shape(request.path, request.blueprint, request)
+    if shape is error_body:
         body = error_body(exc.code, code, message, field, exc.index if isinstance(exc, ApiError) else None)
     else:
         body = shape(exc.code, code, message, field)

@@ -1,8 +1,9 @@
-"""Probes and metadata: liveness never touches the model, readiness says whether it is loaded."""
+"""Probes and metadata: liveness never touches the model, readiness says whether it is loaded. Weaviate's
+inference-container probes (/.well-known/live, /.well-known/ready) answer the same, as 204."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, Response
 
 from .. import __version__
 from ..errors import ApiError, Code
@@ -22,6 +23,19 @@ def readyz() -> dict:
     if loaded_encoder() is None:
         raise ApiError(Code.MODEL_NOT_READY, "The model is not loaded yet")
     return {"status": "ready"}
+
+
+@bp.get("/.well-known/live")
+def weaviate_live() -> Response:
+    return Response(status=204)
+
+
+@bp.get("/.well-known/ready")
+@answers(Code.MODEL_NOT_READY)
+def weaviate_ready() -> Response:
+    """Weaviate polls it at start-up until it answers 2xx."""
+    readyz()
+    return Response(status=204)
 
 
 @bp.get("/meta")

@@ -1,9 +1,10 @@
 """The OpenAPI 3.1 document of an app, built from its settings (so the limits are the real ones) and its views.
 
-Plain Python data, one part per module of web/ that serves routes: `clip`, `bentoml`, `truss`, `jina`, `openai`
-and `service` (probes, pages, /metrics), each with its operations (`paths`) and its own schemas (`components`);
-`schemas` has the shared components, `parts` the repeated shapes. The error codes and their statuses come from
-`clipsvc.errors`; which codes each operation answers, from its view (`web.context.answers`).
+Plain Python data, one part per module of web/ that serves routes: `clip`, `bentoml`, `truss`, `jina`, `openai`,
+`weaviate` (its probes, and its JSON on BentoML's /vectorize) and `service` (probes, pages, /metrics), each with
+its operations (`paths`) and its own schemas (`components`); `schemas` has the shared components, `parts` the
+repeated shapes. The error codes and their statuses come from `clipsvc.errors`; which codes each operation answers,
+from its view (`web.context.answers`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from ...errors import Code, error_body
 from ...settings import MAX_TEXT_CHARS, Settings
 from ..auth import OPEN_RULES, SCHEME, keys_required
 from ..context import codes_of, error_shape, settings_of
-from . import bentoml, clip, jina, openai, schemas, service, truss
+from . import bentoml, clip, jina, openai, schemas, service, truss, weaviate
 from .parts import Routes, error_responses, merge, openapi_path
 
 # In the order Swagger UI lists them within a tag (/docs).
-PARTS = (clip, bentoml, truss, jina, openai, service)
+PARTS = (clip, bentoml, truss, jina, openai, weaviate, service)
 
 
 def build_spec(app: Flask) -> dict:
@@ -60,7 +61,8 @@ def _secured(paths: dict, blueprints: dict[str, str | None]) -> dict:
             if path in open_paths or method == "parameters":
                 continue
             shape = error_shape(path, blueprints.get(path))
-            unauthorized = error_responses if shape is error_body else partial(openai.v1_errors, shape=shape)
+            unauthorized = (weaviate.vectorize_errors if weaviate.speaks_weaviate(path) else error_responses
+                            if shape is error_body else partial(openai.v1_errors, shape=shape))
             responses = operation["responses"] | {"401": unauthorized((Code.UNAUTHORIZED,))["401"]}
             operation.update(security=[{"apiKey": []}], responses=dict(sorted(responses.items())))
     return paths

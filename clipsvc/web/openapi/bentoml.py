@@ -7,6 +7,7 @@ from ...parsing.json_items import Items, RankRequest
 from ...settings import Settings
 from .jina import envelope_body, envelope_ok
 from .parts import EXAMPLE_PNG, Routes, error_responses, json_content, merge, model_schemas, ok, operation, ref
+from .weaviate import vectorize_errors, with_weaviate_answer, with_weaviate_body
 
 
 def paths(settings: Settings, routes: Routes) -> dict:
@@ -32,18 +33,21 @@ def paths(settings: Settings, routes: Routes) -> dict:
             requestBody=envelope_body({"required": True, "content": json_content(ref("RankRequest"))}, RANK_EXAMPLE),
         )},
         "/vectorize": {"post": operation(
-            "compat", "Embed one image sent as the raw body (BentoML's image vectorizer)",
+            "compat", "Embed one image sent as the raw body (BentoML's image vectorizer), or Weaviate's JSON",
             f"The body is the image file itself ({SUPPORTED_LIST}, at most {settings.max_image_mb:g} MB), whatever "
             "its Content-Type says: the content decides. The answer is the image's unit vector, as every endpoint "
-            "here returns (the seed's example shows an unnormalised feature; cosines are then plain dot products).",
-            {"200": ok("The image's unit vector", json_content(
+            "here returns (the seed's example shows an unnormalised feature; cosines are then plain dot products). "
+            "A JSON body (application/json, or no Content-Type and a body starting with `{`) is Weaviate's "
+            "multi2vec-clip request instead: texts and base64 images in, their unit vectors out, errors as "
+            '`{"error": "<message>"}`.',
+            {"200": with_weaviate_answer(ok("The image's unit vector (Weaviate's JSON: its vectors)", json_content(
                 {"type": "object", "required": ["vector"], "additionalProperties": False,
                  "properties": {"vector": {"type": "array", "items": {"type": "number"}}}},
-                {"vector": [0.0213, -0.0071, 0.0342]})),
-             **error_responses(routes.codes["bentoml.vectorize"])},
-            requestBody={"required": True, "content": {
+                {"vector": [0.0213, -0.0071, 0.0342]}))),
+             **vectorize_errors(routes.codes["bentoml.vectorize"])},
+            requestBody=with_weaviate_body({"required": True, "content": {
                 "image/*": {"schema": {"type": "string", "format": "binary"}},
-                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}},
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}),
         )},
     }
 
