@@ -200,25 +200,27 @@ def memory_map(pid: int) -> dict[str, float]:
             kib["heap"] += rss
         elif path and not path.startswith("[anon"):
             kib["file" if not path.startswith("[") else "anon"] += rss
-        elif _is_arena_heap(maps, n):
+        elif heaps := _arena_heaps(maps, n):
             kib["arenas"] += rss
-            arenas += 1
+            arenas += heaps
         else:
             kib["anon"] += rss
     memory = {name: round(kib[name] / 1024, 1) for name in ("heap", "arenas", "anon", "file")}
     return {**memory, "arena_heaps": arenas}
 
 
-def _is_arena_heap(maps: list[list], n: int) -> bool:
-    """A 64 MiB-aligned anonymous read-write mapping that, with the reserved rest after it, spans 64 MiB."""
+def _arena_heaps(maps: list[list], n: int) -> int:
+    """How many of glibc's 64 MiB arena heaps mapping `n` holds: a read-write part from a 64 MiB boundary and
+    the reserved rest after it up to the next; the kernel merges neighbours, so a full heap may lie inside one
+    larger mapping or run on into another."""
     start, end, perms, path, _ = maps[n]
-    if path or perms != "rw-p" or start % HEAP_ALIGN:
-        return False
-    if end - start == HEAP_ALIGN:
-        return True
+    if path or perms != "rw-p":
+        return 0
     following = maps[n + 1] if n + 1 < len(maps) else None
-    return (following is not None and following[0] == end and following[2] == "---p" and not following[3]
-            and following[1] - start == HEAP_ALIGN)
+    if (following is not None and following[0] == end and following[2] == "---p" and not following[3]
+            and following[1] % HEAP_ALIGN == 0 and following[1] - HEAP_ALIGN >= start):
+        return 1 + (following[1] - HEAP_ALIGN - start) // HEAP_ALIGN
+    return (end - start) // HEAP_ALIGN if start % HEAP_ALIGN == 0 else 0
 
 
 def sample(pids: list[int]) -> dict[str, dict]:
