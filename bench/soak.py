@@ -18,7 +18,8 @@ cache both hits and misses), images come from a pool of `--pool` JPEG, PNG and W
 Every `--interval` seconds it reads each worker's RSS and PSS (/proc/PID/smaps_rollup) and where the RSS lies
 (/proc/PID/smaps: glibc's main heap, its other arenas, other anonymous memory, files) and prints a row. The
 summary per worker: loaded (before any request), fresh (after a short warm-up), the plateau (median of the
-last third), growth over the last half and the peak (VmHWM); then requests/s and latency per API. Exit 1 on
+last third), growth over the last half and the peak (VmHWM); then requests/s, the workers' CPU time and minor
+page faults per request (what an allocator setting costs, readable on a busy machine) and latency per API. Exit 1 on
 any answer but 200 (every request is valid), a lost connection, or a worker replaced. Timings here are only as
 quiet as the machine: run it alone for figures.
 """
@@ -29,6 +30,7 @@ import argparse
 import base64
 import io
 import json
+import os
 import random
 import re
 import statistics
@@ -61,6 +63,7 @@ MAX_ITEMS = 6
 REQUEST_IMAGE_BYTES = 36 * 1024 * 1024
 HEAP_ALIGN = 64 * 1024 * 1024  # glibc's HEAP_MAX_SIZE on 64-bit: each extra arena is one or more such heaps
 REQUEST_TIMEOUT_S = 300
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WORDS = ("the a of in on with and red blue green old small big dog cat horse bird car boat tree house river "
          "street city beach mountain snow sun night photo picture man woman child playing walking sitting under "
          "near two three bright dark wooden glass table chair window flower garden field road sky cloud").split()
@@ -223,12 +226,19 @@ def _arena_heaps(maps: list[list], n: int) -> int:
     return (end - start) // HEAP_ALIGN if start % HEAP_ALIGN == 0 else 0
 
 
+def cpu_and_faults(pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) and minor page faults so far: CPU per request is what an allocator setting
+    costs, and unlike requests/s it holds on a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return {"cpu_s": (int(fields[11]) + int(fields[12])) / CLOCK_TICKS, "minflt": int(fields[7])}
+
+
 def sample(pids: list[int]) -> dict[str, dict]:
-    """Each worker's memory now (a worker gone since is left out)."""
+    """Each worker's memory and CPU now (a worker gone since is left out)."""
     taken = {}
     for pid in pids:
         try:
-            taken[str(pid)] = {**procs.smaps_rollup(pid), **memory_map(pid),
+            taken[str(pid)] = {**procs.smaps_rollup(pid), **memory_map(pid), **cpu_and_faults(pid),
                                "hwm_mib": round((procs.status_kib(pid, "VmHWM") or 0) / 1024, 1)}
         except OSError:
             continue
@@ -325,11 +335,16 @@ def run(args: argparse.Namespace) -> dict:
         wall = time.monotonic() - started
         replaced = sorted(server.worker_pids() ^ set(pids))
         exit_code = server.stop()
+    first, last = samples[0]["workers"], samples[-1]["workers"]
+    cpu_s = sum(last[pid]["cpu_s"] - first[pid]["cpu_s"] for pid in last if pid in first)
+    faults = sum(last[pid]["minflt"] - first[pid]["minflt"] for pid in last if pid in first)
     return {"model": model_dir.name, "cpu": cpu_model(), "settings": settings, "workers": pids,
             "clients": args.clients, "minutes": args.minutes, "seed": args.seed, "pool": len(pool),
             "image_size": args.image_size, "loaded": loaded, "samples": samples,
             "summary": summarise(samples, loaded, pids), "requests": traffic.done, "wall_s": round(wall, 1),
             "requests_per_s": round(traffic.done / wall, 2),
+            "worker_cpu_ms_per_request": round(cpu_s * 1000 / max(samples[-1]["requests"], 1), 1),
+            "minor_faults_per_request": round(faults / max(samples[-1]["requests"], 1)),
             "latency_p50_s": {api: round(statistics.median(s), 3) for api, s in sorted(traffic.seconds.items())},
             "answered": {api: len(s) for api, s in sorted(traffic.seconds.items())},
             "failures": {f"{api} {outcome}": n for (api, outcome), n in traffic.failures.items()},
@@ -377,7 +392,9 @@ def print_summary(report: dict) -> None:
             f = figures[key]
             print(f"| w{n + 1} ({pid}) | {key[:3].upper()} MiB | {f['loaded']} | {f['fresh']} | {f['plateau']} | "
                   f"{f['last_half_pct']:+.1f} % | {figures['peak_mib'] if key == 'rss_mib' else ''} |")
-    print(f"\n{report['requests']} requests in {report['wall_s']} s: {report['requests_per_s']} requests/s; "
+    print(f"\n{report['requests']} requests in {report['wall_s']} s: {report['requests_per_s']} requests/s, "
+          f"{report['worker_cpu_ms_per_request']} ms of worker CPU and {report['minor_faults_per_request']} minor "
+          f"page faults per request; "
           f"answered per API {report['answered']}; p50 s {report['latency_p50_s']}")
     if report["failures"] or report["replaced_workers"] or report["gunicorn_exit"]:
         print(f"FAILED: {report['failures']} {report['first_failures']}; workers replaced "
