@@ -260,11 +260,13 @@ class Traffic:
         self.first_failures: list[str] = []
         self.stopping = threading.Event()
 
-    def send(self, session: requests.Session, mix: Mix) -> None:
+    def send(self, mix: Mix) -> None:
+        """On a new connection: a kept-alive one stays with the worker that accepted it, which may leave the
+        other worker idle for the whole run."""
         api, path, kwargs = mix.next()
         started = time.perf_counter()
         try:
-            response = session.post(self.url + path, timeout=REQUEST_TIMEOUT_S, **kwargs)
+            response = requests.post(self.url + path, timeout=REQUEST_TIMEOUT_S, **kwargs)
             outcome, detail = response.status_code, response.text[:300]
             if outcome == 200:
                 response.json()
@@ -280,19 +282,17 @@ class Traffic:
                     self.first_failures.append(f"{api} {path}: {outcome} {detail}")
 
     def client(self, mix: Mix) -> None:
-        with requests.Session() as session:
-            while not self.stopping.is_set():
-                self.send(session, mix)
+        while not self.stopping.is_set():
+            self.send(mix)
 
     def warm_up(self, rounds: int) -> None:
         """Each API `rounds` times, one at a time, before anything is measured."""
-        with requests.Session() as session:
-            for n in range(rounds * len(APIS)):
-                api = list(APIS)[n % len(APIS)]
-                path, build = APIS[api]
-                response = session.post(self.url + path, timeout=REQUEST_TIMEOUT_S, **build(self.warm_up_mix, 2))
-                if response.status_code != 200:
-                    raise SystemExit(f"warm-up {api}: {response.status_code} {response.text[:300]}")
+        for n in range(rounds * len(APIS)):
+            api = list(APIS)[n % len(APIS)]
+            path, build = APIS[api]
+            response = requests.post(self.url + path, timeout=REQUEST_TIMEOUT_S, **build(self.warm_up_mix, 2))
+            if response.status_code != 200:
+                raise SystemExit(f"warm-up {api}: {response.status_code} {response.text[:300]}")
 
     def start(self) -> list[threading.Thread]:
         threads = [threading.Thread(target=self.client, args=(mix,), daemon=True) for mix in self.mixes]
