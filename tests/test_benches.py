@@ -1,8 +1,10 @@
-"""Smoke tests of the precision, labels, serialisation and validation benchmarks: each runs end to end (on the tiny
-stand-in where it needs a model) and prints its table; their timings are never checked (the machines are noisy)."""
+"""Smoke tests of the precision, labels, serialisation, validation and soak benchmarks: each runs end to end (on
+the tiny stand-in where it needs a model) and prints its table; their timings are never checked (the machines are
+noisy)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -44,3 +46,13 @@ def test_text_shapes_reports_each_format(model_dir):
     out = run("text_shapes.py", "--model-dir", str(model_dir), "--passes", "3", "--threads", "1")
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
     assert [row.split(" | ")[0].strip("| ") for row in rows] == ["bf16", "bf16-packed", "fp32-packed", "int8"]
+
+
+def test_soak_samples_every_worker_over_time(model_dir, tmp_path):
+    out = run("soak.py", "--model-dir", str(model_dir), "--minutes", "0.1", "--interval", "2", "--pool", "4",
+              "--image-size", "320x240", "--json", str(tmp_path / "soak.json"))
+    report = json.loads((tmp_path / "soak.json").read_text())
+    assert report["settings"]["CLIP_MAX_REQUESTS"] == "0" and not report["failures"]
+    assert set(report["answered"]) == {"clip", "encode", "rank", "vectorize", "embeddings", "post", "truss"}
+    assert len(report["samples"]) >= 3 and len(report["summary"]) == 2
+    assert "plateau" in out and "requests/s" in out
