@@ -27,7 +27,7 @@ EMBEDDING_CODES = (Code.TOO_MANY_ITEMS, Code.REQUEST_TOO_LARGE, Code.UNSUPPORTED
 # An error body's shape: (status, code, message, field) -> JSON. errors.error_body is ours (it also takes the failing
 # item's `index`); an API whose clients parse errors their own way declares its shape (declare_error_shape), and
 # web.errors reads the declarations.
-ErrorShape = Callable[[int, str, str, "str | None"], dict]
+ErrorShape = Callable[[int, str, str, "str | None", "int | None"], dict]  # status, code, message, field, index
 # (path prefix, blueprint, a test of the request, shape): a test serves APIs that share a path (/vectorize).
 _ERROR_SHAPES: list[tuple[str | None, str | None, Callable[[Request], bool] | None, ErrorShape]] = []
 

@@ -8,7 +8,7 @@ from flask import Flask, Response, current_app, json, request
 from werkzeug.exceptions import HTTPException
 
 from ..encoder.batching import BatchTimeout, WorkerAborted
-from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code, error_body
+from ..errors import WORKER_TIMEOUT_MESSAGE, ApiError, Code
 from ..server.logs import note_error
 from ..settings import env_var
 from .context import error_shape, get_settings
@@ -52,11 +52,8 @@ def _json_response(exc: HTTPException) -> Response:
         response.headers.update(exc.error.headers)
     # As the API declared it (OpenAI's SDKs, Weaviate's module parse theirs); ours also says which item failed.
     shape = error_shape(request.path, request.blueprint, request)
-    if shape is error_body:
-        body = error_body(exc.code, code, message, field, exc.index if isinstance(exc, ApiError) else None)
-    else:
-        body = shape(exc.code, code, message, field)
-    response.data = json.dumps(body)
+    index = exc.index if isinstance(exc, ApiError) else None
+    response.data = json.dumps(shape(exc.code, code, message, field, index))
     response.content_type = "application/json"
     return response
 

@@ -22,7 +22,7 @@ bp = Blueprint("openai", __name__, url_prefix=PREFIX)
 OPENAI_ERROR_TYPES = ("invalid_request_error", "server_error")
 
 
-def openai_error_body(status: int, code: str, message: str, field: str | None) -> dict:
+def openai_error_body(status: int, code: str, message: str, field: str | None, index: int | None = None) -> dict:
     """OpenAI's error shape, which its SDKs parse into their exceptions; `code` is ours, `param` the field."""
     kind = OPENAI_ERROR_TYPES[status >= 500]
     return {"error": {"message": message, "type": kind, "param": field, "code": code}}

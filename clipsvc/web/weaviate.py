@@ -25,7 +25,7 @@ WEAVIATE_CODES = (Code.INVALID_JSON, Code.INVALID_ITEMS, Code.INVALID_ITEM, *SOU
 _SNIFFED = "weaviate_body"  # on flask.g: what a body without Content-Type started with, for the error handler
 
 
-def weaviate_error_body(status: int, code: str, message: str, field: str | None) -> dict:
+def weaviate_error_body(status: int, code: str, message: str, field: str | None, index: int | None = None) -> dict:
     """What the Go client reads of an error: `error`, a string (Weaviate reports `fail with status N: <error>`)."""
     return {"error": message}
 
