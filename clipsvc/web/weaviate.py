@@ -70,7 +70,7 @@ def answer_weaviate() -> dict:
     asked = parse_vectorize(json_body(any_type=True), item_rules(encoder))  # is_weaviate read the type
     note_items(len(asked.images), len(asked.texts))
     items = [*asked.texts, *asked.images]
-    rows = embed_items(encoder, items).rows if items else np.empty((0, encoder.facts.embedding_dim), np.float32)
+    rows = embed_items(encoder, items).rows  # nothing asked: (0, dim), no forward pass
     return weaviate_vectors_body(rows[:len(asked.texts)], rows[len(asked.texts):])
 
 
