@@ -53,6 +53,7 @@ ENV PATH="/opt/venv/bin:$PATH" \
     CLIP_MODEL_CACHE_DIR=/tmp/clipsvc-models \
     WEB_CONCURRENCY=2 \
     CLIP_DEVICE=auto \
+    CLIP_CPU_ENGINE=openvino \
     CLIP_CPU_PACKED_WEIGHTS=on \
     CLIP_PRECISION=auto \
     CLIP_PRECISION_MIN_COSINE="" \

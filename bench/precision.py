@@ -2,13 +2,15 @@
 
     python bench/precision.py [--arch vit-l-14 | --model-dir DIR] [--threads 2] [--images 8] [--texts 8]
 
-Each format is built in a fresh process, as a worker builds it (ClipEncoder.build, 2 torch threads): fp32 as
-transformers loads it, fp32 and bf16 each without and with the image tower's oneDNN-packed linears
-(CLIP_CPU_PACKED_WEIGHTS, on in the service), and int8. Each runs the image tower at batch 1 over `--images` noise
-pictures and the text tower at batch 1 over `--texts` captions, after one warm-up pass; then reports ms per item,
-the worst cosine against fp32 per tower, the worst change of the 0-100 score over every image-text pair (before
-rounding), the process's private memory (smaps_rollup) and the load time with and without the accuracy guard. A
-benchmark: it exits 0 whatever the numbers.
+Each format is built in a fresh process, as a worker builds it (ClipEncoder.build, 2 threads). With
+CLIP_CPU_ENGINE=torch: fp32 as transformers loads it, fp32 and bf16 each without and with the image tower's
+oneDNN-packed linears (CLIP_CPU_PACKED_WEIGHTS), and int8; then OpenVINO (the default engine) in fp32, bf16 and int8
+(the load times of openvino-fp32 and openvino-int8 include converting the model, unless CLIP_MODEL_CACHE_DIR holds
+it already; openvino-bf16 reuses fp32's). Each runs the image tower at batch 1 over `--images` noise pictures and
+the text tower at batch 1 over `--texts` captions, after one warm-up pass; then reports ms per item, the worst
+cosine against fp32 per tower, the worst change of the 0-100 score over every image-text pair (before rounding), the
+process's private memory (smaps_rollup) and the load time with and without the accuracy guard. A benchmark: it exits
+0 whatever the numbers.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
-FORMATS = {"fp32": ("fp32", False), "fp32-packed": ("fp32", True), "bf16": ("bf16", False),
-           "bf16-packed": ("bf16", True), "int8": ("int8", False)}
+# name: (CLIP_CPU_ENGINE, CLIP_PRECISION, CLIP_CPU_PACKED_WEIGHTS)
+FORMATS = {"fp32": ("torch", "fp32", False), "fp32-packed": ("torch", "fp32", True), "bf16": ("torch", "bf16", False),
+           "bf16-packed": ("torch", "bf16", True), "int8": ("torch", "int8", False),
+           "openvino-fp32": ("openvino", "fp32", False), "openvino-bf16": ("openvino", "bf16", False),
+           "openvino-int8": ("openvino", "int8", False)}
 CAPTIONS = ["Man staring at the moon, moon is made of mechanical parts", "a photo of a dog", "a red car",
             "two people walking on a beach at sunset", "a bowl of soup", "a city skyline at night in the rain",
             "a close-up of a cat's face", "an old map of Europe"]
@@ -39,8 +44,9 @@ def one(name: str, model_dir: Path, threads: int, images: int, texts: int, out: 
     from testkit import procs
     from testkit.encoding import cpu_settings, encode_images, encode_texts
 
-    precision, packed = FORMATS[name]
-    settings = cpu_settings(model_dir, torch_threads=threads, precision=precision, cpu_packed_weights=packed)
+    engine, precision, packed = FORMATS[name]
+    settings = cpu_settings(model_dir, torch_threads=threads, cpu_engine=engine, precision=precision,
+                            cpu_packed_weights=packed)
     started = time.perf_counter()
     encoder = ClipEncoder.build(settings)
     load_s = time.perf_counter() - started

@@ -59,6 +59,7 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 BATCHING_CHOICES = ("auto", "on", "off")
 # auto: bf16 on a CPU with native bf16 (AVX512-BF16 or AMX), else fp32; fp16 on CUDA (clipsvc.encoder.precision).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
+CPU_ENGINES = ("openvino", "torch")
 # An allow-list entry: a host name or IPv4 address, `*.` for any subdomain, `:port` for a non-default port.
 HOST_PATTERN = re.compile(r"(\*\.)?[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*(:\d{1,5})?")
 # A CORS origin as a browser sends it: http(s), a host name, IPv4 or [IPv6] address, an optional port; or `*`.
@@ -182,7 +183,8 @@ class Settings:
     model_cache_dir: Path | None = _setting(
         None, "CLIP_MODEL_CACHE_DIR", Path, _anything, "a writable directory",
         shown_default="system temp dir + `/clipsvc-models`",
-        doc="where a zipped model is unzipped (once; reused on restart)")
+        doc="where a zipped model is unzipped and CLIP_CPU_ENGINE=openvino keeps its conversion (made once per "
+            "model and precision, by the first worker; reused on restart)")
     port: int = _setting(
         8081, "PORT", _whole_number, _between(1, 65535), "1-65535",
         doc="listening port (all interfaces)")
@@ -193,23 +195,30 @@ class Settings:
     torch_threads: int | None = _setting(
         None, "CLIP_TORCH_THREADS", _whole_number, lambda value, _: value is None or value >= 1, "at least 1",
         shown_default="follows the load",
-        doc="torch threads per forward pass; by default cores ÷ the workers computing at that moment (all cores "
-            "for a worker alone, one each when all are busy); a number fixes it. Not the request threads "
-            "(`CLIP_THREADS`); `/meta` shows it as `torch_threads`")
+        doc="threads per forward pass; with torch by default cores ÷ the workers computing at that moment (all "
+            "cores for a worker alone, one each when all are busy), with OpenVINO every core (its thread pool is "
+            "sized once, and its idle threads sleep); a number fixes it. Not the request threads (`CLIP_THREADS`); "
+            "`/meta` shows it as `torch_threads`")
     device: str = _setting(
         "auto", "CLIP_DEVICE", str.lower,
         lambda value, _: value in DEVICE_CHOICES or re.fullmatch(r"cuda:\d+", value) is not None,
         "auto, cpu, cuda or cuda:N",
         doc="`auto` (CUDA if present, else CPU), `cpu`, `cuda`, `cuda:N`")
+    cpu_engine: str = _setting(
+        "openvino", "CLIP_CPU_ENGINE", str.lower, _one_of(CPU_ENGINES), ", ".join(CPU_ENGINES),
+        doc="what computes both towers on a CPU: `openvino` (converted once from the model's weights into "
+            "CLIP_MODEL_CACHE_DIR, then compiled by each worker for its precision; closest to the CPU's matrix "
+            "rate, [docs/performance.md](docs/performance.md#cpu-engines)) or `torch` (transformers' model as "
+            "loaded, with CLIP_CPU_PACKED_WEIGHTS). GPUs always use torch")
     cpu_packed_weights: bool = _setting(
         True, "CLIP_CPU_PACKED_WEIGHTS", _switch, lambda value, _: isinstance(value, bool), "on or off",
-        doc="on CPUs, give linear layers oneDNN's packed copy of their weights at load, with quick-GELU fused "
-            "into the MLP: the image tower's in fp32 and bf16, and in bf16 the text tower's too, its rows rounded up "
-            "to a few sizes so that oneDNN's kernels per input shape stay bounded. Image passes 15-30% faster with "
-            "2 threads, the same vectors to rounding. In fp32 each worker then holds its own copy instead of "
-            "sharing the weights file's pages (ViT-L/14: ~1.2 GB per worker; `off` to share). In bf16 leave it on: "
-            "the weights are private anyway, and plain bf16 layers keep kernels for every text shape they meet "
-            "(a ViT-L/14 worker grew by 0.8 GB)")
+        doc="with CLIP_CPU_ENGINE=torch on CPUs, give linear layers oneDNN's packed copy of their weights at load, "
+            "with quick-GELU fused into the MLP: the image tower's in fp32 and bf16, and in bf16 the text tower's "
+            "too, its rows rounded up to a few sizes so that oneDNN's kernels per input shape stay bounded. Image "
+            "passes 15-30% faster with 2 threads, the same vectors to rounding. In fp32 each worker then holds its "
+            "own copy instead of sharing the weights file's pages (ViT-L/14: ~1.2 GB per worker; `off` to share). In "
+            "bf16 leave it on: the weights are private anyway, and plain bf16 layers keep kernels for every text "
+            "shape they meet (a ViT-L/14 worker grew by 0.8 GB)")
     precision: str = _setting(
         "auto", "CLIP_PRECISION", str.lower, _one_of(PRECISIONS), ", ".join(PRECISIONS),
         doc="what both towers compute in: `auto` (bf16 on a CPU with native bf16, AVX512-BF16 or AMX; fp32 on "

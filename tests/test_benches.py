@@ -22,7 +22,8 @@ def run(script: str, *args: str) -> str:
 def test_precision_reports_every_format(model_dir):
     out = run("precision.py", "--model-dir", str(model_dir), "--images", "1", "--texts", "1", "--threads", "1")
     rows = [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert [row.split(" | ")[0].strip("| ") for row in rows] == ["fp32", "fp32-packed", "bf16", "bf16-packed", "int8"]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == [
+        "fp32", "fp32-packed", "bf16", "bf16-packed", "int8", "openvino-fp32", "openvino-bf16", "openvino-int8"]
     assert "1.000000 / 1.000000" in rows[0]
 
 

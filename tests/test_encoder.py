@@ -75,8 +75,8 @@ def test_the_model_loaded_line_has_its_keys_in_their_order(encoder):
     """docs/configuration.md shows the line (tests/test_readme.py compares it with a served one)."""
     assert list(encoder.describe()) == [
         "model_path", "model_name", "embedding_dim", "image_size", "max_text_tokens", "image_tokens", "model_created",
-        "logit_scale", "device", "dtype", "threads", "load_seconds", "batching", "max_batch", "dynamic_threads",
-        "packed_weights", "precision", "precision_cosine", "precision_fallback", "text_cache_size"]
+        "logit_scale", "device", "engine", "dtype", "threads", "load_seconds", "batching", "max_batch",
+        "dynamic_threads", "packed_weights", "precision", "precision_cosine", "precision_fallback", "text_cache_size"]
 
 
 

@@ -85,8 +85,8 @@ def test_a_packed_encoder_gives_the_vectors_of_the_plain_one(model_dir, encoder,
     """CLIP_CPU_PACKED_WEIGHTS (on in the service), in both formats it packs."""
     if precision == "bf16" and not packing.supported(torch.bfloat16):
         pytest.skip("no bf16 linear in oneDNN on this CPU")
-    packed = cpu_encoder(model_dir, cpu_packed_weights=True, precision=precision)
-    plain = cpu_encoder(model_dir, cpu_packed_weights=False, precision=precision)
+    packed = cpu_encoder(model_dir, cpu_engine="torch", cpu_packed_weights=True, precision=precision)
+    plain = cpu_encoder(model_dir, cpu_engine="torch", cpu_packed_weights=False, precision=precision)
     assert packed.serving.packed_weights and not plain.serving.packed_weights
     assert packed.serving.precision == precision and packed.serving.dtype == plain.serving.dtype
     images = [Image.new("RGB", (90, 60), (i * 40, 200 - i * 30, 90)) for i in range(4)]
@@ -99,16 +99,18 @@ def test_a_packed_encoder_gives_the_vectors_of_the_plain_one(model_dir, encoder,
 
 
 def test_int8_is_never_packed(model_dir):
-    serving = cpu_encoder(model_dir, cpu_packed_weights=True, precision="int8").serving
+    serving = cpu_encoder(model_dir, cpu_engine="torch", cpu_packed_weights=True, precision="int8").serving
     assert serving.precision == "int8" and not serving.packed_weights
 
 
-def test_texts_of_every_shape_do_not_grow_a_bf16_worker(model_dir):
-    """oneDNN keeps kernels per input shape: unbucketed, these 300 passes grow the tiny stand-in's process by
-    ~200 MiB (plain bf16 linears too); bucketed, by a few."""
+@pytest.mark.parametrize("engine", ["torch", "openvino"])
+def test_texts_of_every_shape_do_not_grow_a_bf16_worker(model_dir, engine):
+    """oneDNN (torch's and OpenVINO's) keeps kernels per input shape: unbucketed, these 300 passes grow the tiny
+    stand-in's process by ~200 MiB with torch (plain bf16 linears too), ~65 MiB with OpenVINO; bucketed, by a
+    few."""
     if not packing.supported(torch.bfloat16):
         pytest.skip("no bf16 linear in oneDNN on this CPU")
-    encoder = cpu_encoder(model_dir, cpu_packed_weights=True, precision="bf16")
+    encoder = cpu_encoder(model_dir, cpu_engine=engine, cpu_packed_weights=True, precision="bf16")
     rng, words = random.Random(0), "the a dog cat on of red big small house photo tree river".split()
 
     def passes(count: int) -> None:

@@ -52,7 +52,7 @@ def test_the_encoder_takes_rgb_pictures_only(encoder, mode):
 def test_other_preprocessing_configs_use_the_processor(model_dir, encoder):
     """A config the recipe does not cover (here: a square resize) falls back to the processor for everything."""
     processor = type(encoder.processor).from_pretrained(model_dir, size={"height": 224, "width": 224})
-    other = ClipEncoder(encoder.model, encoder.tokenizer, processor, encoder.facts, encoder.serving)
+    other = ClipEncoder(encoder.towers, encoder.tokenizer, processor, encoder.facts, encoder.serving)
     image = Image.fromarray(np.full((48, 64, 3), 128, dtype=np.uint8))
     assert other.pixels is None
     assert preprocess_images(other, [image]).shape == (1, 3, 224, 224)

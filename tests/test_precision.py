@@ -53,9 +53,10 @@ def test_without_torch_s_private_cpu_probes_auto_takes_fp32_and_says_so(monkeypa
     assert [r.event for r in caplog.records if hasattr(r, "event")] == ["bf16_unknown"]
 
 
+@pytest.mark.parametrize("engine", ["openvino", "torch"])
 @pytest.mark.parametrize("name, dtype", [("bf16", "bfloat16"), ("int8", "float32")])
-def test_each_precision_is_guarded_and_close_to_fp32(model_dir, encoder, name, dtype):
-    low = cpu_encoder(model_dir, precision=name)
+def test_each_precision_is_guarded_and_close_to_fp32(model_dir, encoder, engine, name, dtype):
+    low = cpu_encoder(model_dir, cpu_engine=engine, precision=name)
     serving = low.serving
     assert (serving.precision, serving.dtype, serving.precision_fallback) == (name, dtype, False)
     assert precision.MIN_COSINE[name] <= serving.precision_cosine < 1
@@ -82,13 +83,16 @@ def test_planted_outliers_leave_fp32_unchanged(model_dir, planted, encoder):
     assert (encode_images(outliers, IMAGES) * encode_images(encoder, IMAGES)).sum(axis=1).min() > 0.999
 
 
-@pytest.mark.parametrize("name, packed", [("bf16", False), ("bf16", True), ("int8", False)])
-def test_a_model_too_inaccurate_in_low_precision_falls_back_to_fp32(planted, encoder, caplog, name, packed):
-    """Packed or not (CLIP_CPU_PACKED_WEIGHTS): the guard measures the layers that will serve."""
+@pytest.mark.parametrize("engine, name, packed", [
+    ("torch", "bf16", False), ("torch", "bf16", True), ("torch", "int8", False), ("openvino", "bf16", False),
+    ("openvino", "int8", False)])
+def test_a_model_too_inaccurate_in_low_precision_falls_back_to_fp32(planted, encoder, caplog, engine, name, packed):
+    """Either engine, packed or not (CLIP_CPU_PACKED_WEIGHTS): the guard measures the layers that will serve."""
     caplog.set_level(logging.WARNING, logger="clipsvc.encoder.loading")
-    fallen = cpu_encoder(planted, precision=name, cpu_packed_weights=packed)
+    fallen = cpu_encoder(planted, cpu_engine=engine, precision=name, cpu_packed_weights=packed)
     serving = fallen.serving
-    assert (serving.precision, serving.dtype, serving.precision_fallback) == ("fp32", "float32", True)
+    assert (serving.engine, serving.precision, serving.dtype, serving.precision_fallback) == (
+        engine, "fp32", "float32", True)
     assert serving.packed_weights == packed  # the fp32 model it falls back to is packed as asked
     assert serving.precision_cosine < precision.MIN_COSINE[name]
     [record] = [r for r in caplog.records if getattr(r, "event", None) == "precision_fallback"]

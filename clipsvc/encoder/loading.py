@@ -8,6 +8,7 @@ import ctypes
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple
 
@@ -15,9 +16,10 @@ import torch
 from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
-from ..settings import env_var
+from ..settings import Settings, cpu_count, env_var
 from . import precision as formats
-from .modeldir import ModelLoadError
+from .modeldir import ModelLoadError, model_cache_root
+from .towers import TorchTowers, Towers
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,9 @@ class ServingFacts:
     """How this worker serves the model: the settings as the load resolved them (ClipEncoder.build)."""
 
     device: str
+    engine: str  # what computes the towers: torch, or OpenVINO on a CPU (CLIP_CPU_ENGINE)
     dtype: str
-    threads: int  # torch threads per forward pass (with dynamic_threads, the most)
+    threads: int  # threads per forward pass (with dynamic_threads, the most)
     load_seconds: float
     batching: bool  # the inference thread merges concurrent requests' rows
     max_batch: int  # images per forward pass
@@ -60,12 +63,13 @@ class ServingFacts:
 
 
 class Loaded(NamedTuple):
-    """What load_model gives: the model in its format, its tokenizer and processor, and how the load went."""
+    """What load_model gives: the towers in their format, the tokenizer and processor, and how the load went."""
 
-    model: CLIPModel
+    towers: Towers
     tokenizer: CLIPTokenizer
     processor: CLIPImageProcessorPil
     facts: ModelFacts
+    engine: str
     precision: str
     precision_cosine: float | None
     precision_fallback: bool
@@ -85,43 +89,59 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def load_model(model_dir: Path, device: str = "auto", threads: int | None = None, packed_weights: bool = False,
-                precision: str = "fp32", min_cosine: float | None = None) -> Loaded:
-    """The model (eval mode, on its device, in its precision), tokenizer and processor from a resolved directory.
+def load_model(model_dir: Path, settings: Settings) -> Loaded:
+    """The towers (on their device, in their precision, by their engine), tokenizer and processor from a resolved
+    directory, as `settings` say.
 
-    `packed_weights` (CPU, fp32 or bf16): linear layers get oneDNN's packed copy of their weights
-    (clipsvc.encoder.packing); image passes are 15-30% faster with 2 threads, but in fp32 the copy is this
-    process's own, not the weights file's pages that every worker shares. `precision` (CLIP_PRECISION) and the
-    accuracy guard's `min_cosine`: clipsvc.encoder.precision.
+    CLIP_CPU_PACKED_WEIGHTS (torch on a CPU, fp32 or bf16): linear layers get oneDNN's packed copy of their weights
+    (clipsvc.encoder.packing). CLIP_CPU_ENGINE=openvino: clipsvc.encoder.openvino_towers. CLIP_PRECISION and the
+    accuracy guard's CLIP_PRECISION_MIN_COSINE: clipsvc.encoder.precision.
     """
     started = time.perf_counter()
     transformers_logging.disable_progress_bar()  # a progress bar is not a JSON log line
-    if threads is not None:
-        torch.set_num_threads(threads)
-    target = pick_device(device)
-    chosen = formats.resolve(precision, target)
-    cosine, fell_back = None, False
+    torch.set_num_threads(settings.threads_per_worker)
+    target = pick_device(settings.device)
+    chosen = formats.resolve(settings.precision, target)
+    openvino = target.type == "cpu" and settings.cpu_engine == "openvino"
     try:
         model = _fp32_model(model_dir, target)
         tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
         processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
-        pack = packed_weights and target.type == "cpu"
-        if chosen == "fp32":
-            model, packed_weights = formats.convert(model, "fp32", pack)
-        else:
-            guard = formats.threshold(chosen, min_cosine)
-            probe = (formats.Probe.build(processor, tokenizer, model.config.vision_config.image_size)
-                     if guard > 0 else None)  # no guard, no probe to preprocess
-            model, packed_weights, cosine, fell_back = _in_precision(model, chosen, guard, probe, pack)
-            if fell_back:
-                model, packed_weights = formats.convert(_fp32_model(model_dir, target), "fp32", pack)
+        facts = _facts(model, model_dir)
+        guard = formats.threshold(chosen, settings.precision_min_cosine)
+        probe = (formats.Probe.build(processor, tokenizer, facts.image_size)
+                 if guard > 0 else None)  # no guard, no probe to preprocess
+        reference = probe.vectors(TorchTowers(model)) if probe is not None else None
+        build = partial(_openvino_towers, model_dir=model_dir, settings=settings,
+                        pad_id=tokenizer.pad_token_id) if openvino else partial(
+            _torch_towers, pack=settings.cpu_packed_weights and target.type == "cpu")
+        towers, packed = build(model, chosen)
+        cosine = None if reference is None else formats.worst_cosine(probe.vectors(towers), reference)
+        fell_back = cosine is not None and cosine < guard
+        if fell_back:
+            log.warning("%s is too inaccurate for this model: worst cosine %.6f against fp32 on the probe, below %s; "
+                        "computing in fp32 instead", chosen, cosine, guard,
+                        extra={"event": "precision_fallback", "precision": chosen, "precision_cosine": cosine,
+                               "min_cosine": guard})
+            del towers
+            towers, packed = build(model if openvino else _fp32_model(model_dir, target), "fp32")
+        del model
         _release_freed_heap()
+        if openvino:
+            towers.release_file_pages()
         # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
-        tokenizer(["warm up"], truncation=True, max_length=model.config.text_config.max_position_embeddings)
+        tokenizer(["warm up"], truncation=True, max_length=facts.max_text_tokens)
+    except ModelLoadError:
+        raise
     except Exception as exc:  # transformers raises many types for a broken directory
         raise ModelLoadError(f"could not load the CLIP model from {model_dir}: {exc}") from exc
+    return Loaded(towers, tokenizer, processor, facts, "openvino" if openvino else "torch",
+                  "fp32" if fell_back else chosen, cosine, fell_back, packed, round(time.perf_counter() - started, 3))
+
+
+def _facts(model: CLIPModel, model_dir: Path) -> ModelFacts:
     vision = model.config.vision_config
-    facts = ModelFacts(
+    return ModelFacts(
         model_path=str(model_dir),
         model_name=Path(model_dir).name,
         embedding_dim=model.config.projection_dim,
@@ -131,8 +151,6 @@ def load_model(model_dir: Path, device: str = "auto", threads: int | None = None
         model_created=int((Path(model_dir) / "config.json").stat().st_mtime),
         logit_scale=round(model.logit_scale.detach().exp().item(), 4),
     )
-    return Loaded(model, tokenizer, processor, facts, "fp32" if fell_back else chosen, cosine, fell_back,
-                  packed_weights, round(time.perf_counter() - started, 3))
 
 
 def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:
@@ -142,22 +160,23 @@ def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:
     return model.to(target).eval()
 
 
-def _in_precision(model: CLIPModel, precision: str, min_cosine: float, probe: formats.Probe | None, pack: bool
-                  ) -> tuple[CLIPModel | None, bool, float | None, bool]:
-    """The model converted (and packed), whether it is packed, the guard's worst cosine against fp32, and whether
-    it must fall back to fp32 (then no model: the caller reloads it)."""
-    reference = probe.vectors(model) if probe is not None else None
+def _torch_towers(model: CLIPModel, precision: str, *, pack: bool) -> tuple[TorchTowers, bool]:
+    """The fp32 model converted in place (and packed where `pack`), and whether it is packed."""
     model, packed = formats.convert(model, precision, pack)
-    if reference is None:
-        return model, packed, None, False
-    cosine = formats.worst_cosine(probe.vectors(model), reference)
-    if cosine >= min_cosine:
-        return model, packed, cosine, False
-    log.warning("%s is too inaccurate for this model: worst cosine %.6f against fp32 on the probe, below %s; "
-                "computing in fp32 instead", precision, cosine, min_cosine,
-                extra={"event": "precision_fallback", "precision": precision, "precision_cosine": cosine,
-                       "min_cosine": min_cosine})
-    return None, False, cosine, True
+    return TorchTowers(model), packed
+
+
+def _openvino_towers(model: CLIPModel, precision: str, *, model_dir: Path, settings: Settings, pad_id: int
+                     ) -> tuple[Towers, bool]:
+    """Both towers compiled by OpenVINO from the cached conversion of `model` (made now if missing). Its threads
+    are fixed when it compiles: CLIP_TORCH_THREADS, else every core. Imported here: the torch engine needs no
+    OpenVINO."""
+    from . import openvino_towers
+
+    directory = openvino_towers.converted(model, model_dir, model_cache_root(settings.model_cache_dir), precision)
+    threads = settings.torch_threads or cpu_count()
+    return openvino_towers.OpenVINOTowers(directory, precision, threads, formats.native_bf16(), pad_id,
+                                          model.config.text_config.max_position_embeddings), False
 
 
 def _release_freed_heap() -> None:

@@ -12,17 +12,19 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
-from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+from transformers import CLIPImageProcessorPil, CLIPTokenizer
 
 from ..settings import Settings, cpu_count
 from .batching import Batcher, batch_plan
 from .cputhreads import ThreadBudget
 from .cudagraphs import CudaGraphs, capture_or_none, graph_sizes
-from .features import pooled, unit_rows
+from .features import unit_rows
 from .loading import IMAGE_BATCH, ModelFacts, ServingFacts, load_model
 from .modeldir import ModelLoadError
 from .pixels import PixelRecipe, crop_rows, pixel_batch
+from .precision import DTYPES
 from .textcache import TextCache
+from .towers import Towers
 
 __all__ = ["ClipEncoder", "Encoded", "ModelFacts", "ModelLoadError", "ServingFacts"]
 
@@ -43,19 +45,18 @@ class ClipEncoder:
     """Preprocessing and forward passes as transformers does them; no Flask in here. Every forward pass runs in the
     encoder's one inference thread (clipsvc.encoder.batching); `facts` and `serving` never change once it is built."""
 
-    def __init__(self, model: CLIPModel, tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil,
+    def __init__(self, towers: Towers, tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil,
                  facts: ModelFacts, serving: ServingFacts, *, gather: int = 64, wait_ms: float = 0.0,
                  budget: ThreadBudget | None = None, wait: float | None = None, graphs: CudaGraphs | None = None):
         """Serve a loaded model: `build` does it from the settings. The inference thread starts here and gathers up to
         `gather` rows, waiting `wait_ms` for more when `serving.batching`; `budget` sets torch's threads before
         each forward pass (CPU); `wait` bounds a request's wait for its rows; `graphs`: the image pass, captured."""
-        self.model = model
+        self.towers = towers
         self.tokenizer = tokenizer
         self.processor = processor
         self.facts = facts
         self.serving = serving
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
+        self.device, self.dtype = towers.device, towers.dtype
         self.chunk = serving.max_batch
         self.pixels = PixelRecipe.from_processor(processor)  # None: the processor does all of it
         self._image_graphs = graphs
@@ -78,11 +79,12 @@ class ClipEncoder:
         CLIP_TORCH_THREADS, else every core. `wait`: how long a request waits for its rows before BatchTimeout (by
         default, as long as it takes).
         """
-        loaded = load_model(model_dir or settings.model_dir, settings.device, settings.threads_per_worker,
-                            settings.cpu_packed_weights, settings.precision, settings.precision_min_cosine)
-        model = loaded.model
-        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+        loaded = load_model(model_dir or settings.model_dir, settings)
+        towers = loaded.towers
+        device, dtype = towers.device, towers.dtype
         budget = budget or ThreadBudget(cpu_count(), fixed=settings.torch_threads)
+        threads = budget.fixed or budget.cores
+        dynamic = budget.fixed is None and budget.table is not None and loaded.engine == "torch"
         merge, wait_ms = batch_plan(settings, device.type)
         chunk, graphs = IMAGE_BATCH, None
         if device.type == "cuda" and merge:
@@ -90,15 +92,15 @@ class ClipEncoder:
             # before the inference thread starts: capture needs the GPU to itself.
             chunk = settings.max_batch
             side = loaded.facts.image_size
-            graphs = capture_or_none(lambda x: pooled(model.get_image_features(pixel_values=x)),
+            graphs = capture_or_none(towers.images,
                                      torch.zeros(1, 3, side, side, device=device, dtype=dtype), graph_sizes(chunk))
         serving = ServingFacts(
-            device=str(device), dtype=str(dtype).removeprefix("torch."), threads=budget.fixed or budget.cores,
-            load_seconds=loaded.seconds, batching=merge, max_batch=chunk,
-            dynamic_threads=budget.fixed is None and budget.table is not None, packed_weights=loaded.packed_weights,
+            device=str(device), engine=loaded.engine, dtype=str(DTYPES[loaded.precision]).removeprefix("torch."),
+            threads=threads, load_seconds=loaded.seconds, batching=merge, max_batch=chunk,
+            dynamic_threads=dynamic, packed_weights=loaded.packed_weights,
             precision=loaded.precision, precision_cosine=loaded.precision_cosine,
             precision_fallback=loaded.precision_fallback, text_cache_size=settings.text_cache_size)
-        return cls(model, loaded.tokenizer, loaded.processor, loaded.facts, serving, gather=settings.max_batch,
+        return cls(towers, loaded.tokenizer, loaded.processor, loaded.facts, serving, gather=settings.max_batch,
                    wait_ms=wait_ms, budget=budget, wait=wait, graphs=graphs)
 
     def describe(self) -> dict:
@@ -156,10 +158,8 @@ class ClipEncoder:
             for start in range(0, len(rows), self.chunk):
                 batch = pixel_batch(rows[start:start + self.chunk], self.pixels, self.device, self.dtype)
                 self.on_forward("image", len(batch))
-                if self._image_graphs is not None:
-                    vectors.extend(_unit_rows(self._image_graphs(batch)))
-                else:
-                    vectors.extend(_unit_rows(self.model.get_image_features(pixel_values=batch)))
+                forward = self._image_graphs or self.towers.images
+                vectors.extend(_unit_rows(forward(batch)))
         return vectors
 
     def forward_texts(self, rows: list[list[int]]) -> list[np.ndarray]:
@@ -169,9 +169,7 @@ class ClipEncoder:
             for start in range(0, len(rows), TEXT_BATCH):
                 tokens = self.tokenizer.pad({"input_ids": rows[start:start + TEXT_BATCH]}, return_tensors="pt")
                 self.on_forward("text", len(tokens["input_ids"]))
-                output = self.model.get_text_features(input_ids=tokens["input_ids"].to(self.device),
-                                                      attention_mask=tokens["attention_mask"].to(self.device))
-                vectors.extend(_unit_rows(output))
+                vectors.extend(_unit_rows(self.towers.texts(tokens["input_ids"], tokens["attention_mask"])))
         return vectors
 
 
@@ -179,5 +177,5 @@ def _ignore(kind: str, rows: int) -> None:
     """The default forward-pass listener: nobody is counting."""
 
 
-def _unit_rows(output: torch.Tensor | object) -> np.ndarray:
+def _unit_rows(output: torch.Tensor) -> np.ndarray:
     return unit_rows(output).numpy()

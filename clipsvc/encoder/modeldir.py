@@ -135,11 +135,17 @@ def _weights_problem(weights: Path) -> str | None:
     return None
 
 
+def model_cache_root(cache_dir: Path | None) -> Path:
+    """CLIP_MODEL_CACHE_DIR, by default the system's temp directory's `clipsvc-models`: where a zipped model is
+    unzipped and OpenVINO's conversion is kept."""
+    return Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "clipsvc-models"
+
+
 def _unzip(archive: Path, cache_dir: Path | None) -> Path:
     """Extract once per archive version; later starts reuse the finished extraction."""
     stat = archive.stat()
     digest = hashlib.sha256(f"{archive.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    root = Path(cache_dir) if cache_dir else Path(tempfile.gettempdir()) / "clipsvc-models"
+    root = model_cache_root(cache_dir)
     target = root / f"{archive.stem}-{digest}"
     if (target / ".complete").is_file():
         return target

@@ -21,6 +21,7 @@ from ..settings import env_var
 from . import packing
 from .features import unit_rows
 from .modeldir import ModelLoadError
+from .towers import Towers
 
 log = logging.getLogger(__name__)
 
@@ -100,13 +101,11 @@ class Probe:
         tokens = tokenizer(list(PROBE_TEXTS), padding=True, return_tensors="pt")
         return cls(pixels, tokens["input_ids"], tokens["attention_mask"])
 
-    def vectors(self, model: CLIPModel) -> torch.Tensor:
+    def vectors(self, towers: Towers) -> torch.Tensor:
         """Unit vectors of the probe's images, then its texts, as float32 on the CPU."""
-        device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
         with torch.inference_mode():
-            images = model.get_image_features(pixel_values=self.pixels.to(device, dtype))
-            texts = model.get_text_features(input_ids=self.input_ids.to(device),
-                                            attention_mask=self.attention_mask.to(device))
+            images = towers.images(self.pixels.to(towers.device, towers.dtype))
+            texts = towers.texts(self.input_ids, self.attention_mask)
         return torch.cat([unit_rows(images), unit_rows(texts)])
 
 

@@ -50,6 +50,7 @@ def meta() -> dict:
         "image_size": facts.image_size,
         "max_text_tokens": facts.max_text_tokens,
         "device": serving.device,
+        "engine": serving.engine,
         "dtype": serving.dtype,
         "request_threads": settings.request_threads,
         "torch_threads": serving.threads,

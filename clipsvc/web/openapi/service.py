@@ -3,7 +3,7 @@ demo page (web.demo) and /metrics (server.metrics)."""
 
 from __future__ import annotations
 
-from ...settings import LIMIT_TYPES, Settings
+from ...settings import CPU_ENGINES, LIMIT_TYPES, Settings
 from .parts import DEMO_TYPES, SWAGGER_TYPES, Routes, error_responses, json_content, ok, operation, page, ref
 
 
@@ -37,7 +37,10 @@ def components(settings: Settings, routes: Routes) -> dict:
     integer, string = {"type": "integer"}, {"type": "string"}
     limits = {name: {"type": kind} for name, kind in LIMIT_TYPES.items()}
     fields = {"model": string, "model_path": string, "embedding_dim": integer, "image_size": integer,
-              "max_text_tokens": integer, "device": string, "dtype": string,
+              "max_text_tokens": integer, "device": string,
+              "engine": {"type": "string", "enum": list(CPU_ENGINES),
+                         "description": "what computes the towers (CLIP_CPU_ENGINE on a CPU; torch on a GPU)"},
+              "dtype": string,
               "request_threads": {"type": "integer", "description": "CLIP_THREADS: connections each worker serves "
                                   "at once (reading, decoding, preprocessing)"},
               "torch_threads": {"type": "integer", "description": "threads of one forward pass (CLIP_TORCH_THREADS, or "
