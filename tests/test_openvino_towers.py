@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import stat
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 from transformers import CLIPModel, CLIPTokenizer
 
-from clipsvc.encoder import openvino_towers
+from clipsvc.encoder import loading, openvino_towers
 from clipsvc.encoder.modeldir import ModelLoadError
 from clipsvc.encoder.openvino_towers import OpenVINOTowers, converted, text_shape
 from clipsvc.encoder.towers import TorchTowers
@@ -34,8 +35,15 @@ def tokens(model_dir, texts):
     return batch["input_ids"], batch["attention_mask"]
 
 
+def convert(model, model_dir, cache, precision):
+    """The conversion's directory, keeping the logit scale as the loader does."""
+    directory, kept = converted(lambda: model, model_dir, cache, precision, lambda m: {"scale": m.logit_scale.item()})
+    assert kept == {"scale": model.logit_scale.item()}
+    return directory
+
+
 def compiled(model, model_dir, cache, precision, threads=1):
-    directory = converted(model, model_dir, cache, precision)
+    directory = convert(model, model_dir, cache, precision)
     return OpenVINOTowers(directory, precision, threads, native_bf16=False, pad_id=0,
                           max_tokens=model.config.text_config.max_position_embeddings)
 
@@ -57,20 +65,23 @@ def test_both_towers_give_transformers_vectors(model, model_dir, tmp_path, preci
             assert cosines(ours.texts(ids, mask), theirs.texts(ids, mask)) > closest
 
 
-def test_a_conversion_is_made_once_and_reused(model, model_dir, tmp_path, monkeypatch):
-    first = converted(model, model_dir, tmp_path, "bf16")
+def test_a_conversion_is_made_once_and_reused_without_loading_the_model(model, model_dir, tmp_path, monkeypatch):
+    first = convert(model, model_dir, tmp_path, "bf16")
     monkeypatch.setattr(openvino_towers, "_convert", lambda *args: pytest.fail("converted again"))
-    assert converted(model, model_dir, tmp_path, "fp32") == first  # fp32 and bf16 compile from the same IR
-    assert {p.name for p in first.iterdir()} >= {"image.xml", "image.bin", "text.xml", "text.bin", ".complete"}
+    again = converted(lambda: pytest.fail("loaded the model"), model_dir, tmp_path, "fp32", lambda m: {})
+    assert again == (first, {"scale": model.logit_scale.item()})  # fp32 and bf16 compile from the same IR
+    assert {p.name for p in first.iterdir()} == {"image.xml", "image.bin", "text.xml", "text.bin", "facts.json",
+                                                 ".complete"}
 
 
 def test_changed_model_files_make_a_new_conversion_and_drop_the_old(model, model_dir, tmp_path):
-    first = converted(model, model_dir, tmp_path, "int8")
-    config = model_dir / "config.json"
+    copy, cache = shutil.copytree(model_dir, tmp_path / "model"), tmp_path / "cache"
+    first = convert(model, copy, cache, "int8")
+    config = copy / "config.json"
     os.utime(config, ns=(config.stat().st_atime_ns, config.stat().st_mtime_ns + 10**9))
-    second = converted(model, model_dir, tmp_path, "int8")
+    second = convert(model, copy, cache, "int8")
     assert second != first and not first.exists()
-    assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == [second.name]
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == [second.name]
 
 
 class Events(logging.Handler):
@@ -115,7 +126,7 @@ def test_an_unwritable_cache_is_a_load_error_that_names_the_setting(model, model
         cache.mkdir()
         cache.chmod(stat.S_IRUSR | stat.S_IXUSR)
     with pytest.raises(ModelLoadError, match="CLIP_MODEL_CACHE_DIR"):
-        converted(model, model_dir, cache / "sub" if cache.is_file() else cache, "fp32")
+        convert(model, model_dir, cache / "sub" if cache.is_file() else cache, "fp32")
 
 
 def test_int8_compresses_every_matmul_weight(model):
@@ -153,3 +164,12 @@ def test_the_default_engine_serves_the_cpu(encoder):
     """What users get: OpenVINO, its threads fixed (they do not follow the load)."""
     assert (encoder.serving.engine, encoder.serving.dynamic_threads) == ("openvino", False)
     assert np.isfinite(encoder.encode([], ["a dog"]).texts).all()
+
+
+def test_a_worker_finding_the_conversion_cached_never_loads_transformers_model(model_dir, tmp_path, monkeypatch):
+    """The logit scale and the guard's fp32 reference were kept beside the conversion: same facts, same guard."""
+    first = cpu_encoder(model_dir, model_cache_dir=tmp_path, precision="bf16")
+    monkeypatch.setattr(loading, "_fp32_model", lambda *args: pytest.fail("loaded transformers' model"))
+    again = cpu_encoder(model_dir, model_cache_dir=tmp_path, precision="bf16")
+    assert again.facts == first.facts
+    assert again.serving.precision_cosine == first.serving.precision_cosine >= 0.999

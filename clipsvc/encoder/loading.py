@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 from transformers.utils import logging as transformers_logging
 
 from ..settings import Settings, cpu_count, env_var
@@ -104,53 +104,103 @@ def load_model(model_dir: Path, settings: Settings) -> Loaded:
     chosen = formats.resolve(settings.precision, target)
     openvino = target.type == "cpu" and settings.cpu_engine == "openvino"
     try:
-        model = _fp32_model(model_dir, target)
         tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
         processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
-        facts = _facts(model, model_dir)
         guard = formats.threshold(chosen, settings.precision_min_cosine)
-        probe = (formats.Probe.build(processor, tokenizer, facts.image_size)
-                 if guard > 0 else None)  # no guard, no probe to preprocess
-        reference = probe.vectors(TorchTowers(model)) if probe is not None else None
-        build = partial(_openvino_towers, model_dir=model_dir, settings=settings,
-                        pad_id=tokenizer.pad_token_id) if openvino else partial(
-            _torch_towers, pack=settings.cpu_packed_weights and target.type == "cpu")
-        towers, packed = build(model, chosen)
-        cosine = None if reference is None else formats.worst_cosine(probe.vectors(towers), reference)
-        fell_back = cosine is not None and cosine < guard
-        if fell_back:
-            log.warning("%s is too inaccurate for this model: worst cosine %.6f against fp32 on the probe, below %s; "
-                        "computing in fp32 instead", chosen, cosine, guard,
-                        extra={"event": "precision_fallback", "precision": chosen, "precision_cosine": cosine,
-                               "min_cosine": guard})
-            del towers
-            towers, packed = build(model if openvino else _fp32_model(model_dir, target), "fp32")
-        del model
+        load = _load_openvino if openvino else _load_torch
+        towers, logit_scale, packed, cosine = load(model_dir, settings, target, chosen, guard, tokenizer, processor)
         _release_freed_heap()
-        if openvino:
-            towers.release_file_pages()
+        config = CLIPConfig.from_pretrained(model_dir, local_files_only=True)
+        facts = _facts(config, logit_scale, model_dir)
         # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
         tokenizer(["warm up"], truncation=True, max_length=facts.max_text_tokens)
     except ModelLoadError:
         raise
     except Exception as exc:  # transformers raises many types for a broken directory
         raise ModelLoadError(f"could not load the CLIP model from {model_dir}: {exc}") from exc
+    fell_back = cosine is not None and cosine < guard
     return Loaded(towers, tokenizer, processor, facts, "openvino" if openvino else "torch",
                   "fp32" if fell_back else chosen, cosine, fell_back, packed, round(time.perf_counter() - started, 3))
 
 
-def _facts(model: CLIPModel, model_dir: Path) -> ModelFacts:
-    vision = model.config.vision_config
+def _load_torch(model_dir: Path, settings: Settings, target: torch.device, chosen: str, guard: float,
+                tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil
+                ) -> tuple[Towers, float, bool, float | None]:
+    """transformers' model converted (and packed) in place, measured against its own fp32 vectors: the towers, the
+    logit scale, whether they are packed, and the guard's cosine (None: no guard)."""
+    model = _fp32_model(model_dir, target)
+    logit_scale = _logit_scale(model)
+    pack = settings.cpu_packed_weights and target.type == "cpu"
+    probe = formats.Probe.build(processor, tokenizer, model.config.vision_config.image_size) if guard > 0 else None
+    reference = probe.vectors(TorchTowers(model)) if probe is not None else None
+    model, packed = formats.convert(model, chosen, pack)
+    towers = TorchTowers(model)
+    cosine = None if probe is None else formats.worst_cosine(probe.vectors(towers), reference)
+    if _falls_back(chosen, cosine, guard):
+        del towers, model  # converted in place: the fp32 weights are read again
+        model, packed = formats.convert(_fp32_model(model_dir, target), "fp32", pack)
+        towers = TorchTowers(model)
+    return towers, logit_scale, packed, cosine
+
+
+def _load_openvino(model_dir: Path, settings: Settings, target: torch.device, chosen: str, guard: float,
+                   tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil
+                   ) -> tuple[Towers, float, bool, float | None]:
+    """OpenVINO's towers from the cached conversion; transformers' model is loaded only to make a missing one,
+    which also keeps the logit scale and the probe's fp32 vectors (the guard's reference). Imported here: the
+    torch engine needs no OpenVINO."""
+    from . import openvino_towers
+
+    config = CLIPConfig.from_pretrained(model_dir, local_files_only=True)
+    probe = formats.Probe.build(processor, tokenizer, config.vision_config.image_size)
+    root = model_cache_root(settings.model_cache_dir)
+    threads = settings.torch_threads or cpu_count()
+
+    def facts_of(model: CLIPModel) -> dict:
+        return {"logit_scale": _logit_scale(model), "probe": probe.vectors(TorchTowers(model)).tolist()}
+
+    def compiled(precision: str) -> tuple[Towers, dict]:
+        directory, kept = openvino_towers.converted(partial(_fp32_model, model_dir, target), model_dir, root,
+                                                    precision, facts_of)
+        return openvino_towers.OpenVINOTowers(directory, precision, threads, formats.native_bf16(),
+                                              tokenizer.pad_token_id, config.text_config.max_position_embeddings), kept
+
+    towers, kept = compiled(chosen)
+    cosine = None if guard <= 0 else formats.worst_cosine(probe.vectors(towers), torch.tensor(kept["probe"]))
+    if _falls_back(chosen, cosine, guard):
+        del towers
+        towers, kept = compiled("fp32")
+    towers.release_file_pages()
+    return towers, kept["logit_scale"], False, cosine
+
+
+def _falls_back(chosen: str, cosine: float | None, guard: float) -> bool:
+    """Whether the guard refuses the chosen format (then said in a warning)."""
+    if cosine is None or cosine >= guard:
+        return False
+    log.warning("%s is too inaccurate for this model: worst cosine %.6f against fp32 on the probe, below %s; "
+                "computing in fp32 instead", chosen, cosine, guard,
+                extra={"event": "precision_fallback", "precision": chosen, "precision_cosine": cosine,
+                       "min_cosine": guard})
+    return True
+
+
+def _facts(config: CLIPConfig, logit_scale: float, model_dir: Path) -> ModelFacts:
+    vision = config.vision_config
     return ModelFacts(
         model_path=str(model_dir),
         model_name=Path(model_dir).name,
-        embedding_dim=model.config.projection_dim,
+        embedding_dim=config.projection_dim,
         image_size=vision.image_size,
-        max_text_tokens=model.config.text_config.max_position_embeddings,
+        max_text_tokens=config.text_config.max_position_embeddings,
         image_tokens=(vision.image_size // vision.patch_size) ** 2 + 1,
         model_created=int((Path(model_dir) / "config.json").stat().st_mtime),
-        logit_scale=round(model.logit_scale.detach().exp().item(), 4),
+        logit_scale=logit_scale,
     )
+
+
+def _logit_scale(model: CLIPModel) -> float:
+    return round(model.logit_scale.detach().exp().item(), 4)
 
 
 def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:
@@ -158,25 +208,6 @@ def _fp32_model(model_dir: Path, target: torch.device) -> CLIPModel:
     # caller's try: a GPU out of memory is a load failure too.
     model = CLIPModel.from_pretrained(model_dir, dtype=torch.float32, local_files_only=True, weights_only=True)
     return model.to(target).eval()
-
-
-def _torch_towers(model: CLIPModel, precision: str, *, pack: bool) -> tuple[TorchTowers, bool]:
-    """The fp32 model converted in place (and packed where `pack`), and whether it is packed."""
-    model, packed = formats.convert(model, precision, pack)
-    return TorchTowers(model), packed
-
-
-def _openvino_towers(model: CLIPModel, precision: str, *, model_dir: Path, settings: Settings, pad_id: int
-                     ) -> tuple[Towers, bool]:
-    """Both towers compiled by OpenVINO from the cached conversion of `model` (made now if missing). Its threads
-    are fixed when it compiles: CLIP_TORCH_THREADS, else every core. Imported here: the torch engine needs no
-    OpenVINO."""
-    from . import openvino_towers
-
-    directory = openvino_towers.converted(model, model_dir, model_cache_root(settings.model_cache_dir), precision)
-    threads = settings.torch_threads or cpu_count()
-    return openvino_towers.OpenVINOTowers(directory, precision, threads, formats.native_bf16(), pad_id,
-                                          model.config.text_config.max_position_embeddings), False
 
 
 def _release_freed_heap() -> None:

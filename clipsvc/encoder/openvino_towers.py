@@ -21,6 +21,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,10 @@ from .modeldir import ModelLoadError
 
 log = logging.getLogger(__name__)
 
-# Bump when the conversion below changes: caches made by another version are then ignored, not reused.
+# Bump when the conversion below, or what the loader keeps beside it (FACTS), changes: caches made by another
+# version are then ignored, not reused.
 CONVERSION = 1
+FACTS = "facts.json"  # what the loader asked to keep of the fp32 model: it is not loaded again
 # Activations of int8 layers are quantised per row in groups of this many input channels (OpenVINO's CPU plugin,
 # DYNAMIC_QUANTIZATION_GROUP_SIZE). ViT-L/14's widest input is 4096: 1024 was the fastest of 32..4096 measured,
 # at a worst image cosine of 0.9998 against fp32 (docs/performance.md).
@@ -69,31 +72,32 @@ def weights_kind(precision: str) -> str:
     return "int8" if precision == "int8" else "fp32"
 
 
-def converted(model: CLIPModel, model_dir: Path, cache_root: Path, precision: str) -> Path:
-    """The directory holding both towers' IR for `precision`, converted from `model` (fp32) unless a finished
-    conversion of the same model files is cached already."""
+def converted(load: Callable[[], CLIPModel], model_dir: Path, cache_root: Path, precision: str,
+              facts_of: Callable[[CLIPModel], dict]) -> tuple[Path, dict]:
+    """The directory holding both towers' IR for `precision`, and what `facts_of` said of the model when it was
+    converted. Made from the fp32 model that `load` gives, unless a finished conversion of the same model files is
+    cached already: then the model is never loaded."""
     kind = weights_kind(precision)
     stem = f"openvino-{Path(model_dir).name}-{kind}"  # one lock, and one conversion kept, per model and kind
     target = cache_root / f"{stem}-{_fingerprint(model_dir, kind)}"
-    if (target / ".complete").is_file():
-        return target
     try:
-        cache_root.mkdir(parents=True, exist_ok=True)
-        with open(cache_root / f".{stem}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # the workers loading beside this one wait here, then reuse it
-            if not (target / ".complete").is_file():
-                started = time.perf_counter()
-                _convert(model, kind, cache_root, target)
-                log.info("converted the model for OpenVINO", extra={
-                    "event": "openvino_converted", "path": str(target),
-                    "seconds": round(time.perf_counter() - started, 2)})
-                _drop_older(target, stem)
+        if not (target / ".complete").is_file():
+            cache_root.mkdir(parents=True, exist_ok=True)
+            with open(cache_root / f".{stem}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # the workers loading beside this one wait here, then reuse it
+                if not (target / ".complete").is_file():
+                    started = time.perf_counter()
+                    _convert(load(), kind, cache_root, target, facts_of)
+                    log.info("converted the model for OpenVINO", extra={
+                        "event": "openvino_converted", "path": str(target),
+                        "seconds": round(time.perf_counter() - started, 2)})
+                    _drop_older(target, stem)
+        return target, json.loads((target / FACTS).read_text())
     except OSError as exc:
         from ..settings import env_var
 
         raise ModelLoadError(f"could not keep OpenVINO's converted model in {cache_root} ({exc}); set "
                              f"{env_var('model_cache_dir')} to a writable directory") from None
-    return target
 
 
 def _drop_older(target: Path, stem: str) -> None:
@@ -111,10 +115,12 @@ def _fingerprint(model_dir: Path, kind: str) -> str:
     return hashlib.sha256(json.dumps([facts, versions], default=str).encode()).hexdigest()[:16]
 
 
-def _convert(model: CLIPModel, kind: str, cache_root: Path, target: Path) -> None:
+def _convert(model: CLIPModel, kind: str, cache_root: Path, target: Path, facts_of: Callable[[CLIPModel], dict]
+             ) -> None:
     """Trace both towers into a staging directory, renamed into place only once complete."""
     staging = Path(tempfile.mkdtemp(prefix=".convert-", dir=cache_root))
     try:
+        (staging / FACTS).write_text(json.dumps(facts_of(model)))
         side = model.config.vision_config.image_size
         ids = torch.ones(2, 8, dtype=torch.long)
         with warnings.catch_warnings():  # the tracer's notes on transformers' Python branches, to a JSON log
