@@ -246,11 +246,14 @@ def report(args, model_dir, config, tokens, plan, every, children, samples, refe
     for tower in args.towers:
         roof = {}
         for batch in args.batches:
-            measured = [samples[(g.key, tower, batch)] for g in GEMM_ENGINES if (g.key, tower, batch) in samples]
-            per_round = [gemm.floors(plan[(tower, batch)], [m[r][1] for m in measured])
-                         for r in range(min(map(len, measured), default=0))]
+            measured = {g.options["backend"]: samples[(g.key, tower, batch)] for g in GEMM_ENGINES
+                        if (g.key, tower, batch) in samples}
+            per_round = [gemm.floors(plan[(tower, batch)], {name: m[r][1] for name, m in measured.items()})
+                         for r in range(min(map(len, measured.values()), default=0))]
             roof[batch] = {fmt: {"gflops": statistics.median(f[fmt]["gflops"] for f in per_round),
-                                 "floor_ms": statistics.median(f[fmt]["seconds"] for f in per_round) / batch * 1000}
+                                 "floor_ms": statistics.median(f[fmt]["seconds"] for f in per_round) / batch * 1000,
+                                 "shares": {name: statistics.median(f[fmt]["shares"][name] for f in per_round)
+                                            for name in measured}}
                            for fmt in gemm.FORMATS if per_round and all(fmt in f for f in per_round)}
         rows = []
         for child in children:
@@ -307,12 +310,15 @@ def render(report: dict) -> str:
         tokens = ", ".join(f"batch {b}: {data['tokens'][b]}" for b in batches)
         gflop = ", ".join(f"batch {b}: {data['gflop_per_item'][b]:.3g}" for b in batches)
         lines += ["", f"## {tower} tower: tokens per item ({tokens}); matmul GFLOP per item ({gflop})", "",
-                  "| roofline | " + " | ".join(f"batch {b} GFLOP/s | batch {b} floor ms/item" for b in batches) + " |",
-                  "| --- |" + " --- | --- |" * len(batches)]
+                  "| roofline | " + " | ".join(f"batch {b} GFLOP/s | batch {b} floor ms/item" for b in batches)
+                  + " | kernels (share of the floor's time) |", "| --- |" + " --- | --- |" * len(batches) + " --- |"]
         for fmt in gemm.FORMATS:
             cells = [f"{data['roofline'][b][fmt]['gflops']:.1f} | {data['roofline'][b][fmt]['floor_ms']:.3f}"
                      if fmt in data["roofline"][b] else "- | -" for b in batches]
-            lines.append(f"| {fmt} | " + " | ".join(cells) + " |")
+            kernels = "; ".join(f"batch {b}: " + ", ".join(f"{name} {share:.0%}" for name, share in
+                                                            data["roofline"][b][fmt]["shares"].items())
+                                for b in batches if fmt in data["roofline"][b])
+            lines.append(f"| {fmt} | " + " | ".join(cells) + f" | {kernels} |")
         lines += ["", "| engine | format | " + " | ".join(f"batch {b} ms/item | efficiency" for b in batches)
                   + " | worst cosine |", "| --- | --- |" + " --- | --- |" * len(batches) + " --- |"]
         for row in data["engines"]:

@@ -177,12 +177,14 @@ def measure(kernels: TorchKernels | OpenVinoKernels, gemms: list[Gemm]) -> dict[
     return seconds
 
 
-def floors(gemms: list[Gemm], measured: list[dict[str, list[float | None]]]) -> dict[str, dict]:
-    """Per format: the tower's matmuls at the best kernel per shape over every backend's `measured`, as seconds
-    and GFLOP/s. int8 has no kernel for attention's activation x activation matmuls: they count at the best of
-    fp32 and bf16 there, as int8 engines compute them."""
-    best = {fmt: [min((m[fmt][i] for m in measured if m[fmt][i] is not None), default=None)
-                  for i in range(len(gemms))] for fmt in FORMATS}
+def floors(gemms: list[Gemm], measured: dict[str, dict[str, list[float | None]]]) -> dict[str, dict]:
+    """Per format: the tower's matmuls at the best kernel per shape over every backend's `measured` (backend ->
+    measure's result), as seconds, GFLOP/s and each backend's share of those seconds. int8 has no kernel for
+    attention's activation x activation matmuls: they count at the best of fp32 and bf16 there, as int8 engines
+    compute them."""
+    best: dict[str, list[tuple[float, str] | None]] = {
+        fmt: [min(((m[fmt][i], name) for name, m in measured.items() if m[fmt][i] is not None), default=None)
+              for i in range(len(gemms))] for fmt in FORMATS}
     for i, gemm in enumerate(gemms):
         if not gemm.weights:
             best["int8"][i] = min((t for t in (best["fp32"][i], best["bf16"][i]) if t is not None), default=None)
@@ -191,8 +193,10 @@ def floors(gemms: list[Gemm], measured: list[dict[str, list[float | None]]]) -> 
     for fmt in FORMATS:
         if any(t is None for t in best[fmt]):
             continue
-        seconds = sum(g.count * t for g, t in zip(gemms, best[fmt], strict=True))
-        out[fmt] = {"seconds": seconds, "gflops": flops / seconds / 1e9}
+        spent = [(g.count * t, name) for g, (t, name) in zip(gemms, best[fmt], strict=True)]
+        seconds = sum(t for t, _ in spent)
+        shares = {name: sum(t for t, n in spent if n == name) / seconds for name in measured}
+        out[fmt] = {"seconds": seconds, "gflops": flops / seconds / 1e9, "shares": shares}
     return out
 
 
