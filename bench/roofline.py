@@ -34,6 +34,7 @@ A benchmark: exit 0 whatever the numbers.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.metadata
 import json
 import multiprocessing
@@ -275,6 +276,7 @@ def report(args, model_dir, config, tokens, plan, every, children, samples, refe
             rows.append(row)
         flops = {b: sum(g.flops for g in plan[(tower, b)]) / b / 1e9 for b in args.batches}
         towers[tower] = {"tokens": {b: tokens[(tower, b)] for b in args.batches}, "gflop_per_item": flops,
+                         "gemms": {b: [dataclasses.asdict(g) for g in plan[(tower, b)]] for b in args.batches},
                          "roofline": roof, "engines": rows}
     return {"model": str(model_dir), "model_name": model_dir.name, "machine": machine(args.threads),
             "rounds": args.rounds, "batches": args.batches, "reference_gemm": reference_rates(reference),
