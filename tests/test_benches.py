@@ -1,13 +1,16 @@
-"""Smoke tests of the precision, labels, serialisation, validation and soak benchmarks: each runs end to end (on
-the tiny stand-in where it needs a model) and prints its table; their timings are never checked (the machines are
-noisy)."""
+"""Smoke tests of the precision, labels, serialisation, validation, soak and roofline benchmarks: each runs end to
+end (on the tiny stand-in where it needs a model) and prints its table; their timings are never checked (the
+machines are noisy)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+from clipsvc.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,3 +60,31 @@ def test_soak_samples_every_worker_over_time(model_dir, tmp_path):
     assert set(report["answered"]) == {"clip", "encode", "rank", "vectorize", "embeddings", "post", "truss"}
     assert len(report["samples"]) >= 3 and len(report["summary"]) == 2
     assert "plateau" in out and "requests/s" in out
+
+
+# Issue 31's rows; the service's OpenVINO rows join once its settings have cpu_engine.
+ROOFLINE_ENGINES = ["transformers fp32", "transformers bf16", "clipsvc torch bf16", "clipsvc torch int8",
+                    "clipsvc torch fp32", "ONNX Runtime fp32", "ONNX Runtime int8 dynamic", "OpenVINO f32",
+                    "OpenVINO bf16", "OpenVINO bf16 + int8 weights"]
+
+
+def test_roofline_reports_every_engine_beside_the_floor(model_dir, tmp_path):
+    out = run("roofline.py", "--model-dir", str(model_dir), "--rounds", "1", "--batches", "1", "--json",
+              str(tmp_path / "roofline.json"))
+    report = json.loads((tmp_path / "roofline.json").read_text())
+    labels = ROOFLINE_ENGINES + (["clipsvc openvino bf16", "clipsvc openvino int8", "clipsvc openvino fp32"]
+                                 if "cpu_engine" in {f.name for f in dataclasses.fields(Settings)} else [])
+    assert set(report["towers"]) == {"image", "text"}
+    assert "reference matmul 2056x1024 by 1024x4096" in out
+    for tower in ("image", "text"):
+        table = out.split(f"## {tower} tower")[1].split("## ")[0]
+        rows = {line.split(" | ")[0].strip("| ").split(" (")[0]: [cell.strip(" |") for cell in line.split(" | ")]
+                for line in table.splitlines() if line.startswith("| ") and "---" not in line}
+        for fmt in ("fp32", "bf16", "int8"):  # the roofline: GFLOP/s and floor ms per item
+            assert float(rows[fmt][1]) > 0 and float(rows[fmt][2]) > 0
+        assert "transformers fp32" in rows
+        for label in labels:
+            assert label in rows or f"skipped: {label}:" in out, label
+            if label in rows:
+                assert rows[label][3].endswith("%") and float(rows[label][3].rstrip("%")) >= 0  # efficiency
+                assert 0.9 < float(rows[label][4]) <= 1.000001  # worst cosine against transformers fp32
