@@ -8,7 +8,6 @@ answer before it sends the next request, so the thread pools of different runtim
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
 import os
 import time
@@ -32,28 +31,17 @@ class Engine:
     options: dict = field(default_factory=dict)
 
 
-# The service's own rows: (label, format, settings overrides). cpu_engine="openvino" rows only where the settings
-# have the field (clipsvc_rows).
-CLIPSVC = (("clipsvc torch bf16", "bf16", {"precision": "bf16"}), ("clipsvc torch int8", "int8", {"precision": "int8"}),
-           ("clipsvc torch fp32", "fp32", {"precision": "fp32"}))
-CLIPSVC_OPENVINO = (("clipsvc openvino bf16", "bf16", {"precision": "bf16"}),
-                    ("clipsvc openvino int8", "int8", {"precision": "int8"}),
-                    ("clipsvc openvino fp32", "fp32", {"precision": "fp32"}))
+# The service's own rows, built as a worker builds them: (label, format, settings). OpenVINO is the default engine.
+CLIPSVC = tuple((f"clipsvc {engine} {fmt}", fmt, {"cpu_engine": engine, "precision": fmt})
+                for engine in ("openvino", "torch") for fmt in ("bf16", "int8", "fp32"))
 REFERENCE = "hf-fp32"  # every cosine is against this engine's vectors on the same inputs
 
 
 def clipsvc_rows() -> list[Engine]:
-    """The clipsvc rows this checkout can run: torch always, OpenVINO once Settings has `cpu_engine`."""
-    from clipsvc.settings import Settings
-
-    has_engine = "cpu_engine" in {f.name for f in dataclasses.fields(Settings)}
-    rows = [(label, fmt, {**changes, "cpu_engine": "torch"} if has_engine else changes)
-            for label, fmt, changes in CLIPSVC]
-    if has_engine:
-        rows += [(label, fmt, {**changes, "cpu_engine": "openvino"}) for label, fmt, changes in CLIPSVC_OPENVINO]
+    """The clipsvc rows: each engine in each format."""
     return [Engine(label.replace(" ", "-"), label, "clipsvc", fmt,
-                   ("openvino",) if changes.get("cpu_engine") == "openvino" else (), changes)
-            for label, fmt, changes in rows]
+                   ("openvino",) if changes["cpu_engine"] == "openvino" else (), changes)
+            for label, fmt, changes in CLIPSVC]
 
 
 def engines() -> list[Engine]:

@@ -7,14 +7,17 @@ patch embedding (a convolution that is a matmul: 3.patch^2 -> d per patch) and t
 Kernels per format: fp32 torch.matmul and OpenVINO f32 MatMul; bf16 torch.matmul on bf16 tensors and OpenVINO
 MatMul with INFERENCE_PRECISION_HINT=bf16; int8 torch._int_mm (int8 x int8 -> int32) and OpenVINO MatMul on int8
 weights with dynamic quantization of the activations (DYNAMIC_QUANTIZATION_GROUP_SIZE 32, 128 and K, under each
-precision hint). int8 kernels multiply weights: attention's activation x activation matmuls have none.
+precision hint). int8 kernels multiply weights: attention's activation x activation matmuls have none. Where
+the rows are few (COLD_ROWS), each timed call multiplies by distinct weights, as a model's layers do.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -23,6 +26,28 @@ REFERENCE = (2056, 1024, 4096)  # issue 31's single shape: M x K by K x N, timed
 REFERENCE_THREADS = 2
 REFERENCE_ISSUE = {"fp32": 161, "bf16": 384, "int8": 510}  # GOP/s the issue measured on its EPYC
 MIN_REPEATS, MIN_SECONDS, MAX_REPEATS = 3, 0.05, 50
+# Below this many rows a weight matmul waits on memory more than on arithmetic: one weight matrix timed again and
+# again would sit in the CPU's cache, which a model's layers, each with its own weights, never do. So each call
+# there multiplies by distinct copies of the weights, more bytes than twice the last-level cache (at most COPIES).
+COLD_ROWS, COPIES = 256, 64
+
+
+@functools.cache
+def last_level_cache() -> int:
+    """Bytes of the largest CPU cache (sysfs), 32 MiB where it cannot be read."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip()
+        sizes.append(int(text[:-1]) * {"K": 1 << 10, "M": 1 << 20}.get(text[-1], 1) if text[-1] in "KM"
+                     else int(text))
+    return max(sizes, default=32 << 20)
+
+
+def copies(gemm: Gemm) -> int:
+    """How many distinct weight matrices one timed call multiplies by (see COLD_ROWS); 1 for activations."""
+    if not gemm.weights or gemm.m >= COLD_ROWS:
+        return 1
+    return max(1, min(COPIES, -(-2 * last_level_cache() // (gemm.k * gemm.n))))  # int8: the fewest bytes
 
 
 @dataclass(frozen=True)
@@ -86,18 +111,20 @@ class TorchKernels:
         self.calls: dict[tuple, dict[str, Callable[[], object]]] = {}
 
     def kernels(self, gemm: Gemm) -> dict[str, Callable[[], object]]:
-        """format -> a call doing one multiply of this shape."""
+        """format -> a call doing copies(gemm) multiplies of this shape, each by its own weights."""
         key = (gemm.batch, gemm.m, gemm.k, gemm.n, gemm.weights)
         if key not in self.calls:
             torch = self.torch
             lead = (gemm.batch,) if gemm.batch > 1 else ()
-            a, b = torch.randn(*lead, gemm.m, gemm.k), torch.randn(*lead, gemm.k, gemm.n)
-            a16, b16 = a.bfloat16(), b.bfloat16()
-            calls = {"fp32": lambda: torch.matmul(a, b), "bf16": lambda: torch.matmul(a16, b16)}
+            a = torch.randn(*lead, gemm.m, gemm.k)
+            bs = [torch.randn(*lead, gemm.k, gemm.n) for _ in range(copies(gemm))]
+            a16, b16s = a.bfloat16(), [b.bfloat16() for b in bs]
+            calls = {"fp32": lambda: [torch.matmul(a, b) for b in bs],
+                     "bf16": lambda: [torch.matmul(a16, b) for b in b16s]}
             if gemm.weights:
                 a8 = torch.randint(-128, 128, (gemm.m, gemm.k), dtype=torch.int8)
-                b8 = torch.randint(-128, 128, (gemm.k, gemm.n), dtype=torch.int8)
-                calls["int8"] = lambda: torch._int_mm(a8, b8)
+                b8s = [torch.randint(-128, 128, (gemm.k, gemm.n), dtype=torch.int8) for _ in bs]
+                calls["int8"] = lambda: [torch._int_mm(a8, b8) for b8 in b8s]
             self.calls[key] = calls
         return self.calls[key]
 
@@ -119,7 +146,7 @@ class OpenVinoKernels:
         self.rng = np.random.default_rng(0)
 
     def kernels(self, gemm: Gemm) -> dict[str, list[Callable[[], object]]]:
-        """format -> calls doing one multiply of this shape, one per configuration worth trying."""
+        """format -> calls doing copies(gemm) multiplies of this shape, one per configuration worth trying."""
         key = (gemm.batch, gemm.m, gemm.k, gemm.n, gemm.weights)
         if key not in self.calls:
             self.calls[key] = self._weights(gemm) if gemm.weights else self._activations(gemm)
@@ -145,20 +172,26 @@ class OpenVinoKernels:
                 "bf16": [self._compile(model, [a, b], expected, 5e-2, INFERENCE_PRECISION_HINT="bf16")]}
 
     def _weights(self, gemm: Gemm) -> dict[str, list[Callable[[], object]]]:
+        """copies(gemm) MatMuls of the one input, each by its own weights, in one model (outputs checked: the
+        first)."""
         ov, ops = self.ov, self.ov.opset13
         a = self.rng.standard_normal((gemm.m, gemm.k), dtype=np.float32)
-        w = self.rng.standard_normal((gemm.k, gemm.n), dtype=np.float32)
+        ws = [self.rng.standard_normal((gemm.k, gemm.n), dtype=np.float32) for _ in range(copies(gemm))]
         x = ops.parameter(a.shape, np.float32, name="x")
-        model = ov.Model([ops.matmul(x, ops.constant(w), False, False)], [x], "weights")
-        expected = a @ w
+        model = ov.Model([ops.matmul(x, ops.constant(w), False, False) for w in ws], [x], "weights")
+        expected = a @ ws[0]
         calls = {"fp32": [self._compile(model, [a], expected, 1e-3, INFERENCE_PRECISION_HINT="f32")],
                  "bf16": [self._compile(model, [a], expected, 5e-2, INFERENCE_PRECISION_HINT="bf16")]}
-        scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)[:, None]  # per output channel, as INT8_SYM
-        w8 = np.clip(np.round(w.T / scale), -127, 127).astype(np.int8)  # N x K, as nncf stores it
         x = ops.parameter(a.shape, np.float32, name="x")
-        weights = ops.multiply(ops.convert(ops.constant(w8), ov.Type.f32), ops.constant(scale))
-        model = ov.Model([ops.matmul(x, weights, False, True)], [x], "int8 weights")
-        expected = a @ (w8.astype(np.float32) * scale).T
+        outputs = []
+        for w in ws:
+            scale = (np.abs(w).max(axis=0) / 127).astype(np.float32)[:, None]  # per output channel, as INT8_SYM
+            w8 = np.clip(np.round(w.T / scale), -127, 127).astype(np.int8)  # N x K, as nncf stores it
+            weights = ops.multiply(ops.convert(ops.constant(w8), ov.Type.f32), ops.constant(scale))
+            outputs.append(ops.matmul(x, weights, False, True))
+            if len(outputs) == 1:
+                expected = a @ (w8.astype(np.float32) * scale).T
+        model = ov.Model(outputs, [x], "int8 weights")
         calls["int8"] = [self._compile(model, [a], expected, 5e-2, INFERENCE_PRECISION_HINT=hint,
                                        DYNAMIC_QUANTIZATION_GROUP_SIZE=group)
                          for hint in ("f32", "bf16") for group in (*self.GROUPS, gemm.k)]
@@ -173,7 +206,7 @@ def measure(kernels: TorchKernels | OpenVinoKernels, gemms: list[Gemm]) -> dict[
         for fmt in FORMATS:
             options = calls.get(fmt)
             options = [options] if callable(options) else options or []
-            seconds[fmt].append(min(best_seconds(call) for call in options) if options else None)
+            seconds[fmt].append(min(best_seconds(call) for call in options) / copies(gemm) if options else None)
     return seconds
 
 
