@@ -1,16 +1,17 @@
 """CLIP_PRECISION on this CPU: each format's speed, accuracy against fp32, memory and guard cost, per tower.
 
     python bench/precision.py [--arch vit-l-14 | --model-dir DIR] [--threads 2] [--images 8] [--texts 8]
+                              [--photos FILE ...]
 
 Each format is built in a fresh process, as a worker builds it (ClipEncoder.build, 2 threads). With
 CLIP_CPU_ENGINE=torch: fp32 as transformers loads it, fp32 and bf16 each without and with the image tower's
 oneDNN-packed linears (CLIP_CPU_PACKED_WEIGHTS), and int8; then OpenVINO (the default engine) in fp32, bf16 and int8
 (the load times of openvino-fp32 and openvino-int8 include converting the model, unless CLIP_MODEL_CACHE_DIR holds
-it already; openvino-bf16 reuses fp32's). Each runs the image tower at batch 1 over `--images` noise pictures and
-the text tower at batch 1 over `--texts` captions, after one warm-up pass; then reports ms per item, the worst
-cosine against fp32 per tower, the worst change of the 0-100 score over every image-text pair (before rounding), the
-process's private memory (smaps_rollup) and the load time with and without the accuracy guard. A benchmark: it exits
-0 whatever the numbers.
+it already; openvino-bf16 reuses fp32's). Each runs the image tower at batch 1 over `--images` noise pictures (or
+`--photos`) and the text tower at batch 1 over `--texts` captions, after one warm-up pass; then reports ms per item,
+the worst cosine against fp32 per tower, the worst change of the 0-100 score over every image-text pair (before
+rounding), the process's private memory (smaps_rollup) and the load time with and without the accuracy guard. A
+benchmark: it exits 0 whatever the numbers.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ CAPTIONS = ["Man staring at the moon, moon is made of mechanical parts", "a phot
             "a close-up of a cat's face", "an old map of Europe"]
 
 
-def one(name: str, model_dir: Path, threads: int, images: int, texts: int, out: Path) -> None:
+def one(name: str, model_dir: Path, threads: int, images: int, texts: int, out: Path, photos: list[Path]) -> None:
     """In a fresh process: load one format, time both towers, save its vectors for the parent to compare."""
     from PIL import Image
 
@@ -51,7 +52,8 @@ def one(name: str, model_dir: Path, threads: int, images: int, texts: int, out: 
     encoder = ClipEncoder.build(settings)
     load_s = time.perf_counter() - started
     rng = np.random.default_rng(0)
-    pictures = [Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) for _ in range(images)]
+    pictures = ([Image.open(path).convert("RGB") for path in (photos * images)[:images]] if photos else
+                [Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) for _ in range(images)])
     captions = (CAPTIONS * texts)[:texts]
     encode_images(encoder, pictures[:1]), encode_texts(encoder, captions[:1])  # warm-up: oneDNN's first-call setup
     started = time.perf_counter()
@@ -79,12 +81,14 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=8)
+    parser.add_argument("--photos", type=Path, nargs="*", default=[],
+                        help="image files to encode instead of noise pictures (cycled to --images)")
     parser.add_argument("--texts", type=int, default=8)
     parser.add_argument("--one", choices=FORMATS, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # a child: the parent names the model
-        return one(args.one, args.model_dir, args.threads, args.images, args.texts, args.out)
+        return one(args.one, args.model_dir, args.threads, args.images, args.texts, args.out, args.photos)
     from perf import chosen_model, cpu_model, in_fresh_process
 
     from clipsvc.web.scoring import CLIPSCORE_WEIGHT
@@ -94,7 +98,8 @@ def main() -> None:
     for name in FORMATS:
         out = Path(f"/tmp/clipsvc-precision-{name}.npz")
         rows.append(in_fresh_process(__file__, name, "--model-dir", str(model_dir), "--threads", str(args.threads),
-                                     "--images", str(args.images), "--texts", str(args.texts), "--out", str(out)))
+                                     "--images", str(args.images), "--texts", str(args.texts), "--out", str(out),
+                                     *(["--photos", *map(str, args.photos)] if args.photos else [])))
         vectors[name] = np.load(out)
         out.unlink()
     exact = vectors["fp32"]

@@ -207,6 +207,7 @@ def measure(kernels: TorchKernels | OpenVinoKernels, gemms: list[Gemm]) -> dict[
             options = calls.get(fmt)
             options = [options] if callable(options) else options or []
             seconds[fmt].append(min(best_seconds(call) for call in options) / copies(gemm) if options else None)
+        kernels.calls.clear()  # compiled models hold their weights: one shape's at a time (ViT-L/14 ran out of 24 GB)
     return seconds
 
 

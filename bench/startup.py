@@ -1,6 +1,7 @@
 """Start-up cost of the real server: the master's memory, the workers' boot time, everyone's PSS.
 
-    python bench/startup.py [--model-dir models/vit-b-32] [--runs 3] [--root DIR ...] [--json report.json]
+    python bench/startup.py [--model-dir models/vit-b-32] [--runs 3] [--root DIR ...] [--env CLIP_X=VALUE ...]
+                            [--json report.json]
 
 Each run starts `gunicorn -c gunicorn.conf.py wsgi:app` from a `--root` (this checkout by default; give two,
 e.g. a `git worktree` of an older commit, and their runs alternate so a busy moment hits both alike) on a free
@@ -51,10 +52,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(root: Path, model_dir: Path, workers: int, settle: float) -> dict:
+def one_run(root: Path, model_dir: Path, workers: int, settle: float, settings: dict[str, str]) -> dict:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLIP_")}
-    env.update(CLIP_MODEL_DIR=str(model_dir), PORT=str(port), WEB_CONCURRENCY=str(workers), PYTHONUNBUFFERED="1")
+    env.update(CLIP_MODEL_DIR=str(model_dir), PORT=str(port), WEB_CONCURRENCY=str(workers), PYTHONUNBUFFERED="1",
+               **settings)
     command = [sys.executable, "-m", "gunicorn", "-c", "gunicorn.conf.py", "--bind", f"127.0.0.1:{port}", "wsgi:app"]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -112,13 +114,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after the last model load")
+    parser.add_argument("--env", action="append", default=[], metavar="CLIP_X=VALUE",
+                        help="a setting for every run (the defaults otherwise)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     roots = [root.resolve() for root in args.root or [ROOT]]
     runs: dict[Path, list[dict]] = {root: [] for root in roots}
     for number in range(args.runs):
         for root in roots:
-            runs[root].append(one_run(root, args.model_dir.resolve(), args.workers, args.settle))
+            runs[root].append(one_run(root, args.model_dir.resolve(), args.workers, args.settle,
+                                      dict(pair.split("=", 1) for pair in args.env)))
             print(f"{root} run {number + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[root][-1].items()),
                   flush=True)
     medians = {str(root): {key: round(statistics.median(r[key] for r in rs), 2) for key in rs[0]}
