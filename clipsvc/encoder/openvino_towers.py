@@ -5,7 +5,7 @@ Why: on CPUs OpenVINO runs CLIP closer to the machine's matrix rate than eager t
 "CPU engines"): it fuses LayerNorm, the residual adds and quick-GELU around its matmuls, keeps softmax and
 normalisation in fp32 under bf16, and in int8 quantises activations per row at run time for VNNI/AMX kernels
 (weights int8 per output channel, made here: no extra dependency). The first worker converts under a file lock
-(seconds for ViT-L/14); the others, and every later start with the same cache, only compile.
+(about 16 s for ViT-L/14 on 2 cores); the others, and every later start with the same cache, only compile.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 CONVERSION = 1
 FACTS = "facts.json"  # what the loader asked to keep of the fp32 model: it is not loaded again
 # Activations of int8 layers are quantised per row in groups of this many input channels (OpenVINO's CPU plugin,
-# DYNAMIC_QUANTIZATION_GROUP_SIZE). ViT-L/14's widest input is 4096: 1024 was the fastest of 32..4096 measured,
-# at a worst image cosine of 0.9998 against fp32 (docs/performance.md).
+# DYNAMIC_QUANTIZATION_GROUP_SIZE). On ViT-L/14 (widest input 4096) 1024 ran as fast as 256, 32 was 1.4x and 4096 (one
+# group per row) 1.45x slower; its worst image cosine against fp32 was 0.9998 (docs/performance.md).
 INT8_GROUP = 1024
 MADV_DONTNEED = 4
 
