@@ -69,27 +69,11 @@ def missing(engine: Engine) -> list[str]:
 
 def tower_modules(model) -> dict:
     """tower -> an nn.Module computing its projected, pooled features: what is exported, and what transformers
-    rows run (get_image_features / get_text_features do the same)."""
-    import torch
+    rows run (get_image_features / get_text_features do the same). The service's own, so every engine converts
+    the same graph."""
+    from clipsvc.encoder.openvino_towers import ImageTower, TextTower
 
-    class Image(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.vision_model, self.visual_projection = model.vision_model, model.visual_projection
-
-        def forward(self, pixel_values):
-            return self.visual_projection(self.vision_model(pixel_values=pixel_values).pooler_output)
-
-    class Text(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.text_model, self.text_projection = model.text_model, model.text_projection
-
-        def forward(self, input_ids, attention_mask):
-            out = self.text_model(input_ids=input_ids, attention_mask=attention_mask)
-            return self.text_projection(out.pooler_output)
-
-    return {"image": Image().eval(), "text": Text().eval()}
+    return {"image": ImageTower(model).eval(), "text": TextTower(model).eval()}
 
 
 def convert(model_dir: Path, workdir: Path, wanted: set[str], sample: dict) -> dict[str, str]:

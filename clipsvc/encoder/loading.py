@@ -78,6 +78,17 @@ class Loaded(NamedTuple):
     seconds: float
 
 
+class Built(NamedTuple):
+    """What an engine's loader gives load_model: the towers, the logit scale, whether they are packed, the guard's
+    worst cosine (None: no guard) and whether it refused the chosen format (then the towers compute in fp32)."""
+
+    towers: Towers
+    logit_scale: float
+    packed: bool
+    cosine: float | None
+    fell_back: bool
+
+
 def pick_device(requested: str) -> torch.device:
     """`auto` takes the GPU when there is one; asking for CUDA without one is a start-up error.
 
@@ -107,11 +118,15 @@ def load_model(model_dir: Path, settings: Settings) -> Loaded:
     try:
         tokenizer = CLIPTokenizer.from_pretrained(model_dir, local_files_only=True)
         processor = CLIPImageProcessorPil.from_pretrained(model_dir, local_files_only=True)
-        guard = formats.threshold(chosen, settings.precision_min_cosine)
-        load = _load_openvino if openvino else _load_torch
-        towers, logit_scale, packed, cosine = load(model_dir, settings, target, chosen, guard, tokenizer, processor)
-        _release_freed_heap()
         config = CLIPConfig.from_pretrained(model_dir, local_files_only=True)
+        guard = formats.threshold(chosen, settings.precision_min_cosine)
+        # The guard's probe; OpenVINO's conversion also keeps its fp32 vectors, for later workers' guards.
+        probe = (formats.Probe.build(processor, tokenizer, config.vision_config.image_size)
+                 if guard > 0 or openvino else None)
+        load = _load_openvino if openvino else _load_torch
+        towers, logit_scale, packed, cosine, fell_back = load(model_dir, settings, target, config, chosen, guard,
+                                                              probe, tokenizer.pad_token_id)
+        _release_freed_heap()
         facts = _facts(config, logit_scale, model_dir)
         # Set the tokenizer's truncation once here: concurrent first calls would race to set it.
         tokenizer(["warm up"], truncation=True, max_length=facts.max_text_tokens)
@@ -119,41 +134,35 @@ def load_model(model_dir: Path, settings: Settings) -> Loaded:
         raise
     except Exception as exc:  # transformers raises many types for a broken directory
         raise ModelLoadError(f"could not load the CLIP model from {model_dir}: {exc}") from exc
-    fell_back = cosine is not None and cosine < guard
     return Loaded(towers, tokenizer, processor, facts, "openvino" if openvino else "torch",
                   "fp32" if fell_back else chosen, cosine, fell_back, packed, round(time.perf_counter() - started, 3))
 
 
-def _load_torch(model_dir: Path, settings: Settings, target: torch.device, chosen: str, guard: float,
-                tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil
-                ) -> tuple[Towers, float, bool, float | None]:
-    """transformers' model converted (and packed) in place, measured against its own fp32 vectors: the towers, the
-    logit scale, whether they are packed, and the guard's cosine (None: no guard)."""
+def _load_torch(model_dir: Path, settings: Settings, target: torch.device, config: CLIPConfig, chosen: str,
+                guard: float, probe: formats.Probe | None, pad_id: int) -> Built:
+    """transformers' model converted (and packed) in place, measured against its own fp32 vectors."""
     model = _fp32_model(model_dir, target)
     logit_scale = _logit_scale(model)
     pack = settings.cpu_packed_weights and target.type == "cpu"
-    probe = formats.Probe.build(processor, tokenizer, model.config.vision_config.image_size) if guard > 0 else None
-    reference = probe.vectors(TorchTowers(model)) if probe is not None else None
+    reference = probe.vectors(TorchTowers(model)) if guard > 0 else None
     model, packed = formats.convert(model, chosen, pack)
     towers = TorchTowers(model)
-    cosine = None if probe is None else formats.worst_cosine(probe.vectors(towers), reference)
-    if _falls_back(chosen, cosine, guard):
+    cosine = None if reference is None else formats.worst_cosine(probe.vectors(towers), reference)
+    fell_back = _falls_back(chosen, cosine, guard)
+    if fell_back:
         del towers, model  # converted in place: the fp32 weights are read again
         model, packed = formats.convert(_fp32_model(model_dir, target), "fp32", pack)
         towers = TorchTowers(model)
-    return towers, logit_scale, packed, cosine
+    return Built(towers, logit_scale, packed, cosine, fell_back)
 
 
-def _load_openvino(model_dir: Path, settings: Settings, target: torch.device, chosen: str, guard: float,
-                   tokenizer: CLIPTokenizer, processor: CLIPImageProcessorPil
-                   ) -> tuple[Towers, float, bool, float | None]:
+def _load_openvino(model_dir: Path, settings: Settings, target: torch.device, config: CLIPConfig, chosen: str,
+                   guard: float, probe: formats.Probe, pad_id: int) -> Built:
     """OpenVINO's towers from the cached conversion; transformers' model is loaded only to make a missing one,
     which also keeps the logit scale and the probe's fp32 vectors (the guard's reference). Imported here: the
     torch engine needs no OpenVINO."""
     from . import openvino_towers
 
-    config = CLIPConfig.from_pretrained(model_dir, local_files_only=True)
-    probe = formats.Probe.build(processor, tokenizer, config.vision_config.image_size)
     root = model_cache_root(settings.model_cache_dir)
     threads = settings.torch_threads or cpu_count()
 
@@ -164,15 +173,16 @@ def _load_openvino(model_dir: Path, settings: Settings, target: torch.device, ch
         directory, kept = openvino_towers.converted(partial(_fp32_model, model_dir, target), model_dir, root,
                                                     precision, facts_of)
         return openvino_towers.OpenVINOTowers(directory, precision, threads, formats.native_bf16(),
-                                              tokenizer.pad_token_id, config.text_config.max_position_embeddings), kept
+                                              pad_id, config.text_config.max_position_embeddings), kept
 
     towers, kept = compiled(chosen)
     cosine = None if guard <= 0 else formats.worst_cosine(probe.vectors(towers), torch.tensor(kept["probe"]))
-    if _falls_back(chosen, cosine, guard):
+    fell_back = _falls_back(chosen, cosine, guard)
+    if fell_back:
         del towers
         towers, kept = compiled("fp32")
     towers.release_file_pages()
-    return towers, kept["logit_scale"], False, cosine
+    return Built(towers, kept["logit_scale"], False, cosine, fell_back)
 
 
 def _falls_back(chosen: str, cosine: float | None, guard: float) -> bool:
