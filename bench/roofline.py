@@ -2,7 +2,8 @@
 rate at the model's own shapes (issue 31).
 
     python bench/roofline.py [--arch vit-l-14|vit-b-32|tiny | --model-dir DIR] [--threads 2] [--batches 1,8]
-                             [--rounds 5] [--towers image,text] [--engines KEY,...] [--json out.json]
+                             [--rounds 5] [--settle 0.05] [--towers image,text] [--engines KEY,...]
+                             [--json out.json]
 
 Engines (keys for --engines; transformers fp32 always runs, as every cosine's reference): transformers fp32 and
 bf16 (hf-fp32, hf-bf16); clipsvc's own encoder (ClipEncoder.build from testkit's cpu_settings, timed on
@@ -17,8 +18,9 @@ time, so no two thread pools run together. All get the same inputs: random-pixel
 CLIPImageProcessorPil (clipsvc gets the pictures and preprocesses them itself, untimed) and real-looking
 captions through CLIPTokenizer, padded to the longest of the batch. --threads for all (torch.set_num_threads,
 ORT intra_op_num_threads without spinning, OpenVINO INFERENCE_NUM_THREADS unpinned, latency hint). One warm-up
-pass per engine, tower and batch; then --rounds rounds, engines interleaved (their order rotated each round);
-medians, in ms per image. Worst cosine: the lowest over rows and batches against transformers fp32.
+pass per engine, tower and batch; then --rounds rounds, engines interleaved (their order rotated each round),
+each call after --settle seconds of quiet (the engine before it leaves threads spinning for a few ms); medians,
+in ms per image. Worst cosine: the lowest over rows and batches against transformers fp32.
 
 The roofline, per format and batch: the tower's matmul FLOPs (roofline_gemm: linears, attention's two batched
 matmuls, patch embedding, projection) over the time plain matmuls take at exactly those shapes, with the best
@@ -41,6 +43,7 @@ import multiprocessing
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +237,7 @@ def run_rounds(children: list[Child], args: argparse.Namespace) -> dict:
         for tower, batch in keys:
             shift = round_ % len(children)
             for child in children[shift:] + children[:shift]:
+                time.sleep(args.settle)  # the previous engine's threads stop spinning: a lone text ran 3 ms slower
                 answer = child.ask(tower, batch)
                 if answer is not None:
                     samples.setdefault((child.engine.key, tower, batch), []).append(answer)
@@ -359,6 +363,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batches", type=csv_of(int), default=[1, 8])
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--settle", type=float, default=0.05,
+                        help="seconds of quiet before each timed call (default 0.05), as a server between requests")
     parser.add_argument("--towers", type=csv_of(str), default=["image", "text"])
     parser.add_argument("--engines", type=csv_of(str), help="comma-separated keys (default: every available)")
     parser.add_argument("--json", type=Path)

@@ -69,11 +69,21 @@ def missing(engine: Engine) -> list[str]:
 
 def tower_modules(model) -> dict:
     """tower -> an nn.Module computing its projected, pooled features: what is exported, and what transformers
-    rows run (get_image_features / get_text_features do the same). The service's own, so every engine converts
-    the same graph."""
-    from clipsvc.encoder.openvino_towers import ImageTower, TextTower
+    rows run (get_image_features / get_text_features do the same): transformers' own towers, as a user would run
+    them. (The service's image graph differs only by the padding tokens it may add to a lone image.)"""
+    import torch
 
-    return {"image": ImageTower(model).eval(), "text": TextTower(model).eval()}
+    from clipsvc.encoder.openvino_towers import TextTower
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vision, self.projection = model.vision_model, model.visual_projection
+
+        def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+            return self.projection(self.vision(pixel_values=pixel_values).pooler_output)
+
+    return {"image": ImageTower().eval(), "text": TextTower(model).eval()}
 
 
 def convert(model_dir: Path, workdir: Path, wanted: set[str], sample: dict) -> dict[str, str]:

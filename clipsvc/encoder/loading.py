@@ -173,7 +173,8 @@ def _load_openvino(model_dir: Path, settings: Settings, target: torch.device, co
         directory, kept = openvino_towers.converted(partial(_fp32_model, model_dir, target), model_dir, root,
                                                     precision, facts_of)
         return openvino_towers.OpenVINOTowers(directory, precision, threads, formats.native_bf16(),
-                                              pad_id, config.text_config.max_position_embeddings), kept
+                                              pad_id, config.text_config.max_position_embeddings,
+                                              _image_tokens(config)), kept
 
     towers, kept = compiled(chosen)
     cosine = None if guard <= 0 else formats.worst_cosine(probe.vectors(towers), torch.tensor(kept["probe"]))
@@ -204,10 +205,15 @@ def _facts(config: CLIPConfig, logit_scale: float, model_dir: Path) -> ModelFact
         embedding_dim=config.projection_dim,
         image_size=vision.image_size,
         max_text_tokens=config.text_config.max_position_embeddings,
-        image_tokens=(vision.image_size // vision.patch_size) ** 2 + 1,
+        image_tokens=_image_tokens(config),
         model_created=int((Path(model_dir) / "config.json").stat().st_mtime),
         logit_scale=logit_scale,
     )
+
+
+def _image_tokens(config: CLIPConfig) -> int:
+    """Rows of one image in the vision transformer: its patches and the class token."""
+    return (config.vision_config.image_size // config.vision_config.patch_size) ** 2 + 1
 
 
 def _logit_scale(model: CLIPModel) -> float:

@@ -36,24 +36,37 @@ log = logging.getLogger(__name__)
 
 # Bump when the conversion below, or what the loader keeps beside it (FACTS), changes: caches made by another
 # version are then ignored, not reused.
-CONVERSION = 1
+CONVERSION = 2
 FACTS = "facts.json"  # what the loader asked to keep of the fp32 model: it is not loaded again
 # Activations of int8 layers are quantised per row in groups of this many input channels (OpenVINO's CPU plugin,
 # DYNAMIC_QUANTIZATION_GROUP_SIZE). On ViT-L/14 (widest input 4096) 1024 ran as fast as 256, 32 was 1.4x and 4096 (one
 # group per row) 1.45x slower; its worst image cosine against fp32 was 0.9998 (docs/performance.md).
 INT8_GROUP = 1024
 MADV_DONTNEED = 4
+# A lone image's tokens are padded to a multiple of this many rows, when that adds at most 1/PAD_MOST_EVERY more
+# (image_padding). OpenVINO's bf16 matmuls handle a one-row tail slowly: a ViT-L/14 image (257 rows) took 457-479 ms
+# padded to 264 and 493-531 ms unpadded; batches of 2 to 8 gained nothing, and ViT-B/32 (50 rows to 56) lost 11 %.
+PAD_MULTIPLE, PAD_MOST_EVERY = 8, 32
 
 
 class ImageTower(torch.nn.Module):
-    """What OpenVINO converts: pixels to projected image features."""
+    """What OpenVINO converts: pixels, and as many extra tokens per image as `padding` is long (masked out of
+    attention, so the vectors do not change), to projected image features. transformers' vision forward, with
+    the padding added after its embeddings."""
 
     def __init__(self, model: CLIPModel):
         super().__init__()
         self.vision, self.projection = model.vision_model, model.visual_projection
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.vision(pixel_values=pixel_values).pooler_output)
+    def forward(self, pixel_values: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+        vision = self.vision
+        hidden = vision.pre_layrnorm(vision.embeddings(pixel_values))
+        images, tokens, width = hidden.shape
+        extra = padding.shape[0]
+        hidden = torch.cat([hidden, hidden.new_zeros(images, extra, width)], 1)
+        ignored = torch.cat([hidden.new_zeros(tokens), hidden.new_full((extra,), float("-inf"))])
+        last = vision.encoder(inputs_embeds=hidden, attention_mask=ignored.view(1, 1, 1, -1)).last_hidden_state
+        return self.projection(vision.post_layernorm(last[:, 0, :]))
 
 
 class TextTower(torch.nn.Module):
@@ -140,8 +153,9 @@ def _convert(model: CLIPModel, kind: str, cache_root: Path, target: Path, facts_
 def _traced(model: CLIPModel, side: int, ids: torch.Tensor) -> dict[str, ov.Model]:
     """Both towers, batch and text length left open."""
     return {
-        "image": ov.convert_model(ImageTower(model), example_input=torch.zeros(1, 3, side, side),
-                                  input=[("pixel_values", [-1, 3, side, side], ov.Type.f32)]),
+        "image": ov.convert_model(ImageTower(model), example_input=(torch.zeros(1, 3, side, side), torch.zeros(3)),
+                                  input=[("pixel_values", [-1, 3, side, side], ov.Type.f32),
+                                         ("padding", [-1], ov.Type.f32)]),
         "text": ov.convert_model(TextTower(model), example_input={"input_ids": ids, "attention_mask": ids},
                                  input=[("input_ids", [-1, -1], ov.Type.i64),
                                         ("attention_mask", [-1, -1], ov.Type.i64)]),
@@ -180,7 +194,7 @@ class OpenVINOTowers:
     dtype = torch.float32
 
     def __init__(self, directory: Path, precision: str, threads: int, native_bf16: bool, pad_id: int,
-                 max_tokens: int):
+                 max_tokens: int, image_tokens: int):
         core = ov.Core()
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" or (precision == "int8" and native_bf16)
@@ -191,12 +205,15 @@ class OpenVINOTowers:
             "ENABLE_CPU_PINNING": False,
             "DYNAMIC_QUANTIZATION_GROUP_SIZE": INT8_GROUP if precision == "int8" else 0
         }
-        self.directory, self.pad_id, self.max_tokens = directory, pad_id, max_tokens
+        self.directory, self.pad_id, self.max_tokens, self.image_tokens = directory, pad_id, max_tokens, image_tokens
         self._image = core.compile_model(directory / "image.xml", "CPU", config).create_infer_request()
         self._text = core.compile_model(directory / "text.xml", "CPU", config).create_infer_request()
 
-    def images(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(self._image.infer([pixels.float().numpy()])[0])
+    def images(self, pixels: torch.Tensor, padding: int | None = None) -> torch.Tensor:
+        """`padding` tokens per image, image_padding's unless told (the tests compare both)."""
+        if padding is None:
+            padding = image_padding(len(pixels), self.image_tokens)
+        return torch.from_numpy(self._image.infer([pixels.float().numpy(), np.zeros(padding, np.float32)])[0])
 
     def texts(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Padded to a few shapes (`text_shape`): the CPU plugin keeps kernels for every input shape it meets, and
@@ -229,6 +246,13 @@ def text_shape(rows: int, length: int, max_tokens: int) -> tuple[int, int]:
         return 1, length
     top = 1 << (rows - 1).bit_length()  # the power of two at or above rows
     return (top * 3 // 4 if rows <= top * 3 // 4 else top), min(-(-length // 8) * 8, max_tokens)
+
+
+def image_padding(images: int, tokens: int) -> int:
+    """Tokens to add to each image of a pass of `images`: a lone image's up to a multiple of PAD_MULTIPLE rows,
+    when that adds at most 1/PAD_MOST_EVERY more work; none to a batch (see PAD_MULTIPLE)."""
+    extra = -tokens % PAD_MULTIPLE
+    return extra if images == 1 and extra * PAD_MOST_EVERY <= tokens else 0
 
 
 def _mappings(directory: Path) -> list[tuple[int, int]]:
