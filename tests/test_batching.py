@@ -129,6 +129,18 @@ def test_merged_batches_give_each_request_its_own_vectors(model_dir, encoder):
     assert batched.serving.batching and max(passes) > 3  # one call has at most 3 rows: several were merged
 
 
+def test_many_texts_go_through_a_cpu_in_passes_of_32(model_dir, encoder):
+    """A CPU engine keeps the buffers of its largest pass: 70 texts are 3 passes, each text's own vector."""
+    chunked = cpu_encoder(model_dir, text_cache_size=0)
+    passes = []
+    chunked.on_forward = lambda kind, rows: passes.append((kind, rows))
+    texts = [f"caption number {i} " + "word " * (i % 9) for i in range(70)]
+    vectors = encode_texts(chunked, texts)
+    assert passes == [("text", 32), ("text", 32), ("text", 6)]
+    for i in (0, 33, 69):
+        np.testing.assert_allclose(vectors[i], encode_texts(encoder, texts[i:i + 1])[0], atol=1e-5)
+
+
 def test_batching_on_the_cpu_captures_no_cuda_graphs(encoder):
     """The shared encoder batches (CLIP_BATCHING=auto) on the CPU: eager passes, IMAGE_BATCH images each."""
     assert encoder.serving.batching and encoder._image_graphs is None and encoder.chunk == 8

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..encoder.cputhreads import ThreadBudget
 from ..encoder.modeldir import resolve_model_dir
 from ..settings import METRICS_DIR_ENV, Settings, cpu_count
-from .arenas import limit_arenas
+from .arenas import limit_arenas, return_large_blocks
 from .workertable import WorkerTable
 
 if TYPE_CHECKING:  # the master imports this module and never loads torch: workers import the encoder
@@ -108,6 +108,8 @@ def load_worker_encoder(settings: Settings) -> ClipEncoder:
     decides depends on it. Torch's threads follow the busy workers in the master's table (clipsvc.encoder.cputhreads).
     """
     limit_arenas()  # before torch's threads and the request threads allocate
+    if settings.cpu_engine == "openvino":
+        return_large_blocks()
     budget = ThreadBudget(cpu_count(), _state.workers, fixed=settings.torch_threads)
     # A backstop for requests queued behind a stuck forward pass: gunicorn replaces the worker first.
     wait = settings.worker_timeout + 2 * HEARTBEAT_GRACE + 5
