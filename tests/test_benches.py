@@ -85,3 +85,11 @@ def test_roofline_reports_every_engine_beside_the_floor(model_dir, tmp_path):
             if label in rows:
                 assert rows[label][3].endswith("%") and float(rows[label][3].rstrip("%")) >= 0  # efficiency
                 assert 0.9 < float(rows[label][4]) <= 1.000001  # worst cosine against transformers fp32
+
+
+def test_image_padding_times_each_padding_and_keeps_the_vectors(model_dir):
+    out = run("image_padding.py", "--model-dir", str(model_dir), "--threads", "1", "--batches", "1,2",
+              "--paddings", "0,6", "--formats", "fp32", "--rounds", "1", "--settle", "0")
+    rows = [line for line in out.splitlines() if line.startswith("| fp32 |")]
+    assert [row.split(" | ")[1] for row in rows] == ["1", "2"]
+    assert all(row.count("(1.000000)") + row.count("(0.99999") == 2 for row in rows), rows
