@@ -37,9 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import torch
+    from perf import standin_model
 
     from clipsvc.encoder.openvino_towers import image_padding
-    from perf import standin_model
     from testkit.encoding import cpu_encoder
 
     model_dir = args.model_dir or standin_model(args.arch)
