@@ -141,6 +141,29 @@ def test_int8_compresses_every_matmul_weight(model):
     assert {w.get_element_type() for w in weights} == {ov.Type.i8}
 
 
+def layers(*widths: tuple[int, int]) -> ov.Model:
+    """Matmuls by weights of these (input, output) widths, one after another, and an attention-like matmul of two
+    activations, which has no weight and is left out."""
+    from openvino import opset13 as ops
+
+    hidden = start = ops.parameter([-1, -1, widths[0][0]], ov.Type.f32)
+    for width, out in widths:
+        hidden = ops.matmul(hidden, ops.constant(np.ones((width, out), np.float32)), False, False)
+    heads = ops.reshape(hidden, [0, 0, 2, -1], special_zero=True)
+    return ov.Model([ops.matmul(heads, heads, False, True)], [start])
+
+
+@pytest.mark.parametrize("widths, most, group", [
+    ([(1024, 4096), (4096, 1024)], 1024, 1024),  # ViT-L/14's image layers
+    ([(768, 3072), (3072, 768)], 1024, 768),  # its text layers: 1024 would miss the first
+    ([(768, 3072), (3072, 768)], 256, 256),
+    ([(1280, 5120), (5120, 1280)], 1024, 640),  # ViT-H/14's images
+    ([(32, 64), (64, 32)], 1024, 32),  # the tiny stand-in
+])
+def test_int8_groups_divide_every_layer(widths, most, group):
+    assert openvino_towers.quantisation_group(layers(*widths), most) == group
+
+
 @pytest.mark.parametrize("rows, length, shape", [
     (1, 5, (1, 5)), (1, 77, (1, 77)), (2, 8, (2, 8)), (3, 9, (3, 16)), (5, 77, (6, 77)), (7, 73, (8, 77)),
     (9, 20, (12, 24)), (13, 1, (16, 8)), (200, 40, (256, 40)), (256, 77, (256, 77))])
