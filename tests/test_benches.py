@@ -87,6 +87,16 @@ def test_roofline_reports_every_engine_beside_the_floor(model_dir, tmp_path):
                 assert 0.9 < float(rows[label][4]) <= 1.000001  # worst cosine against transformers fp32
 
 
+def test_int8_groups_times_each_group_size_against_fp32(model_dir):
+    out = run("int8_groups.py", "--model-dir", str(model_dir), "--threads", "1", "--groups", "0,1024,16",
+              "--batches", "1,2", "--rounds", "1", "--settle", "0")
+    rows = [line.split(" | ") for line in out.splitlines() if line.startswith(("| image |", "| text |"))]
+    assert [(row[0], row[1]) for row in rows] == [("| image", "1"), ("| text", "1"), ("| image", "2"), ("| text", "2")]
+    for row in rows:  # the tiny stand-in's layers are 32 and 64 wide: 1024 gives 32, 16 stays 16
+        assert row[3].endswith("[32]") and row[4].rstrip(" |").endswith("[16]"), row
+        assert all(0.99 < float(cell.split("(")[1].split(")")[0]) <= 1.000001 for cell in row[2:]), row
+
+
 def test_image_padding_times_each_padding_and_keeps_the_vectors(model_dir):
     out = run("image_padding.py", "--model-dir", str(model_dir), "--threads", "1", "--batches", "1,2",
               "--paddings", "0,6", "--formats", "fp32", "--rounds", "1", "--settle", "0")

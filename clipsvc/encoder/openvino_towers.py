@@ -40,11 +40,11 @@ log = logging.getLogger(__name__)
 CONVERSION = 2
 FACTS = "facts.json"  # what the loader asked to keep of the fp32 model: it is not loaded again
 # Activations of int8 layers are quantised per row in groups of this many input channels (OpenVINO's CPU plugin,
-# DYNAMIC_QUANTIZATION_GROUP_SIZE), or fewer where a tower's layer widths need it (quantisation_group): a layer whose
-# width the size does not divide runs on bf16 kernels instead. ViT-L/14 (2 threads, EPYC): images ran as fast in
-# groups of 256 as of 1024; texts, whose 768-wide layers 1024 missed, went from 20.3 to 14.7 ms alone and from 14.6
-# to 9.5 ms a text in eights, worst cosine against fp32 0.99928; 32 was 1.4x slower on images, one group a row 1.45x.
-INT8_GROUP = 256
+# DYNAMIC_QUANTIZATION_GROUP_SIZE), or of the largest fewer that divides every layer's width (quantisation_group): a
+# layer whose width the size does not divide runs on bf16 kernels instead, as ViT-L/14's 768-wide text layers did
+# in groups of 1024 (a lone text 20.4 ms, then 11.4 in groups of 768). Groups of 256 were 1-6 % slower on ViT-L/14
+# and as accurate; of 32, 1.4x slower; one a row, 1.45x (bench/int8_groups.py, docs/performance.md).
+INT8_GROUP = 1024
 MADV_DONTNEED = 4
 # A lone image's tokens are padded to a multiple of this many rows, when that adds at most 1/PAD_MOST_EVERY more
 # (image_padding). OpenVINO's bf16 matmuls handle a one-row tail slowly: a ViT-L/14 image (257 rows) took 457-479 ms
@@ -197,7 +197,8 @@ class OpenVINOTowers:
     dtype = torch.float32
 
     def __init__(self, directory: Path, precision: str, threads: int, native_bf16: bool, pad_id: int,
-                 max_tokens: int, image_tokens: int):
+                 max_tokens: int, image_tokens: int, int8_group: int = INT8_GROUP):
+        """`int8_group`: the most input channels per activation group in int8 (0: int8 weights only)."""
         core = ov.Core()
         config = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" or (precision == "int8" and native_bf16)
@@ -206,7 +207,7 @@ class OpenVINOTowers:
             "PERFORMANCE_HINT": "LATENCY",
             # Pinned threads of several workers land on the same cores: two 1-thread workers ran at half speed.
             "ENABLE_CPU_PINNING": False,
-            "DYNAMIC_QUANTIZATION_GROUP_SIZE": INT8_GROUP if precision == "int8" else 0,
+            "DYNAMIC_QUANTIZATION_GROUP_SIZE": int8_group if precision == "int8" else 0,
         }
         self.directory, self.pad_id, self.max_tokens, self.image_tokens = directory, pad_id, max_tokens, image_tokens
         self._image, self._text = (_compiled(core, directory / f"{name}.xml", config) for name in ("image", "text"))
@@ -243,8 +244,8 @@ class OpenVINOTowers:
 def _compiled(core: ov.Core, path: Path, config: dict) -> ov.InferRequest:
     """One tower compiled, its int8 activations quantised in groups that fit its layers."""
     model = core.read_model(path)
-    if config["DYNAMIC_QUANTIZATION_GROUP_SIZE"]:
-        config = config | {"DYNAMIC_QUANTIZATION_GROUP_SIZE": quantisation_group(model, INT8_GROUP)}
+    if most := config["DYNAMIC_QUANTIZATION_GROUP_SIZE"]:
+        config = config | {"DYNAMIC_QUANTIZATION_GROUP_SIZE": quantisation_group(model, most)}
     return core.compile_model(model, "CPU", config).create_infer_request()
 
 
