@@ -18,7 +18,7 @@ time, so no two thread pools run together. All get the same inputs: random-pixel
 CLIPImageProcessorPil (clipsvc gets the pictures and preprocesses them itself, untimed) and real-looking
 captions through CLIPTokenizer, padded to the longest of the batch. --threads for all (torch.set_num_threads,
 ORT intra_op_num_threads without spinning, OpenVINO INFERENCE_NUM_THREADS unpinned, latency hint). One warm-up
-pass per engine, tower and batch; then --rounds rounds, engines interleaved (their order rotated each round),
+pass per engine, tower and batch; then --rounds rounds, engines interleaved (in a seeded random order each time),
 each call after --settle seconds of quiet (the engine before it leaves threads spinning for a few ms); medians,
 in ms per image. Worst cosine: the lowest over rows and batches against transformers fp32.
 
@@ -40,6 +40,7 @@ import dataclasses
 import importlib.metadata
 import json
 import multiprocessing
+import random
 import statistics
 import sys
 import tempfile
@@ -233,10 +234,10 @@ def run_rounds(children: list[Child], args: argparse.Namespace) -> dict:
         for child in children:
             child.ask(tower, batch)
     samples: dict = {}
-    for round_ in range(args.rounds):
+    order = random.Random(0)  # a new order each time, the same every run: no engine always follows the same one
+    for _ in range(args.rounds):
         for tower, batch in keys:
-            shift = round_ % len(children)
-            for child in children[shift:] + children[:shift]:
+            for child in order.sample(children, len(children)):
                 time.sleep(args.settle)  # the previous engine's threads stop spinning: a lone text ran 3 ms slower
                 answer = child.ask(tower, batch)
                 if answer is not None:
