@@ -13,7 +13,6 @@ against none. A benchmark: it exits 0 whatever the numbers.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -23,26 +22,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from perf import chosen_model, in_process_options  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="vit-l-14")
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = in_process_options(__doc__)
     parser.add_argument("--batches", default="1,2,8")
     parser.add_argument("--paddings", default="0,7,15,31")
     parser.add_argument("--formats", default="bf16,int8")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--settle", type=float, default=0.05)
     args = parser.parse_args(argv)
 
     import torch
-    from perf import standin_model
 
     from clipsvc.encoder.openvino_towers import image_padding
     from testkit.encoding import cpu_encoder
 
-    model_dir = args.model_dir or standin_model(args.arch)
+    model_dir = chosen_model(args)
     batches = [int(b) for b in args.batches.split(",")]
     paddings = [0] + [int(p) for p in args.paddings.split(",") if int(p) != 0]  # none first: the reference
     encoders = {name: cpu_encoder(model_dir, torch_threads=args.threads, precision=name, cpu_engine="openvino")

@@ -14,7 +14,6 @@ ms per item and the worst cosine against transformers fp32. A benchmark: it exit
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -23,21 +22,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
+from perf import chosen_model, in_process_options  # noqa: E402
+
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", default="vit-l-14")
-    parser.add_argument("--model-dir", type=Path)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = in_process_options(__doc__)
     parser.add_argument("--groups", default="0,256,1024")
     parser.add_argument("--batches", default="1,8")
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--settle", type=float, default=0.05)
     args = parser.parse_args(argv)
 
     import openvino as ov
     import torch
-    from perf import standin_model
     from transformers import CLIPModel
 
     from clipsvc.encoder.openvino_towers import INT8_GROUP, OpenVINOTowers, quantisation_group
@@ -45,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from clipsvc.encoder.towers import TorchTowers
     from testkit.encoding import cpu_encoder
 
-    model_dir = args.model_dir or standin_model(args.arch)
+    model_dir = chosen_model(args)
     groups, batches = ([int(n) for n in option.split(",")] for option in (args.groups, args.batches))
     served = cpu_encoder(model_dir, torch_threads=args.threads, precision="int8", cpu_engine="openvino").towers
     if not isinstance(served, OpenVINOTowers):

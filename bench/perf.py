@@ -101,6 +101,17 @@ def standin_model(arch: str) -> Path:
     return target
 
 
+def in_process_options(doc: str) -> argparse.ArgumentParser:
+    """The options of a bench that times the service's towers in its own process, interleaved in rounds."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--arch", default="vit-l-14")
+    parser.add_argument("--model-dir", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--settle", type=float, default=0.05, help="seconds of quiet before each timed call")
+    return parser
+
+
 def chosen_model(args: argparse.Namespace) -> Path:
     """`--model-dir`, or the stand-in of `--arch` (standin_model): how every bench picks its model."""
     return args.model_dir.resolve() if args.model_dir else standin_model(args.arch)
