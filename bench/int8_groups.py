@@ -73,14 +73,14 @@ def main(argv: list[str] | None = None) -> int:
                 times[(case, group)].append((time.perf_counter() - started) * 1000 / case[1])
 
     core = ov.Core()
-    widths = {name: core.read_model(served.directory / f"{name}.xml") for name in ("image", "text")}
+    graphs = {name: core.read_model(served.directory / f"{name}.xml") for name in ("image", "text")}
     print(f"{model_dir.name} int8, {args.threads} threads; median of {args.rounds} rounds, ms per item (worst cosine "
           f"against transformers fp32); the service's groups: up to {INT8_GROUP}\n")
     print("| tower | batch | " + " | ".join(f"groups up to {g}" if g else "weights only (0)" for g in groups) + " |")
     print("| --- | --- | " + " | ".join("---" for _ in groups) + " |")
     for (tower, batch) in calls:
         cells = [f"{statistics.median(times[((tower, batch), g)]):.2f} ({cosines[((tower, batch), g)]:.6f})"
-                 + (f" [{quantisation_group(widths[tower], g)}]" if g else "") for g in groups]
+                 + (f" [{quantisation_group(graphs[tower], g)}]" if g else "") for g in groups]
         print(f"| {tower} | {batch} | " + " | ".join(cells) + " |")
     print("\n[n]: the group size the tower took, the largest up to the column's that divides its layers' widths")
     return 0

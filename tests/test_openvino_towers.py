@@ -44,10 +44,9 @@ def convert(model, model_dir, cache, precision):
 
 def compiled(model, model_dir, cache, precision, threads=1):
     directory = convert(model, model_dir, cache, precision)
-    vision = model.config.vision_config
     return OpenVINOTowers(directory, precision, threads, native_bf16=False, pad_id=0,
                           max_tokens=model.config.text_config.max_position_embeddings,
-                          image_tokens=(vision.image_size // vision.patch_size) ** 2 + 1)
+                          image_tokens=loading._image_tokens(model.config))
 
 
 def cosines(ours: torch.Tensor, theirs: torch.Tensor) -> float:
